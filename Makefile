@@ -1,0 +1,35 @@
+# Two commands do everything on a fresh machine:  make demo  (the whole pipeline on the embedded data)  and  make test.
+# Each installs what it needs and is safe to run twice.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.requirements-installed
+
+.PHONY: demo test setup fashion-mnist inplace-abn lint clean-demo
+
+demo: setup fashion-mnist
+	bash scripts/demo.sh
+
+test: setup fashion-mnist
+	-bash scripts/install_inplace_abn.sh --if-possible
+	$(PY) -m ruff check .
+	$(PY) -m pytest -q tests
+
+setup: $(STAMP)
+
+$(STAMP): requirements.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -r requirements.txt
+	touch $(STAMP)
+
+fashion-mnist:
+	bash scripts/install_fashion_mnist.sh
+
+inplace-abn: setup
+	bash scripts/install_inplace_abn.sh
+
+lint: setup
+	$(PY) -m ruff check .
+
+clean-demo:
+	rm -rf data/demo outputs/demo
