@@ -104,7 +104,8 @@ def build_demo_dataset(out_dir: str | Path, num_images: int = 3000, seed: int = 
     for i in tqdm(range(num_images), desc="building demo images", unit="img"):
         classes = {name: int(rng.choice(len(freq), p=freq)) for name, freq in CLASS_FREQUENCIES.items()}
         product = NECK_PRODUCTS[classes["neck"]]
-        source_index = by_product[product][used[product]]
+        pool = by_product[product]
+        source_index = pool[used[product] % len(pool)]  # wraps only when asked for more than the source has
         used[product] += 1
         filename = f"{i:05d}_{FASHION_MNIST_NAMES[product]}.png"
         render(images[source_index], classes["sleeve_length"], classes["pattern"], image_size).save(

@@ -6,6 +6,10 @@ example (its desired count per split is ``max(1, ratio * n)``), so rare classes 
 processed rarest first; each example of the current class goes to the split that still wants that class most (ties:
 the split that wants most examples overall, then the seeded random generator). Rows whose attributes are all
 ``#N/A`` carry no class and go to the split that wants most examples. No row is ever dropped.
+
+An example is placed while its *rarest* class is processed, so a class whose examples all carry rarer classes can
+still miss a split. A repair pass then moves, for each such (split, class), one example of the class from the split
+holding most of it, choosing an example whose other classes all stay present in that split.
 """
 
 from __future__ import annotations
@@ -59,7 +63,35 @@ def iterative_stratification(labels: np.ndarray, ratios: list[float], seed: int)
         split = pick(np.arange(n_splits))
         assignment[i] = split
         want_rows[split] -= 1
+    _ensure_every_split_has_each_class(labels, assignment, ratios, enough)
     return assignment
+
+
+def _ensure_every_split_has_each_class(labels: np.ndarray, assignment: np.ndarray, ratios: np.ndarray,
+                                      eligible: np.ndarray) -> None:
+    """Move single examples so that every eligible class appears in every split with a non-zero ratio."""
+    splits = np.flatnonzero(ratios > 0)
+    counts = np.stack([labels[assignment == s].sum(axis=0) for s in range(len(ratios))])
+    for _ in range(labels.shape[1] * len(ratios)):
+        missing = [(s, c) for c in np.flatnonzero(eligible) for s in splits if counts[s, c] == 0]
+        moved = False
+        for s, c in missing:
+            if counts[s, c] > 0:
+                continue
+            for donor in np.argsort(-counts[:, c], kind="stable"):
+                if counts[donor, c] < 2:
+                    break
+                rows = np.flatnonzero((assignment == donor) & labels[:, c])
+                safe = [i for i in rows if np.all((counts[donor] >= 2) | ~labels[i] | ~eligible)]
+                if safe:
+                    i = min(safe, key=lambda r: (labels[r].sum(), r))
+                    assignment[i] = s
+                    counts[donor] -= labels[i]
+                    counts[s] += labels[i]
+                    moved = True
+                    break
+        if not moved:
+            return
 
 
 def class_distribution(tables: dict[str, LabelTable]) -> pd.DataFrame:

@@ -1,0 +1,102 @@
+"""The resolved settings of a training run, plus the helpers every run needs (device, seeds, versions)."""
+
+from __future__ import annotations
+
+import platform
+import random
+from dataclasses import asdict, dataclass, fields
+
+import numpy as np
+import torch
+
+
+@dataclass
+class TrainConfig:
+    # data
+    train_csv: str = ""
+    val_csv: str = ""
+    images: str = ""
+    val_images: str | None = None
+    schema: str | None = None
+    image_size: int = 224
+    batch_size: int = 32
+    workers: int = 2
+    augment: str = "csl"
+    on_bad_rows: str = "error"
+    # model
+    model_name: str = "tresnet_m"
+    model_path: str | None = None
+    norm: str = "auto"
+    # optimisation (the CSL recipe)
+    lr: float = 2e-4
+    weight_decay: float = 1e-4
+    epochs: int = 30
+    ema_decay: float = 0.9997
+    ema_warmup: bool = False
+    amp: bool = False
+    amp_dtype: str = "float16"
+    grad_clip: float = 0.0
+    # loss
+    partial_loss_mode: str = "selective"
+    gamma_pos: float = 0.0
+    gamma_neg: float = 1.0
+    gamma_unann: float = 2.0
+    alpha_pos: float = 1.0
+    alpha_neg: float = 1.0
+    alpha_unann: float = 1.0
+    clip: float = 0.0
+    likelihood_topk: int = 5
+    likelihood_topk_scope: str = "batch"
+    prior_threshold: float = 0.5
+    prior_path: str | None = None
+    prior_epochs: int | None = None
+    loss_reduction: str = "mean"
+    # run
+    output_dir: str = ""
+    seed: int = 0
+    device: str = "auto"
+    resume: bool = False
+    threshold: float = 0.5
+    stop_after_steps: int | None = None
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> TrainConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown config key(s): {unknown}")
+        return cls(**data)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and PyTorch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def derive_seed(seed: int, *parts: int) -> int:
+    """A deterministic seed for one stage/epoch of a run, so an epoch replays identically after a resume."""
+    return int(np.random.SeedSequence([seed, *parts]).generate_state(1)[0])
+
+
+def library_versions() -> dict[str, str]:
+    import PIL
+    import timm
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__, "torchvision": torchvision.__version__,
+            "timm": timm.__version__, "numpy": np.__version__, "pillow": PIL.__version__,
+            "cuda": torch.version.cuda or "none"}

@@ -1,0 +1,76 @@
+"""Prediction from a checkpoint alone: the model, its preprocessing and its classes all come from the file."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from ..data.dataset import load_rgb
+from ..data.schema import AttributeSchema
+from ..data.transforms import build_transform
+from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
+from .config import resolve_device
+
+log = logging.getLogger(__name__)
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
+
+
+class Predictor:
+    """``Predictor.from_checkpoint(path).predict([PIL images])`` -> (N, C) probabilities."""
+
+    def __init__(self, checkpoint: dict, device: torch.device | str = "cpu", norm: str = "auto"):
+        self.checkpoint = checkpoint
+        self.device = torch.device(device)
+        self.model = model_from_checkpoint(checkpoint, self.device, norm)
+        self.class_names: list[str] = list(checkpoint["class_names"])
+        self.schema: AttributeSchema | None = checkpoint_schema(checkpoint)
+        self.image_size = int(checkpoint["image_size"])
+        self.transform = build_transform(self.image_size, train=False)
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", norm: str = "auto") -> Predictor:
+        return cls(load_checkpoint(path), resolve_device(device), norm)
+
+    @torch.inference_mode()
+    def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+        out = []
+        for start in range(0, len(images), batch_size):
+            batch = torch.stack([self.transform(img.convert("RGB")) for img in images[start:start + batch_size]])
+            out.append(torch.sigmoid(self.model(batch.to(self.device)).float()).cpu())
+        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
+
+    def predict_files(self, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[Path], np.ndarray, dict]:
+        """Predict every readable file; returns (predicted paths, probabilities, {unreadable path: reason})."""
+        done, probs, failures = [], [], {}
+        for start in range(0, len(paths), batch_size):
+            images, names = [], []
+            for path in paths[start:start + batch_size]:
+                try:
+                    images.append(load_rgb(path))
+                    names.append(Path(path))
+                except (OSError, UnidentifiedImageError, ValueError) as err:
+                    failures[str(path)] = f"{type(err).__name__}: {err}"
+                    log.warning("skipping unreadable image %s (%s)", path, err)
+            if images:
+                probs.append(self.predict(images, batch_size))
+                done.extend(names)
+        empty = np.zeros((0, len(self.class_names)), dtype=np.float32)
+        return done, np.concatenate(probs) if probs else empty, failures
+
+    def attribute_predictions(self, probs: np.ndarray) -> dict[str, np.ndarray]:
+        """Argmax class index within each attribute group (attribute checkpoints only)."""
+        if self.schema is None:
+            raise ValueError("this checkpoint has no attribute schema")
+        return {name: probs[:, sl].argmax(axis=1) for name, sl in self.schema.group_slices().items()}
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"image folder not found: {folder}")
+    return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -1,0 +1,334 @@
+"""Training: ``train_one_epoch`` and ``evaluate``, composed by ``fit`` into one stage and by ``run_training`` into a run.
+
+A ``selective`` run without ``--prior_path`` has two stages, in one command (CSL's workflow):
+
+1. ``prior``: a temporary model trained in ``ignore`` mode for ``prior_epochs``; its best weights estimate the class
+   priors over the training images (eval mode, no augmentation), written to ``<run>/priors/prior_ignore.csv``;
+2. ``main``: the target model under the selective loss with those priors.
+
+Every epoch starts from a seed derived from (seed, stage, epoch), so an epoch replays identically after ``--resume``,
+and the same command gives the same metrics. Checkpoints (``last.pt`` every epoch, ``best.pt`` when val mAP improves,
+from whichever of the regular and EMA weights scored higher) are written atomically.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
+from tqdm import tqdm
+
+from ..data.schema import UNKNOWN, AttributeSchema, load_schema
+from ..data.transforms import NORMALIZATION
+from ..losses import PartialSelectiveLoss
+from ..metrics import evaluate_predictions
+from ..models import create_model, norm_backend_of
+from ..priors import estimate_priors, load_priors, predict_probabilities, save_priors
+from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from .config import TrainConfig, derive_seed, library_versions, resolve_device, seed_everything
+from .data import LabelledImages, make_loader, read_attribute_split
+
+log = logging.getLogger(__name__)
+
+STAGES = ("prior", "main")
+
+
+class NonFiniteLossError(RuntimeError):
+    pass
+
+
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``stop_after_steps`` to simulate a crash (resume with ``--resume``)."""
+
+
+@dataclass
+class Task:
+    """What the model predicts: class names, and the attribute groups when the labels are attributes."""
+
+    class_names: list[str]
+    schema: AttributeSchema | None = None
+    train_class_counts: list[int] = field(default_factory=list)
+
+    @property
+    def groups(self) -> dict[str, slice] | None:
+        return self.schema.group_slices() if self.schema else None
+
+    @property
+    def majority(self) -> dict[str, int] | None:
+        if not self.schema or not self.train_class_counts:
+            return None
+        counts = np.asarray(self.train_class_counts)
+        return {name: int(counts[sl].argmax()) for name, sl in self.schema.group_slices().items()}
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with L2 decay on weights only; biases and norm parameters (1-D) get none (the CSL recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return torch.optim.Adam([{"params": no_decay, "weight_decay": 0.0},
+                             {"params": decay, "weight_decay": weight_decay}], lr=lr)
+
+
+def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> PartialSelectiveLoss:
+    return PartialSelectiveLoss(
+        partial_loss_mode=mode, gamma_pos=cfg.gamma_pos, gamma_neg=cfg.gamma_neg, gamma_unann=cfg.gamma_unann,
+        alpha_pos=cfg.alpha_pos, alpha_neg=cfg.alpha_neg, alpha_unann=cfg.alpha_unann, clip=cfg.clip,
+        likelihood_topk=cfg.likelihood_topk, likelihood_topk_scope=cfg.likelihood_topk_scope,
+        prior_threshold=cfg.prior_threshold, prior=None if prior is None else torch.as_tensor(prior),
+        reduction=cfg.loss_reduction)
+
+
+def resolve_amp(amp: bool, amp_dtype: str, device: torch.device) -> torch.dtype | None:
+    """Autocast dtype or None: fp16 or bf16 on CUDA, bf16 on CPU."""
+    if not amp:
+        return None
+    if amp_dtype not in ("float16", "bfloat16"):
+        raise ValueError(f"unknown amp dtype {amp_dtype!r}; expected float16 or bfloat16")
+    if device.type == "cpu" and amp_dtype == "float16":
+        log.info("mixed precision on CPU runs in bfloat16")
+        return torch.bfloat16
+    return getattr(torch, amp_dtype)
+
+
+def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
+                    scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
+                    scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
+                    step_budget: list[int | None]) -> dict:
+    """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps'}."""
+    model.train()
+    total, seen, steps = 0.0, 0, 0
+    bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch")
+    for images, targets in bar:
+        images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            logits = model(images)
+        loss = criterion(logits.float(), targets)
+        per_sample = loss.item() / len(images) if criterion.reduction == "sum" else loss.item()
+        if not math.isfinite(per_sample):
+            raise NonFiniteLossError(f"non-finite loss ({per_sample}) in stage {stage!r}, epoch {epoch + 1}, "
+                                     f"step {steps + 1}; the last good checkpoint is kept")
+        optimizer.zero_grad(set_to_none=True)
+        scaler.scale(loss).backward()
+        if grad_clip > 0:
+            scaler.unscale_(optimizer)
+            nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        scale_before = scaler.get_scale() if scaler.is_enabled() else None
+        scaler.step(optimizer)
+        scaler.update()
+        if scale_before is None or scaler.get_scale() >= scale_before:  # no scheduler step on a skipped AMP step
+            scheduler.step()
+        if ema is not None:
+            ema.update(model, step=scheduler.last_epoch)
+        total += per_sample * len(images)
+        seen += len(images)
+        steps += 1
+        bar.set_postfix(loss=f"{per_sample:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+        if step_budget[0] is not None:
+            step_budget[0] -= 1
+            if step_budget[0] <= 0:
+                raise TrainingInterrupted(f"stopped after the requested number of steps (in stage {stage!r}, "
+                                          f"epoch {epoch + 1}); continue with --resume")
+    return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps}
+
+
+def evaluate(model: nn.Module, loader, device: torch.device, task: Task, threshold: float = 0.5,
+             amp_dtype: torch.dtype | None = None) -> tuple[dict, np.ndarray]:
+    """Evaluation report (see :func:`src.metrics.evaluate_predictions`) and the (N, C) probabilities."""
+    scores = predict_probabilities(model, loader, device, amp_dtype, desc="evaluating")
+    targets = loader.dataset.targets.numpy()
+    report = evaluate_predictions(targets, scores, task.class_names, task.groups, task.majority, threshold)
+    return report, scores
+
+
+def _rng_state() -> dict:
+    return {"python": list(random.getstate()[1]), "numpy": np.random.get_state()[1].tolist(),
+            "torch": torch.get_rng_state()}
+
+
+def _write_metrics_csv(history: list[dict], path: Path) -> None:
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+@dataclass
+class StageResult:
+    best_path: Path
+    best_metric: float
+    best_weights: str
+    history: list[dict]
+
+
+def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray | None, train: LabelledImages,
+        val: LabelledImages, task: Task, run_dir: Path, stage_dir: Path, device: torch.device,
+        history: list[dict], step_budget: list[int | None], writer) -> StageResult:
+    """Train one model under one loss mode for ``epochs``; resumes from ``stage_dir/checkpoints/last.pt``."""
+    ckpt_dir = stage_dir / "checkpoints"
+    last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
+    seed_everything(derive_seed(cfg.seed, STAGES.index(stage), 10_000))
+    model = create_model(cfg.model_name, len(task.class_names), cfg.model_path, cfg.norm, device)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    train_loader_len = max(len(train) // cfg.batch_size, 1) if len(train) > cfg.batch_size else 1
+    scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=train_loader_len, pct_start=0.2)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
+    amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    criterion = build_criterion(cfg, mode, prior).to(device)
+    start_epoch, best_metric, best_weights = 0, -math.inf, "regular"
+    if cfg.resume and last_path.is_file():
+        state = load_checkpoint(last_path)
+        model.load_state_dict(state["model"])
+        if ema is not None and state.get("ema") is not None:
+            ema.module.load_state_dict(state["ema"])
+        ts = state["train_state"]
+        optimizer.load_state_dict(ts["optimizer"])
+        scheduler.load_state_dict(ts["scheduler"])
+        scaler.load_state_dict(ts["scaler"])
+        start_epoch, best_metric, best_weights = ts["epoch"] + 1, ts["best_metric"], ts["best_weights"]
+        history[:] = state["history"]
+        log.info("resumed stage %r from %s at epoch %d", stage, last_path, start_epoch + 1)
+    val_loader = make_loader(val.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
+    norm_used = norm_backend_of(model)
+
+    def payload(weights_state: dict, which: str, metrics: dict, epoch: int) -> dict:
+        return {
+            "format_version": FORMAT_VERSION, "arch": "csl", "model_name": cfg.model_name,
+            "num_classes": len(task.class_names), "norm": norm_used, "class_names": task.class_names,
+            "schema": task.schema.to_dict() if task.schema else None, "image_size": cfg.image_size,
+            "normalization": NORMALIZATION, "model": weights_state, "weights": which,
+            "ema": ema.module.state_dict() if ema is not None else None,
+            "priors": None if prior is None else [float(p) for p in prior], "partial_loss_mode": mode,
+            "stage": stage, "train_class_counts": task.train_class_counts, "metrics": metrics,
+            "config": cfg.to_dict(), "history": list(history),
+            "train_state": {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
+                            "scaler": scaler.state_dict(), "epoch": epoch, "best_metric": best_metric,
+                            "best_weights": best_weights, "rng": _rng_state()},
+        }
+
+    for epoch in range(start_epoch, epochs):
+        epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
+        seed_everything(epoch_seed)
+        loader = make_loader(train.dataset(cfg.image_size, train=True, augment=cfg.augment), cfg.batch_size,
+                             cfg.workers, train=True, seed=epoch_seed)
+        started = time.time()
+        stats = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoch=epoch, stage=stage,
+                                ema=ema, scaler=scaler, amp_dtype=amp_dtype, grad_clip=cfg.grad_clip,
+                                step_budget=step_budget)
+        report, _ = evaluate(model, val_loader, device, task, cfg.threshold, amp_dtype)
+        report_ema = evaluate(ema.module, val_loader, device, task, cfg.threshold, amp_dtype)[0] if ema else None
+        use_ema = report_ema is not None and report_ema["mAP"] > report["mAP"]
+        chosen = report_ema if use_ema else report
+        row = {"stage": stage, "epoch": epoch + 1, "train_loss": round(stats["loss"], 6), "lr": stats["lr"],
+               "val_mAP": round(report["mAP"], 4),
+               "val_mAP_ema": round(report_ema["mAP"], 4) if report_ema else "",
+               "val_mAP_unknown_as_negative": round(chosen["mAP_unknown_as_negative"], 4)}
+        for name, acc in chosen.get("accuracy_per_attribute", {}).items():
+            row[f"acc_{name}"] = round(acc, 4)
+        row["seconds"] = round(time.time() - started, 1)
+        history.append(row)
+        improved = chosen["mAP"] > best_metric
+        if improved:
+            best_metric, best_weights = chosen["mAP"], "ema" if use_ema else "regular"
+        save_checkpoint(payload(model.state_dict(), "regular", chosen, epoch), last_path)
+        if improved:
+            weights = ema.module.state_dict() if use_ema else model.state_dict()
+            save_checkpoint(payload(weights, best_weights, chosen, epoch), best_path)
+        _write_metrics_csv(history, run_dir / "metrics.csv")
+        for key in ("train_loss", "val_mAP", "val_mAP_ema"):
+            if row[key] != "":
+                writer.add_scalar(f"{stage}/{key}", row[key], epoch + 1)
+        acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
+        log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch + 1, epochs,
+                 stats["loss"], stats["lr"], report["mAP"], row["val_mAP_ema"], acc_text, row["seconds"],
+                 " *best*" if improved else "")
+    if not best_path.is_file():
+        raise RuntimeError(f"stage {stage!r} finished without a best checkpoint in {ckpt_dir}")
+    return StageResult(best_path, best_metric, best_weights, history)
+
+
+def _attribute_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
+    schema = load_schema(cfg.schema)
+    train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
+                                 run_dir / "rejected_rows_train.csv")
+    val = read_attribute_split(cfg.val_csv, cfg.val_images or cfg.images, schema, cfg.on_bad_rows,
+                               run_dir / "rejected_rows_val.csv")
+    counts = (train.targets == 1).sum(axis=0).astype(int).tolist()
+    return Task(schema.class_names, schema, counts), train, val
+
+
+def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, LabelledImages] | None = None) -> dict:
+    """Run every stage of ``cfg`` and return a summary (paths, best metric, priors)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(cfg.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(cfg.device)
+    task, train, val = task_and_data or _attribute_task(cfg, run_dir)
+    config_record = {"config": cfg.to_dict(), "device": str(device), "versions": library_versions(),
+                     "num_train_images": len(train), "num_val_images": len(val),
+                     "class_names": task.class_names,
+                     "train_unknown_share": float((train.targets == UNKNOWN).mean())}
+    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2) + "\n")
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    history: list[dict] = []
+    step_budget: list[int | None] = [cfg.stop_after_steps]
+    prior = None
+    summary: dict = {"run_dir": str(run_dir)}
+    try:
+        if cfg.partial_loss_mode == "selective":
+            if cfg.prior_path:
+                prior = load_priors(cfg.prior_path, task.class_names)
+                summary["prior_path"] = cfg.prior_path
+            else:
+                prior, summary["prior_path"] = _prior_stage(cfg, task, train, val, run_dir, device, history,
+                                                            step_budget, writer)
+        main_ckpt = run_dir / "checkpoints" / "last.pt"
+        result = fit(cfg, "main", cfg.partial_loss_mode, cfg.epochs, prior, train, val, task, run_dir, run_dir,
+                     device, history, step_budget, writer)
+    finally:
+        writer.close()
+    summary.update({"best_checkpoint": str(result.best_path), "last_checkpoint": str(main_ckpt),
+                    "best_val_mAP": result.best_metric, "best_weights": result.best_weights,
+                    "metrics_csv": str(run_dir / "metrics.csv")})
+    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def _prior_stage(cfg: TrainConfig, task: Task, train: LabelledImages, val: LabelledImages, run_dir: Path,
+                 device: torch.device, history: list[dict], step_budget: list[int | None],
+                 writer) -> tuple[np.ndarray, str]:
+    """Stage 1: temporary ignore-mode model -> priors CSV (skipped when a finished one is in the run folder)."""
+    prior_path = run_dir / "priors" / "prior_ignore.csv"
+    if cfg.resume and prior_path.is_file():
+        stage_last = run_dir / "prior_stage" / "checkpoints" / "last.pt"
+        if stage_last.is_file():
+            history[:] = load_checkpoint(stage_last)["history"]
+        return load_priors(prior_path, task.class_names), str(prior_path)
+    epochs = cfg.prior_epochs or cfg.epochs
+    result = fit(cfg, "prior", "ignore", epochs, None, train, val, task, run_dir, run_dir / "prior_stage", device,
+                 history, step_budget, writer)
+    ckpt = load_checkpoint(result.best_path)
+    model = create_model(cfg.model_name, len(task.class_names), None, cfg.norm, device)
+    model.load_state_dict(ckpt["model"])
+    loader = make_loader(train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
+    priors, n_images = estimate_priors(model, loader, device, resolve_amp(cfg.amp, cfg.amp_dtype, device))
+    save_priors(prior_path, task.class_names, priors, n_images, method="mean")
+    top = np.argsort(-priors)[:10]
+    log.info("priors from the ignore-mode model (%s weights, %d images): %s", result.best_weights, n_images,
+             ", ".join(f"{task.class_names[i]} {priors[i]:.3f}" for i in top))
+    return priors, str(prior_path)

@@ -1,0 +1,5 @@
+from .factory import TRESNET_MODELS, create_model, norm_backend_of, optimize_for_inference, resolve_norm_backend
+from .pretrained import LoadReport, PretrainedLoadError, load_pretrained
+
+__all__ = ["TRESNET_MODELS", "LoadReport", "PretrainedLoadError", "create_model", "load_pretrained",
+           "norm_backend_of", "optimize_for_inference", "resolve_norm_backend"]

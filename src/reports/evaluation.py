@@ -1,0 +1,62 @@
+"""Format an evaluation report (computed by :func:`src.metrics.evaluate_predictions`) as JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
+
+
+def report_markdown(report: dict, title: str = "Evaluation report") -> str:
+    lines = [f"# {title}", ""]
+    meta = report.get("meta", {})
+    for key in ("checkpoint", "model_name", "csv", "images", "weights"):
+        if key in meta:
+            lines.append(f"- {key}: `{meta[key]}`")
+    lines += [f"- images: {report['num_images']}", "",
+              "| metric | value |", "|---|---:|",
+              f"| mAP (partial-aware: unknown labels left out) | {_fmt(report['mAP'])} |",
+              f"| mAP (unknown counted as negative, the CSL convention) | {_fmt(report['mAP_unknown_as_negative'])} |"]
+    for key in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
+        lines.append(f"| {key} @ {report['threshold']} | {_fmt(report[key])} |")
+    lines.append("")
+    if "accuracy_per_attribute" in report:
+        majority = report.get("majority_accuracy_per_attribute", {})
+        lines += ["## Attributes", "",
+                  "| attribute | known images | accuracy | majority-class baseline | gain (points) | mAP |",
+                  "|---|---:|---:|---:|---:|---:|"]
+        for name, acc in report["accuracy_per_attribute"].items():
+            base = majority.get(name)
+            gain = None if base is None or math.isnan(base) or math.isnan(acc) else acc - base
+            lines.append(f"| {name} | {report['known_per_attribute'][name]} | {_fmt(acc)} | {_fmt(base)} | "
+                         f"{_fmt(gain)} | {_fmt(report['mAP_per_attribute'][name])} |")
+        lines.append("")
+    lines += ["## AP per class", "", "| class | known positives | AP |", "|---|---:|---:|"]
+    for name, ap in report["ap_per_class"].items():
+        lines.append(f"| {name} | {report['known_positives_per_class'][name]} | {_fmt(ap)} |")
+    if report["excluded_classes"]:
+        lines += ["", f"Excluded from mAP (no known positive): {', '.join(report['excluded_classes'])}"]
+    return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out_dir: str | Path, title: str = "Evaluation report") -> dict[str, Path]:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    json_path, md_path = out_dir / "report.json", out_dir / "report.md"
+    json_path.write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
+    md_path.write_text(report_markdown(report, title))
+    return {"json": json_path, "markdown": md_path}
+
+
+def summary_line(report: dict) -> str:
+    text = f"mAP {_fmt(report['mAP'])} (unknown-as-negative {_fmt(report['mAP_unknown_as_negative'])})"
+    if "accuracy_per_attribute" in report:
+        majority = report.get("majority_accuracy_per_attribute", {})
+        parts = [f"{n} {_fmt(a)}" + (f" vs majority {_fmt(majority[n])}" if n in majority else "")
+                 for n, a in report["accuracy_per_attribute"].items()]
+        text += "; accuracy: " + ", ".join(parts)
+    return text

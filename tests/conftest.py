@@ -1,0 +1,72 @@
+"""Shared fixtures: small generated images and attribute CSVs (nothing is downloaded)."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from src.data.schema import default_schema  # noqa: E402
+
+
+def file_digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def tree_digest(folder: Path) -> dict[str, str]:
+    return {str(p.relative_to(folder)): file_digest(p) for p in sorted(Path(folder).rglob("*")) if p.is_file()}
+
+
+def make_attribute_dataset(root: Path, n: int = 60, seed: int = 0, size: int = 32, missing: float = 0.2) -> Path:
+    """Images whose colour encodes sleeve_length, brightness pattern and a bar position neck; returns the CSV."""
+    rng = np.random.default_rng(seed)
+    schema = default_schema()
+    images = root / "images"
+    images.mkdir(parents=True, exist_ok=True)
+    lines = ["filename,neck,sleeve_length,pattern"]
+    for i in range(n):
+        values = [int(rng.integers(g.num_classes)) for g in schema.groups]
+        pixels = np.zeros((size, size, 3), dtype=np.uint8)
+        pixels[..., values[1] % 3] = 60 + 40 * values[1]
+        pixels[values[0] * 4: values[0] * 4 + 4, :, :] = 255
+        pixels[:, values[2] * 3: values[2] * 3 + 3, 2] = 200
+        name = f"img_{i:03d}.png"
+        Image.fromarray(pixels).save(images / name)
+        cells = ["#N/A" if rng.random() < missing else str(v) for v in values]
+        lines.append(",".join([name, *cells]))
+    csv_path = root / "attributes.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    return csv_path
+
+
+@pytest.fixture
+def attribute_data(tmp_path: Path) -> tuple[Path, Path]:
+    csv_path = make_attribute_dataset(tmp_path / "data")
+    return csv_path, tmp_path / "data" / "images"
+
+
+def write_idx(path: Path, array: np.ndarray) -> None:
+    header = bytes([0, 0, 0x08, array.ndim]) + b"".join(int(d).to_bytes(4, "big") for d in array.shape)
+    with gzip.open(path, "wb") as f:
+        f.write(header + array.astype(np.uint8).tobytes())
+
+
+@pytest.fixture
+def fake_fashion_mnist(tmp_path: Path) -> Path:
+    """A Fashion-MNIST-shaped source: 200 images per product class, 28x28, in the real idx.gz format."""
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(10), 200)
+    images = rng.integers(0, 255, size=(len(labels), 28, 28))
+    source = tmp_path / "fashion-mnist"
+    source.mkdir()
+    write_idx(source / "train-images-idx3-ubyte.gz", images)
+    write_idx(source / "train-labels-idx1-ubyte.gz", labels)
+    return source

@@ -1,0 +1,108 @@
+"""Train a multi-label classifier on partially labelled attribute data (CSL: selective loss + class priors).
+
+    python train.py --train-csv data/split/train.csv --val-csv data/split/valid.csv --images data/images \
+        --partial_loss_mode selective --epochs 30 --output-dir outputs/my-run
+
+Every flag accepts both spellings (``--partial_loss_mode`` and ``--partial-loss-mode``). A ``selective`` run without
+``--prior_path`` first trains a temporary ignore-mode model for ``--prior_epochs`` to estimate the class priors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+import time
+
+from src.data.labels import LabelFileError
+from src.data.transforms import AUGMENTATIONS
+from src.engine.config import TrainConfig
+from src.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
+from src.losses import PARTIAL_LOSS_MODES, TOPK_SCOPES
+from src.models.factory import NORM_BACKENDS
+
+DEFAULTS = TrainConfig()
+
+
+def spellings(name: str) -> list[str]:
+    """``--a_b`` and ``--a-b`` for one option."""
+    return list(dict.fromkeys([f"--{name}", f"--{name.replace('_', '-')}", f"--{name.replace('-', '_')}"]))
+
+
+def get_args_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+
+    def add(group, name: str, **kwargs) -> None:
+        dest = name.replace("-", "_")
+        group.add_argument(*spellings(name), dest=dest, default=getattr(DEFAULTS, dest, None), **kwargs)
+
+    data = p.add_argument_group("data")
+    add(data, "train_csv", required=True, help="training attributes CSV (filename + one column per attribute)")
+    add(data, "val_csv", required=True, help="validation attributes CSV")
+    add(data, "images", required=True, help="image folder of the CSVs")
+    add(data, "val_images", help="image folder of the validation CSV, when it differs from --images")
+    add(data, "schema", help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, pattern 10)")
+    add(data, "image_size", type=int, help="square input size; TResNet needs a multiple of 32")
+    add(data, "batch_size", type=int)
+    add(data, "workers", type=int, help="DataLoader worker processes")
+    add(data, "augment", choices=AUGMENTATIONS, help="csl: Cutout + RandAugment (reference); light; none")
+    add(data, "on_bad_rows", choices=("error", "skip"), help="skip: leave bad CSV rows out, listed in the run folder")
+
+    model = p.add_argument_group("model")
+    add(model, "model_name", help="tresnet_m / tresnet_l / tresnet_xl / tresnet_v2_l, or any timm model")
+    add(model, "model_path", help="pretrained weights (timm or MIIL format), see pretrained_weights/README.md")
+    add(model, "norm", choices=NORM_BACKENDS, help="TResNet ABN backend: inplace_abn kernels or exact pure PyTorch")
+
+    optim = p.add_argument_group("optimisation")
+    add(optim, "lr", type=float, help="peak learning rate of OneCycle")
+    add(optim, "weight_decay", type=float, help="L2 decay on weights (not on biases and norm parameters)")
+    add(optim, "epochs", type=int)
+    add(optim, "ema_decay", type=float, help="EMA decay per step; 0 disables the EMA model")
+    add(optim, "ema_warmup", action="store_true", help="ramp the EMA decay up (useful for short runs)")
+    add(optim, "amp", action="store_true", help="mixed precision (fp16/bf16 on CUDA, bf16 on CPU)")
+    add(optim, "amp_dtype", choices=("float16", "bfloat16"))
+    add(optim, "grad_clip", type=float, help="clip the gradient norm to this value (0: off)")
+
+    loss = p.add_argument_group("loss (Partial Selective Asymmetric Loss)")
+    add(loss, "partial_loss_mode", choices=PARTIAL_LOSS_MODES, help="how unknown labels are treated")
+    for name in ("gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann"):
+        add(loss, name, type=float)
+    add(loss, "clip", type=float, help="probability shift for negatives (ASL clip)")
+    add(loss, "likelihood_topk", type=int, help="selective: ignore the k most likely unknowns (per sample budget)")
+    add(loss, "likelihood_topk_scope", choices=TOPK_SCOPES, help="batch: k*B over the batch (reference); sample")
+    add(loss, "prior_threshold", type=float, help="selective: ignore unknowns of classes with a prior above this")
+    add(loss, "prior_path", help="prior CSV (class,prior); without it selective estimates priors first")
+    add(loss, "prior_epochs", type=int, help="epochs of the temporary ignore-mode model (default: --epochs)")
+    add(loss, "loss_reduction", choices=("mean", "sum"), help="mean: per-sample; sum: the reference's raw sum")
+
+    run = p.add_argument_group("run")
+    add(run, "output_dir", help="run folder (default outputs/<model>-<mode>-<time>)")
+    add(run, "seed", type=int)
+    add(run, "device", help="auto, cpu, cuda, cuda:1 ...")
+    add(run, "resume", action="store_true", help="continue from the run folder's last checkpoint")
+    add(run, "threshold", type=float, help="decision threshold of CP/CR/OP/OR")
+    add(run, "stop_after_steps", type=int, help="stop (as if killed) after this many steps; for crash tests")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = get_args_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
+    if not args.output_dir:
+        args.output_dir = f"outputs/{args.model_name}-{args.partial_loss_mode}-{time.strftime('%Y%m%d-%H%M%S')}"
+    cfg = TrainConfig.from_dict(vars(args))
+    try:
+        summary = run_training(cfg)
+    except TrainingInterrupted as err:
+        print(f"interrupted: {err}", file=sys.stderr)
+        return 3
+    except (LabelFileError, ValueError, FileNotFoundError, NonFiniteLossError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    print(f"best val mAP {summary['best_val_mAP']:.2f} ({summary['best_weights']} weights)")
+    print(f"checkpoint: {summary['best_checkpoint']}\nmetrics: {summary['metrics_csv']}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
