@@ -9,16 +9,16 @@ OUT=${OUT:-outputs/demo}
 DATA=${DATA:-data/demo}
 EPOCHS=${EPOCHS:-8}
 PRIOR_EPOCHS=${PRIOR_EPOCHS:-3}
-export TQDM_MININTERVAL=${TQDM_MININTERVAL:-5}
+mkdir -p "$OUT"
 
 $PY scripts/build_demo_data.py --out "$DATA"
 $PY images_train_test_valid_split.py --csv "$DATA/attributes.csv" --images "$DATA/images" --out-dir "$OUT/split" \
-    --seed 0 > "$OUT.split.log" 2>&1 || { cat "$OUT.split.log"; exit 1; }
+    --seed 0 > "$OUT/split.log" 2>&1 || { cat "$OUT/split.log"; exit 1; }
 echo "split: $OUT/split (distribution table $OUT/split/split_distribution.md)"
 $PY train.py --train-csv "$OUT/split/train.csv" --val-csv "$OUT/split/valid.csv" --images "$DATA/images" \
     --model-name tresnet_m --image-size 64 --batch-size 32 --workers 2 \
     --partial_loss_mode selective --gamma_pos 0 --gamma_neg 1 --gamma_unann 4 --likelihood_topk 3 \
-    --prior_threshold 0.5 --prior_epochs "$PRIOR_EPOCHS" --epochs "$EPOCHS" --lr 1e-3 --ema-decay 0.99 \
+    --prior_threshold 0.5 --prior_epochs "$PRIOR_EPOCHS" --epochs "$EPOCHS" --lr 5e-4 --augment light --ema-decay 0.99 \
     --seed 0 --output-dir "$OUT/run" --resume
 $PY validate.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/test.csv" --images "$DATA/images" \
     --output-dir "$OUT/test_report"

@@ -115,7 +115,7 @@ def evaluate_predictions(targets: np.ndarray, scores: np.ndarray, class_names: l
     """
     partial = mean_average_precision(targets, scores, class_names)
     report = {
-        "num_images": int(len(targets)),
+        "num_images": len(targets),
         "mAP": partial["mAP"],
         "mAP_unknown_as_negative": mean_average_precision(targets, scores, class_names, True)["mAP"],
         "ap_per_class": partial["ap_per_class"],

@@ -3,10 +3,10 @@
 CSL's temporary model is trained in ``ignore`` mode (unknown labels carry no loss), so its sigmoid outputs estimate
 how often each class is present. :func:`estimate_priors` runs it in eval mode, without augmentation, over the
 training images and averages the probabilities per class. (The reference instead kept a running mean over every
-training step since the first, near-random one; :class:`RunningPrior` offers that as ``running``.)
+training step since the first, near-random one; :class:`RunningPrior` reproduces it for comparisons.)
 
-The prior CSV has one row per class, ``class,prior``, with the class *names* in model order, and the number of images
-in a comment-free JSON sidecar (``<file>.json``). Loading matches rows to the model's classes by name and refuses a
+The prior CSV has one row per class, ``class,prior``, with the class *names* in model order; the number of images
+and the method go to a JSON sidecar (``<file>.json``). Loading matches rows to the model's classes by name and refuses a
 missing, unknown or duplicated class, a NaN and a value outside [0, 1]: the reference matched by row order through a
 name-keyed dict, and a fork whose first seven rows were all named ``Neck 0`` ignored the wrong classes.
 """

@@ -32,7 +32,8 @@ def test_custom_schema_from_yaml(tmp_path):
     schema = load_schema(path)
     assert schema.class_names == ["red", "green", "size_0", "size_1", "size_2"]
     with pytest.raises(ValueError, match="duplicate class names"):
-        AttributeSchema.from_dict({"groups": [{"name": "a", "classes": ["x", "y"]}, {"name": "b", "classes": ["x", "z"]}]})
+        AttributeSchema.from_dict({"groups": [{"name": "a", "classes": ["x", "y"]},
+                                              {"name": "b", "classes": ["x", "z"]}]})
 
 
 def test_reader_parses_missing_tokens_floats_and_column_order(tmp_path):

@@ -107,13 +107,13 @@ def test_miil_format_checkpoint_keeps_inplace_abn_weights(tmp_path):
 
 
 def test_pretrained_errors_name_the_file(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nothere.pth"):
+    with pytest.raises(FileNotFoundError, match=r"nothere\.pth"):
         create_model("tresnet_m", 5, pretrained=str(tmp_path / "nothere.pth"))
     good = tmp_path / "good.pth"
     torch.save(create_model("tresnet_m", 5).state_dict(), good)
     truncated = tmp_path / "truncated.pth"
     truncated.write_bytes(good.read_bytes()[:4096])
-    with pytest.raises(PretrainedLoadError, match="truncated.pth: cannot be read"):
+    with pytest.raises(PretrainedLoadError, match=r"truncated\.pth: cannot be read"):
         create_model("tresnet_m", 5, pretrained=str(truncated))
     other = tmp_path / "resnet.pth"
     torch.save(timm.create_model("test_resnet").state_dict(), other)
@@ -123,7 +123,7 @@ def test_pretrained_errors_name_the_file(tmp_path):
     state = create_model("tresnet_m", 5).state_dict()
     state["body.conv1.conv.weight"] = torch.zeros(64, 48, 5, 5)
     torch.save(state, wrong)
-    with pytest.raises(PretrainedLoadError, match=r"wrong_shape.pth: key 'body.conv1.conv.weight' has shape"):
+    with pytest.raises(PretrainedLoadError, match=r"wrong_shape\.pth: key 'body.conv1.conv.weight' has shape"):
         create_model("tresnet_m", 5, pretrained=str(wrong))
 
 

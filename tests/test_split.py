@@ -24,7 +24,7 @@ def test_split_is_deterministic_complete_and_leaves_inputs_untouched(tmp_path):
     original = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
     parts = [pd.read_csv(tmp_path / "a" / f"{s}.csv", dtype=str, keep_default_na=False)
              for s in ("train", "valid", "test")]
-    assert sorted(sum((p["filename"].tolist() for p in parts), [])) == sorted(original["filename"])
+    assert sorted(pd.concat(parts)["filename"]) == sorted(original["filename"])
     assert abs(len(parts[0]) - 96) <= 6 and all(len(p) >= 9 for p in parts[1:])
     for column in ("neck", "sleeve_length", "pattern"):
         for value in original[column].unique():

@@ -1,4 +1,4 @@
-"""Split an attribute CSV into train/valid/test CSVs with a distribution report; reads inputs, writes only to out_dir."""
+"""Split an attribute CSV into train/valid/test CSVs with a distribution report; writes only to ``out_dir``."""
 
 from __future__ import annotations
 

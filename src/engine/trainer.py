@@ -1,4 +1,4 @@
-"""Training: ``train_one_epoch`` and ``evaluate``, composed by ``fit`` into one stage and by ``run_training`` into a run.
+"""Training: ``train_one_epoch`` and ``evaluate``, composed by ``fit`` into a stage and by ``run_training`` into a run.
 
 A ``selective`` run without ``--prior_path`` has two stages, in one command (CSL's workflow):
 
@@ -34,7 +34,7 @@ from ..data.transforms import NORMALIZATION
 from ..losses import PartialSelectiveLoss
 from ..metrics import evaluate_predictions
 from ..models import create_model, norm_backend_of
-from ..priors import estimate_priors, load_priors, predict_probabilities, save_priors
+from ..priors import estimate_priors, load_priors, predict_probabilities, prior_quality, save_priors
 from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from .config import TrainConfig, derive_seed, library_versions, resolve_device, seed_everything
 from .data import LabelledImages, make_loader, read_attribute_split
@@ -328,7 +328,13 @@ def _prior_stage(cfg: TrainConfig, task: Task, train: LabelledImages, val: Label
     loader = make_loader(train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
     priors, n_images = estimate_priors(model, loader, device, resolve_amp(cfg.amp, cfg.amp_dtype, device))
     save_priors(prior_path, task.class_names, priors, n_images, method="mean")
+    known = train.targets != UNKNOWN
+    annotated_rate = (train.targets == 1).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    quality = prior_quality(priors, annotated_rate, task.class_names)
+    quality["reference"] = "positive rate among the annotated training labels"
+    (prior_path.parent / "prior_quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     top = np.argsort(-priors)[:10]
-    log.info("priors from the ignore-mode model (%s weights, %d images): %s", result.best_weights, n_images,
-             ", ".join(f"{task.class_names[i]} {priors[i]:.3f}" for i in top))
+    log.info("priors from the ignore-mode model (%s weights, %d images): %s; Spearman vs annotated rate %.3f",
+             result.best_weights, n_images, ", ".join(f"{task.class_names[i]} {priors[i]:.3f}" for i in top),
+             quality["spearman"])
     return priors, str(prior_path)

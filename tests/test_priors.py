@@ -1,0 +1,77 @@
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from src.priors import PriorFileError, RunningPrior, estimate_priors, load_priors, prior_quality, save_priors
+
+NAMES = ["neck_0", "neck_1", "sleeve_0"]
+
+
+class BiasOnly(nn.Module):
+    """Ignores the image; its logits are fixed, so the expected prior is sigmoid(bias)."""
+
+    def __init__(self, bias):
+        super().__init__()
+        self.bias = nn.Parameter(torch.tensor(bias))
+        self.bn = nn.BatchNorm1d(1)
+
+    def forward(self, x):
+        assert not self.training, "priors must be estimated in eval mode"
+        return self.bias.expand(x.shape[0], -1) + 0 * x.mean(dim=(1, 2, 3))[:, None]
+
+
+def test_estimate_priors_averages_eval_mode_probabilities():
+    model = BiasOnly([0.0, 2.0, -1.0]).train()
+    loader = DataLoader(TensorDataset(torch.rand(10, 3, 4, 4), torch.zeros(10, 3)), batch_size=4)
+    priors, n = estimate_priors(model, loader)
+    assert n == 10
+    np.testing.assert_allclose(priors, torch.sigmoid(torch.tensor([0.0, 2.0, -1.0])).numpy(), rtol=1e-6)
+    assert model.training  # restored
+
+
+def test_running_prior_is_the_reference_estimate():
+    running = RunningPrior(2)
+    running.update(torch.tensor([[0.0, 0.0], [0.0, 100.0]]))
+    np.testing.assert_allclose(running.value(), [0.5, 0.75])
+
+
+def test_save_and_load_by_name_in_any_row_order(tmp_path):
+    path = save_priors(tmp_path / "p.csv", NAMES, np.array([0.1, 0.7, 0.25]), n_images=42)
+    assert path.read_text().splitlines()[0] == "class,prior"
+    np.testing.assert_allclose(load_priors(path, NAMES), [0.1, 0.7, 0.25])
+    shuffled = tmp_path / "shuffled.csv"
+    shuffled.write_text("class,prior\nsleeve_0,0.25\nneck_0,0.1\nneck_1,0.7\n")
+    np.testing.assert_allclose(load_priors(shuffled, NAMES), [0.1, 0.7, 0.25])
+    assert '"n_images": 42' in (tmp_path / "p.csv.json").read_text()
+
+
+@pytest.mark.parametrize("body,message", [
+    ("neck_0,0.1\nneck_0,0.2\nneck_1,0.3\nsleeve_0,0.3\n", "class 'neck_0' is duplicated (first on line 2)"),
+    ("neck_0,0.1\nneck_1,0.2\n", "missing class(es) of the model: ['sleeve_0']"),
+    ("neck_0,0.1\nneck_1,0.2\nsleeve_0,0.3\nhat,0.3\n", "unknown class(es) not in the model: ['hat']"),
+    ("neck_0,nan\nneck_1,0.2\nsleeve_0,0.3\n", "class 'neck_0' has a NaN prior"),
+    ("neck_0,1.5\nneck_1,0.2\nsleeve_0,0.3\n", "class 'neck_0' has prior 1.5 outside [0, 1]"),
+    ("neck_0,high\nneck_1,0.2\nsleeve_0,0.3\n", "non-numeric prior 'high'"),
+])
+def test_bad_prior_files_are_refused_with_the_reason(tmp_path, body, message):
+    path = tmp_path / "bad.csv"
+    path.write_text("class,prior\n" + body)
+    with pytest.raises(PriorFileError) as info:
+        load_priors(path, NAMES)
+    assert message in str(info.value) and "bad.csv" in str(info.value)
+
+
+def test_reference_column_names_are_refused_with_a_hint(tmp_path):
+    path = tmp_path / "train_avg_preds.csv"
+    path.write_text("Classes,avg_pred\nneck_0,0.1\n")
+    with pytest.raises(PriorFileError, match=r"expected the columns \['class', 'prior'\]"):
+        load_priors(path, NAMES)
+
+
+def test_prior_quality_reports_spearman_and_top_classes():
+    quality = prior_quality(np.array([0.1, 0.5, 0.3]), np.array([0.05, 0.6, 0.2]), NAMES, top=2)
+    assert quality["spearman"] == pytest.approx(1.0)
+    assert [r["estimated_class"] for r in quality["top"]] == ["neck_1", "sleeve_0"]
+    assert quality["top"][0]["true_frequency"] == pytest.approx(0.6)
