@@ -25,6 +25,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--threshold", type=float, default=0.5, help="label threshold for non-attribute models")
     p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32)
     p.add_argument("--device", default="auto")
+    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
+                   help="mixed precision (default: on for CUDA and for CPUs with native bfloat16)")
+    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (often faster on GPU)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster batches)")
     return p
 
 
@@ -33,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         result = run_inference(args.checkpoint, args.output, args.image, args.images, args.csv, args.threshold,
-                               args.batch_size, args.device)
+                               args.batch_size, args.device, args.channels_last, args.compile, args.amp)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

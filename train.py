@@ -1,7 +1,9 @@
-"""Train a multi-label classifier on partially labelled attribute data (CSL: selective loss + class priors).
+"""Train a multi-label classifier on partially labelled data (CSL: selective loss + class priors).
 
     python train.py --train-csv data/split/train.csv --val-csv data/split/valid.csv --images data/images \
         --partial_loss_mode selective --epochs 30 --output-dir outputs/my-run
+    python train.py --dataset coco --data COCO_ROOT --simulate_partial_type fpc --simulate_partial_param 1000 \
+        --gamma_unann 4 --gamma_neg 3 --gamma_pos 0 --image-size 448 --output-dir outputs/coco-fpc
 
 Every flag accepts both spellings (``--partial_loss_mode`` and ``--partial-loss-mode``). A ``selective`` run without
 ``--prior_path`` first trains a temporary ignore-mode model for ``--prior_epochs`` to estimate the class priors.
@@ -15,11 +17,14 @@ import sys
 import time
 
 from src.data.labels import LabelFileError
+from src.data.partial import SIMULATIONS
 from src.data.transforms import AUGMENTATIONS
 from src.engine.config import TrainConfig
+from src.engine.data import DATASETS
 from src.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
 from src.losses import PARTIAL_LOSS_MODES, TOPK_SCOPES
 from src.models.factory import NORM_BACKENDS
+from src.priors import PRIOR_ESTIMATES
 
 DEFAULTS = TrainConfig()
 
@@ -37,16 +42,27 @@ def get_args_parser() -> argparse.ArgumentParser:
         group.add_argument(*spellings(name), dest=dest, default=getattr(DEFAULTS, dest, None), **kwargs)
 
     data = p.add_argument_group("data")
-    add(data, "train_csv", required=True, help="training attributes CSV (filename + one column per attribute)")
-    add(data, "val_csv", required=True, help="validation attributes CSV")
-    add(data, "images", required=True, help="image folder of the CSVs")
-    add(data, "val_images", help="image folder of the validation CSV, when it differs from --images")
+    add(data, "dataset", choices=DATASETS, help="attributes: CSVs with #N/A; coco: COCO-format JSON")
+    add(data, "train_csv", help="training attributes CSV (filename + one column per attribute)")
+    add(data, "val_csv", help="validation attributes CSV")
+    add(data, "images", help="image folder of the CSVs")
+    add(data, "val_images", help="image folder of the validation data, when it differs from --images")
     add(data, "schema", help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, pattern 10)")
     add(data, "image_size", type=int, help="square input size; TResNet needs a multiple of 32")
     add(data, "batch_size", type=int)
     add(data, "workers", type=int, help="DataLoader worker processes")
     add(data, "augment", choices=AUGMENTATIONS, help="csl: Cutout + RandAugment (reference); light; none")
     add(data, "on_bad_rows", choices=("error", "skip"), help="skip: leave bad CSV rows out, listed in the run folder")
+
+    coco = p.add_argument_group("COCO-format data (--dataset coco)")
+    add(coco, "data", help="COCO 2014 root: annotations/instances_{train,val}2014.json, train2014/, val2014/")
+    add(coco, "train_annotations", help="training COCO JSON (any COCO-format set; overrides --data)")
+    add(coco, "val_annotations", help="validation COCO JSON")
+    add(coco, "train_images", help="image folder of --train-annotations")
+    add(coco, "drop_empty", action="store_true", help="drop images without annotations (the reference did)")
+    add(coco, "simulate_partial_type", choices=SIMULATIONS,
+        help="hide training labels: fpc (N per class) or rps (each with probability p)")
+    add(coco, "simulate_partial_param", type=float, help="N for fpc, p for rps")
 
     model = p.add_argument_group("model")
     add(model, "model_name", help="tresnet_m / tresnet_l / tresnet_xl / tresnet_v2_l, or any timm model")
@@ -59,8 +75,9 @@ def get_args_parser() -> argparse.ArgumentParser:
     add(optim, "epochs", type=int)
     add(optim, "ema_decay", type=float, help="EMA decay per step; 0 disables the EMA model")
     add(optim, "ema_warmup", action="store_true", help="ramp the EMA decay up (useful for short runs)")
-    add(optim, "amp", action="store_true", help="mixed precision (fp16/bf16 on CUDA, bf16 on CPU)")
-    add(optim, "amp_dtype", choices=("float16", "bfloat16"))
+    add(optim, "amp", action=argparse.BooleanOptionalAction,
+        help="mixed precision (default: on for CUDA, and on CPUs with native bfloat16); --no-amp for float32")
+    add(optim, "amp_dtype", choices=("auto", "float16", "bfloat16"), help="auto: float16 on CUDA, bfloat16 on CPU")
     add(optim, "grad_clip", type=float, help="clip the gradient norm to this value (0: off)")
 
     loss = p.add_argument_group("loss (Partial Selective Asymmetric Loss)")
@@ -73,6 +90,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     add(loss, "prior_threshold", type=float, help="selective: ignore unknowns of classes with a prior above this")
     add(loss, "prior_path", help="prior CSV (class,prior); without it selective estimates priors first")
     add(loss, "prior_epochs", type=int, help="epochs of the temporary ignore-mode model (default: --epochs)")
+    add(loss, "prior_estimate", choices=PRIOR_ESTIMATES,
+        help="em: mean output corrected for the annotated base rates (label shift); mean: the CSL average")
     add(loss, "loss_reduction", choices=("mean", "sum"), help="mean: per-sample; sum: the reference's raw sum")
 
     run = p.add_argument_group("run")

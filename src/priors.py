@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 from tqdm import tqdm
 
 PRIOR_COLUMNS = ("class", "prior")
+PRIOR_ESTIMATES = ("mean", "em")
 
 
 class PriorFileError(ValueError):
@@ -49,12 +50,67 @@ def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.de
 
 
 def estimate_priors(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                    amp_dtype: torch.dtype | None = None) -> tuple[np.ndarray, int]:
-    """Mean sigmoid output per class over ``loader`` (eval mode, no augmentation); returns (priors, n_images)."""
+                    amp_dtype: torch.dtype | None = None, method: str = "mean") -> tuple[np.ndarray, dict]:
+    """Class priors from ``model`` over ``loader``'s images (eval mode, no augmentation).
+
+    ``mean``: the average sigmoid output per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the
+    annotated base rates of the loader's targets ({1, 0, -1}). Returns (priors, details) where details holds
+    ``n_images``, ``mean_posterior``, ``annotated_rate`` and ``em_iterations``.
+    """
+    if method not in PRIOR_ESTIMATES:
+        raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
     probs = predict_probabilities(model, loader, device, amp_dtype, desc="estimating priors")
     if len(probs) == 0:
         raise ValueError("cannot estimate priors from an empty data loader")
-    return probs.mean(axis=0), len(probs)
+    mean = probs.mean(axis=0)
+    targets = getattr(loader.dataset, "targets", None)
+    if targets is None:
+        if method == "em":
+            raise ValueError("the em estimate needs the loader's dataset to expose its targets ({1, 0, -1})")
+        annotated_rate = np.full(len(mean), np.nan)
+    else:
+        targets = np.asarray(targets)
+        annotated_rate = (targets == 1).sum(axis=0) / np.maximum((targets != -1).sum(axis=0), 1)
+    if method == "em":
+        priors, iterations = em_prior_shift(probs, annotated_rate)
+    else:
+        priors, iterations = mean, np.zeros(len(mean), dtype=np.int64)
+    return priors, {"n_images": len(probs), "mean_posterior": mean, "annotated_rate": annotated_rate,
+                    "em_iterations": iterations}
+
+
+def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: float = 1e-6,
+                   max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
+    """Population priors from posteriors calibrated to the annotated base rate (Saerens et al., Neural Comp. 2002).
+
+    The ignore-mode model learns from annotated entries only, so for class c its output estimates
+    P(y=1 | x, annotated), calibrated to the annotated positive rate ``a_c``. When annotation is class-dependent
+    (FPC keeps as many positives as negatives; OpenImages annotators verify likely classes), ``a_c`` is not the class
+    frequency and neither is the mean output. Treating the unannotated population as a *prior shift* of the annotated
+    one, EM alternates: adjust every posterior by the ratio of the new to the annotated prior,
+    ``p' = (pi/a) p / ((pi/a) p + ((1-pi)/(1-a)) (1-p))``, then set ``pi`` to the mean adjusted posterior.
+
+    Assumption: within a class, which images were annotated does not depend on the image (p(x | y, annotated) =
+    p(x | y)). It fails when annotators pick easy or typical images of a class, or when the model is poorly calibrated
+    (overfitted posteriors near 0/1 pull the estimate toward ``a``). Classes with no annotated positive (or negative)
+    keep the mean posterior. Returns (priors (C,), iterations (C,)).
+    """
+    p = np.clip(np.asarray(posteriors, dtype=np.float64), 0.0, 1.0)
+    a = np.asarray(annotated_rate, dtype=np.float64)
+    priors = p.mean(axis=0)
+    iterations = np.zeros(p.shape[1], dtype=np.int64)
+    for c in np.flatnonzero((a > 0) & (a < 1)):
+        pi, n_iter = a[c], 0
+        while n_iter < max_iter:
+            n_iter += 1
+            up, down = pi / a[c] * p[:, c], (1 - pi) / (1 - a[c]) * (1 - p[:, c])
+            new = float(np.mean(np.divide(up, up + down, out=np.zeros_like(up), where=(up + down) > 0)))
+            converged = abs(new - pi) < tol
+            pi = new
+            if converged or pi in (0.0, 1.0):
+                break
+        priors[c], iterations[c] = pi, n_iter
+    return priors, iterations
 
 
 class RunningPrior:
@@ -75,15 +131,16 @@ class RunningPrior:
 
 
 def save_priors(path: str | Path, class_names: list[str], priors: np.ndarray, n_images: int,
-                method: str = "mean") -> Path:
-    """Write ``class,prior`` rows in model order and a JSON sidecar with the count and method."""
+                method: str = "mean", details: dict[str, np.ndarray] | None = None) -> Path:
+    """Write ``class,prior`` rows in model order (plus the method and any ``details`` columns, e.g. the annotated
+    base rates and EM iterations) and a JSON sidecar with the count and method."""
     priors = np.asarray(priors, dtype=np.float64)
     if len(class_names) != len(priors):
         raise ValueError(f"{len(class_names)} class names but {len(priors)} priors")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame({"class": class_names, "prior": priors}).to_csv(path, index=False, float_format="%.6f",
-                                                                 lineterminator="\n")
+    columns = {"class": class_names, "prior": priors, "method": method, **(details or {})}
+    pd.DataFrame(columns).to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
     meta = {"n_images": int(n_images), "method": method, "classes": len(class_names)}
     path.with_suffix(path.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
     return path

@@ -25,8 +25,8 @@ class BiasOnly(nn.Module):
 def test_estimate_priors_averages_eval_mode_probabilities():
     model = BiasOnly([0.0, 2.0, -1.0]).train()
     loader = DataLoader(TensorDataset(torch.rand(10, 3, 4, 4), torch.zeros(10, 3)), batch_size=4)
-    priors, n = estimate_priors(model, loader)
-    assert n == 10
+    priors, details = estimate_priors(model, loader)
+    assert details["n_images"] == 10
     np.testing.assert_allclose(priors, torch.sigmoid(torch.tensor([0.0, 2.0, -1.0])).numpy(), rtol=1e-6)
     assert model.training  # restored
 
@@ -39,7 +39,7 @@ def test_running_prior_is_the_reference_estimate():
 
 def test_save_and_load_by_name_in_any_row_order(tmp_path):
     path = save_priors(tmp_path / "p.csv", NAMES, np.array([0.1, 0.7, 0.25]), n_images=42)
-    assert path.read_text().splitlines()[0] == "class,prior"
+    assert path.read_text().splitlines()[0] == "class,prior,method"
     np.testing.assert_allclose(load_priors(path, NAMES), [0.1, 0.7, 0.25])
     shuffled = tmp_path / "shuffled.csv"
     shuffled.write_text("class,prior\nsleeve_0,0.25\nneck_0,0.1\nneck_1,0.7\n")
@@ -75,3 +75,63 @@ def test_prior_quality_reports_spearman_and_top_classes():
     assert quality["spearman"] == pytest.approx(1.0)
     assert [r["estimated_class"] for r in quality["top"]] == ["neck_1", "sleeve_0"]
     assert quality["top"][0]["true_frequency"] == pytest.approx(0.6)
+
+
+def calibrated_posteriors(x: np.ndarray, base_rate: float) -> np.ndarray:
+    """Exact posteriors for x ~ N(+1, 1) (positives) vs N(-1, 1) (negatives) under a class prior ``base_rate``."""
+    f1, f0 = np.exp(-0.5 * (x - 1) ** 2), np.exp(-0.5 * (x + 1) ** 2)
+    return base_rate * f1 / (base_rate * f1 + (1 - base_rate) * f0)
+
+
+def test_em_recovers_a_shifted_prior():
+    from src.priors import em_prior_shift
+
+    rng = np.random.default_rng(0)
+    true_priors, annotated = np.array([0.1, 0.3, 0.02]), np.array([0.5, 0.5, 0.4])
+    n = 20000
+    columns = []
+    for pi, a in zip(true_priors, annotated):
+        y = rng.random(n) < pi
+        x = np.where(y, rng.normal(1, 1, n), rng.normal(-1, 1, n))
+        columns.append(calibrated_posteriors(x, a))  # a model trained where positives had rate a
+    posteriors = np.stack(columns, axis=1)
+    mean_only = posteriors.mean(axis=0)
+    assert np.all(np.abs(mean_only - true_priors) > 0.05)  # the plain mean is far off
+    priors, iterations = em_prior_shift(posteriors, annotated)
+    np.testing.assert_allclose(priors, true_priors, atol=0.015)
+    assert np.all((iterations > 1) & (iterations < 1000))
+
+
+def test_em_without_shift_returns_the_annotated_rate_and_handles_edges():
+    from src.priors import em_prior_shift
+
+    rng = np.random.default_rng(1)
+    a = 0.3
+    y = rng.random(50000) < a
+    x = np.where(y, rng.normal(1, 1, y.size), rng.normal(-1, 1, y.size))
+    posteriors = np.stack([calibrated_posteriors(x, a), np.zeros(y.size), (y).astype(float)], axis=1)
+    priors, iterations = em_prior_shift(posteriors, np.array([a, 0.0, 0.2]))
+    assert priors[0] == pytest.approx(a, abs=0.01)
+    assert priors[1] == 0.0 and iterations[1] == 0  # no annotated positive: the mean posterior, no EM
+    assert priors[2] == pytest.approx(y.mean(), abs=1e-9)  # hard 0/1 posteriors are their own fixed point
+
+
+def test_estimate_priors_em_uses_the_annotated_rate_of_the_loader():
+    class Labelled(torch.utils.data.Dataset):
+        def __init__(self):
+            self.targets = torch.tensor([[1, -1], [0, 0], [-1, 1], [0, -1]], dtype=torch.float32)
+
+        def __len__(self):
+            return 4
+
+        def __getitem__(self, i):
+            return torch.rand(3, 4, 4), self.targets[i]
+
+    model = BiasOnly([0.0, 0.0])
+    loader = DataLoader(Labelled(), batch_size=2)
+    priors, details = estimate_priors(model, loader, method="em")
+    np.testing.assert_allclose(details["annotated_rate"], [1 / 3, 1 / 2])
+    # posteriors 0.5 everywhere: calibrated to a=1/3 they say "more positive than annotated" -> prior rises
+    assert priors[0] > 0.5 and priors[1] == pytest.approx(0.5, abs=1e-6)
+    with pytest.raises(ValueError, match="unknown prior estimate"):
+        estimate_priors(model, loader, method="median")

@@ -13,10 +13,18 @@ import torch
 @dataclass
 class TrainConfig:
     # data
-    train_csv: str = ""
-    val_csv: str = ""
-    images: str = ""
+    dataset: str = "attributes"
+    train_csv: str | None = None
+    val_csv: str | None = None
+    images: str | None = None
     val_images: str | None = None
+    data: str | None = None
+    train_annotations: str | None = None
+    val_annotations: str | None = None
+    train_images: str | None = None
+    drop_empty: bool = False
+    simulate_partial_type: str | None = None
+    simulate_partial_param: float = 1000
     schema: str | None = None
     image_size: int = 224
     batch_size: int = 32
@@ -33,8 +41,8 @@ class TrainConfig:
     epochs: int = 30
     ema_decay: float = 0.9997
     ema_warmup: bool = False
-    amp: bool = False
-    amp_dtype: str = "float16"
+    amp: bool | None = None
+    amp_dtype: str = "auto"
     grad_clip: float = 0.0
     # loss
     partial_loss_mode: str = "selective"
@@ -50,6 +58,7 @@ class TrainConfig:
     prior_threshold: float = 0.5
     prior_path: str | None = None
     prior_epochs: int | None = None
+    prior_estimate: str = "em"
     loss_reduction: str = "mean"
     # run
     output_dir: str = ""
@@ -78,6 +87,29 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise RuntimeError(f"device {name!r} requested but CUDA is not available; use --device cpu")
     return device
+
+
+def cpu_supports_bf16() -> bool:
+    """Native bfloat16 matrix units (AVX-512 BF16 or AMX) make CPU autocast worth it."""
+    return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+
+
+def resolve_amp(amp: bool | None, amp_dtype: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for float32.
+
+    ``amp=None`` (auto) turns mixed precision on for CUDA, and on CPU where it has native bfloat16 support.
+    ``amp_dtype='auto'`` is float16 (with a gradient scaler) on CUDA and bfloat16 on CPU; float16 on CPU becomes
+    bfloat16. Losses and metrics always run in float32.
+    """
+    if amp_dtype not in ("auto", "float16", "bfloat16"):
+        raise ValueError(f"unknown amp dtype {amp_dtype!r}; expected auto, float16 or bfloat16")
+    if amp is None:
+        amp = device.type == "cuda" or (device.type == "cpu" and cpu_supports_bf16())
+    if not amp:
+        return None
+    if device.type != "cuda":
+        return torch.bfloat16
+    return torch.bfloat16 if amp_dtype == "bfloat16" else torch.float16
 
 
 def seed_everything(seed: int) -> None:

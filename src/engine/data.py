@@ -1,4 +1,4 @@
-"""Labelled image sets for training and evaluation, and their seeded data loaders."""
+"""Labelled image sets (attribute CSVs or COCO-format JSON) for training and evaluation, and their data loaders."""
 
 from __future__ import annotations
 
@@ -9,10 +9,13 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from ..data.coco import coco_2014_paths, load_coco
 from ..data.dataset import MultiLabelImageDataset
 from ..data.labels import read_attribute_csv, write_rejected_rows
 from ..data.schema import AttributeSchema
 from ..data.transforms import build_transform, seed_worker
+
+DATASETS = ("attributes", "coco")
 
 
 @dataclass
@@ -50,3 +53,24 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int
                       drop_last=train and len(dataset) > batch_size, generator=generator,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)
+
+
+def coco_paths(split: str, data_root: str | None, annotations: str | None,
+               images: str | None) -> tuple[str, str]:
+    """Annotation file and image folder of a COCO split: explicit paths win over the 2014 layout under ``data_root``."""
+    if data_root:
+        default_ann, default_img = coco_2014_paths(data_root, split)
+        annotations, images = annotations or str(default_ann), images or str(default_img)
+    if not annotations or not images:
+        raise ValueError(f"COCO {split} data needs --data ROOT (2014 layout) or --{split}-annotations and "
+                         f"--{split}-images")
+    return annotations, images
+
+
+def read_coco_split(annotations: str | Path, images: str | Path, drop_empty: bool = False,
+                    class_names: list[str] | None = None) -> tuple[LabelledImages, list[str]]:
+    """A COCO split; with ``class_names`` its categories must be exactly those (e.g. a checkpoint's)."""
+    coco = load_coco(annotations, images, drop_empty=drop_empty)
+    if class_names is not None and coco.class_names != list(class_names):
+        raise ValueError(f"{annotations}: categories {coco.class_names} differ from the expected {list(class_names)}")
+    return LabelledImages(coco.image_dir, coco.filenames, coco.targets), coco.class_names

@@ -31,8 +31,10 @@ def collect_inputs(image: str | None, images: str | None, csv_path: str | None) 
 
 def run_inference(checkpoint: str | Path, output: str | Path, image: str | None = None, images: str | None = None,
                   csv_path: str | None = None, threshold: float = 0.5, batch_size: int = 32,
-                  device: str = "auto") -> dict:
-    predictor = Predictor.from_checkpoint(checkpoint, device)
+                  device: str = "auto", channels_last: bool = False, compile_model: bool = False,
+                  amp: bool | None = None) -> dict:
+    predictor = Predictor.from_checkpoint(checkpoint, device, channels_last=channels_last,
+                                          compile_model=compile_model, amp=amp)
     paths, names = collect_inputs(image, images, csv_path)
     name_of = {str(p): n for p, n in zip(paths, names)}
     done, probs, failures = predictor.predict_files(paths, batch_size)

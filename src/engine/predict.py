@@ -13,8 +13,9 @@ from PIL import Image, UnidentifiedImageError
 from ..data.dataset import load_rgb
 from ..data.schema import AttributeSchema
 from ..data.transforms import build_transform
+from ..models import optimize_for_inference
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
-from .config import resolve_device
+from .config import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -23,25 +24,35 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".we
 class Predictor:
     """``Predictor.from_checkpoint(path).predict([PIL images])`` -> (N, C) probabilities."""
 
-    def __init__(self, checkpoint: dict, device: torch.device | str = "cpu", norm: str = "auto"):
+    def __init__(self, checkpoint: dict, device: torch.device | str = "cpu", norm: str = "auto",
+                 channels_last: bool = False, compile_model: bool = False, amp: bool | None = None):
         self.checkpoint = checkpoint
         self.device = torch.device(device)
-        self.model = model_from_checkpoint(checkpoint, self.device, norm)
+        self.channels_last = channels_last
+        self.amp_dtype = resolve_amp(amp, "auto", self.device)
+        self.model = optimize_for_inference(model_from_checkpoint(checkpoint, self.device, norm), channels_last,
+                                            compile_model)
         self.class_names: list[str] = list(checkpoint["class_names"])
         self.schema: AttributeSchema | None = checkpoint_schema(checkpoint)
         self.image_size = int(checkpoint["image_size"])
         self.transform = build_transform(self.image_size, train=False)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, device: str = "auto", norm: str = "auto") -> Predictor:
-        return cls(load_checkpoint(path), resolve_device(device), norm)
+    def from_checkpoint(cls, path: str | Path, device: str = "auto", norm: str = "auto", channels_last: bool = False,
+                        compile_model: bool = False, amp: bool | None = None) -> Predictor:
+        return cls(load_checkpoint(path), resolve_device(device), norm, channels_last, compile_model, amp)
 
     @torch.inference_mode()
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch_size):
             batch = torch.stack([self.transform(img.convert("RGB")) for img in images[start:start + batch_size]])
-            out.append(torch.sigmoid(self.model(batch.to(self.device)).float()).cpu())
+            layout = torch.channels_last if self.channels_last else torch.preserve_format
+            batch = batch.to(self.device, memory_format=layout)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                logits = self.model(batch)
+            out.append(torch.sigmoid(logits.float()).cpu())
         return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[Path], np.ndarray, dict]:

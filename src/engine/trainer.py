@@ -23,12 +23,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 from tqdm import tqdm
 
+from ..data.partial import simulate_partial, simulation_summary
 from ..data.schema import UNKNOWN, AttributeSchema, load_schema
 from ..data.transforms import NORMALIZATION
 from ..losses import PartialSelectiveLoss
@@ -36,8 +38,8 @@ from ..metrics import evaluate_predictions
 from ..models import create_model, norm_backend_of
 from ..priors import estimate_priors, load_priors, predict_probabilities, prior_quality, save_priors
 from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
-from .config import TrainConfig, derive_seed, library_versions, resolve_device, seed_everything
-from .data import LabelledImages, make_loader, read_attribute_split
+from .config import TrainConfig, derive_seed, library_versions, resolve_amp, resolve_device, seed_everything
+from .data import DATASETS, LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +61,7 @@ class Task:
     class_names: list[str]
     schema: AttributeSchema | None = None
     train_class_counts: list[int] = field(default_factory=list)
+    true_frequency: np.ndarray | None = None  # known only for simulated partial labels
 
     @property
     def groups(self) -> dict[str, slice] | None:
@@ -89,18 +92,6 @@ def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> Pa
         likelihood_topk=cfg.likelihood_topk, likelihood_topk_scope=cfg.likelihood_topk_scope,
         prior_threshold=cfg.prior_threshold, prior=None if prior is None else torch.as_tensor(prior),
         reduction=cfg.loss_reduction)
-
-
-def resolve_amp(amp: bool, amp_dtype: str, device: torch.device) -> torch.dtype | None:
-    """Autocast dtype or None: fp16 or bf16 on CUDA, bf16 on CPU."""
-    if not amp:
-        return None
-    if amp_dtype not in ("float16", "bfloat16"):
-        raise ValueError(f"unknown amp dtype {amp_dtype!r}; expected float16 or bfloat16")
-    if device.type == "cpu" and amp_dtype == "float16":
-        log.info("mixed precision on CPU runs in bfloat16")
-        return torch.bfloat16
-    return getattr(torch, amp_dtype)
 
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -220,7 +211,8 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
                             "best_weights": best_weights, "rng": _rng_state()},
         }
 
-    for epoch in range(start_epoch, epochs):
+    for epoch in tqdm(range(start_epoch, epochs), desc=f"{stage} stage", unit="epoch", initial=start_epoch,
+                      total=epochs):
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
         loader = make_loader(train.dataset(cfg.image_size, train=True, augment=cfg.augment), cfg.batch_size,
@@ -261,7 +253,29 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
     return StageResult(best_path, best_metric, best_weights, history)
 
 
+def prior_quality_report(priors: np.ndarray, targets: np.ndarray, task: Task,
+                         mean_posterior: np.ndarray | None = None) -> dict:
+    """The prior estimate, the plain mean posterior and the naive count of annotated positives, each against the
+    best reference available: the true class frequency for simulations, else the annotated positive rate."""
+    known = targets != UNKNOWN
+    annotated_rate = (targets == 1).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    if task.true_frequency is not None:
+        reference, name = task.true_frequency, "true class frequency (full labels)"
+    else:
+        reference, name = annotated_rate, "positive rate among the annotated training labels"
+    naive = (targets == 1).sum(axis=0).astype(float)
+    report = {"reference": name, "estimate": prior_quality(priors, reference, task.class_names),
+              "naive_annotation_count": prior_quality(naive, reference, task.class_names)}
+    if mean_posterior is not None:
+        report["mean_posterior"] = prior_quality(mean_posterior, reference, task.class_names)
+    return report
+
+
 def _attribute_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
+    missing = [flag for flag, value in (("--train-csv", cfg.train_csv), ("--val-csv", cfg.val_csv),
+                                        ("--images", cfg.images)) if not value]
+    if missing:
+        raise ValueError(f"attribute data needs {', '.join(missing)}")
     schema = load_schema(cfg.schema)
     train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
                                  run_dir / "rejected_rows_train.csv")
@@ -271,6 +285,36 @@ def _attribute_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImag
     return Task(schema.class_names, schema, counts), train, val
 
 
+def _coco_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
+    """COCO-format train/val; the partial-label simulation (if any) hides training labels only."""
+    train_ann, train_img = coco_paths("train", cfg.data, cfg.train_annotations, cfg.train_images or cfg.images)
+    val_ann, val_img = coco_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
+    train, class_names = read_coco_split(train_ann, train_img, cfg.drop_empty)
+    val, _ = read_coco_split(val_ann, val_img, cfg.drop_empty, class_names)
+    true_frequency = None
+    if cfg.simulate_partial_type:
+        full = train.targets
+        train.targets = simulate_partial(full, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
+        true_frequency = full.mean(axis=0)
+        sim_dir = run_dir / "simulation"
+        sim_dir.mkdir(parents=True, exist_ok=True)
+        frame = pd.DataFrame(train.targets.astype(np.int8), columns=class_names)
+        frame.insert(0, "filename", train.filenames)
+        frame.to_csv(sim_dir / "simulated_targets.csv", index=False, lineterminator="\n")
+        simulation_summary(full, train.targets, class_names).to_csv(sim_dir / "simulation_summary.csv", index=False,
+                                                                   float_format="%.6f", lineterminator="\n")
+    counts = (train.targets == 1).sum(axis=0).astype(int).tolist()
+    return Task(class_names, None, counts, true_frequency), train, val
+
+
+def build_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset type {cfg.dataset!r}; expected one of {DATASETS}")
+    if cfg.simulate_partial_type and cfg.dataset != "coco":
+        raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
+    return _attribute_task(cfg, run_dir) if cfg.dataset == "attributes" else _coco_task(cfg, run_dir)
+
+
 def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, LabelledImages] | None = None) -> dict:
     """Run every stage of ``cfg`` and return a summary (paths, best metric, priors)."""
     from torch.utils.tensorboard import SummaryWriter
@@ -278,8 +322,10 @@ def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, La
     run_dir = Path(cfg.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    task, train, val = task_and_data or _attribute_task(cfg, run_dir)
+    task, train, val = task_and_data or build_task(cfg, run_dir)
+    amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
     config_record = {"config": cfg.to_dict(), "device": str(device), "versions": library_versions(),
+                     "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
                      "num_train_images": len(train), "num_val_images": len(val),
                      "class_names": task.class_names,
                      "train_unknown_share": float((train.targets == UNKNOWN).mean())}
@@ -326,15 +372,14 @@ def _prior_stage(cfg: TrainConfig, task: Task, train: LabelledImages, val: Label
     model = create_model(cfg.model_name, len(task.class_names), None, cfg.norm, device)
     model.load_state_dict(ckpt["model"])
     loader = make_loader(train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
-    priors, n_images = estimate_priors(model, loader, device, resolve_amp(cfg.amp, cfg.amp_dtype, device))
-    save_priors(prior_path, task.class_names, priors, n_images, method="mean")
-    known = train.targets != UNKNOWN
-    annotated_rate = (train.targets == 1).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
-    quality = prior_quality(priors, annotated_rate, task.class_names)
-    quality["reference"] = "positive rate among the annotated training labels"
+    priors, details = estimate_priors(model, loader, device, resolve_amp(cfg.amp, cfg.amp_dtype, device),
+                                      cfg.prior_estimate)
+    n_images = details.pop("n_images")
+    save_priors(prior_path, task.class_names, priors, n_images, cfg.prior_estimate, details)
+    quality = prior_quality_report(priors, train.targets, task, details["mean_posterior"])
     (prior_path.parent / "prior_quality.json").write_text(json.dumps(quality, indent=2) + "\n")
     top = np.argsort(-priors)[:10]
     log.info("priors from the ignore-mode model (%s weights, %d images): %s; Spearman vs annotated rate %.3f",
              result.best_weights, n_images, ", ".join(f"{task.class_names[i]} {priors[i]:.3f}" for i in top),
-             quality["spearman"])
+             quality["estimate"]["spearman"])
     return priors, str(prior_path)

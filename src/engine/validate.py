@@ -1,4 +1,4 @@
-"""Evaluate a checkpoint on a labelled CSV and write ``report.json`` and ``report.md``."""
+"""Evaluate a checkpoint on labelled data (an attribute CSV or a COCO-format set); writes report.json/report.md."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from ..metrics import evaluate_predictions
 from ..priors import predict_probabilities
 from ..reports.evaluation import write_report
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
-from .config import resolve_device
-from .data import make_loader, read_attribute_split
+from .config import resolve_amp, resolve_device
+from .data import LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
 
 
 def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeSchema | None, where: str) -> None:
@@ -21,28 +21,45 @@ def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeS
                          f"not {schema.to_dict()['groups']}")
 
 
-def validate_checkpoint(checkpoint: str | Path, csv_path: str | Path, image_dir: str | Path,
-                        output_dir: str | Path, schema: AttributeSchema | None = None, batch_size: int = 64,
-                        workers: int = 2, threshold: float = 0.5, device: str = "auto",
-                        on_bad_rows: str = "error") -> dict:
-    ckpt = load_checkpoint(checkpoint)
+def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, dataset: str = "attributes",
+                   csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
+                   data_root: str | None = None, schema: AttributeSchema | None = None,
+                   on_bad_rows: str = "error") -> LabelledImages:
     ckpt_schema = checkpoint_schema(ckpt)
-    if ckpt_schema is None:
-        raise ValueError(f"{checkpoint} is not an attribute checkpoint; evaluate it on its own dataset type")
-    check_schema_matches(ckpt_schema, schema, str(checkpoint))
+    if dataset == "attributes":
+        if ckpt_schema is None:
+            raise ValueError(f"{checkpoint} was not trained on attributes; evaluate it with --dataset coco")
+        if not csv_path or not images:
+            raise ValueError("attribute data needs --csv and --images")
+        check_schema_matches(ckpt_schema, schema, str(checkpoint))
+        return read_attribute_split(csv_path, images, ckpt_schema, on_bad_rows, output_dir / "rejected_rows.csv")
+    if dataset == "coco":
+        annotations, images = coco_paths("val", data_root, annotations, images)
+        return read_coco_split(annotations, images, class_names=ckpt["class_names"])[0]
+    raise ValueError(f"unknown dataset type {dataset!r}")
+
+
+def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset: str = "attributes",
+                        csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
+                        data_root: str | None = None, schema: AttributeSchema | None = None, batch_size: int = 64,
+                        workers: int = 2, threshold: float = 0.5, device: str = "auto", on_bad_rows: str = "error",
+                        amp: bool | None = None) -> dict:
+    ckpt = load_checkpoint(checkpoint)
     output_dir = Path(output_dir)
-    data = read_attribute_split(csv_path, image_dir, ckpt_schema, on_bad_rows, output_dir / "rejected_rows.csv")
+    data = load_eval_data(ckpt, checkpoint, output_dir, dataset, csv_path, images, annotations, data_root, schema,
+                          on_bad_rows)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)
     loader = make_loader(data.dataset(int(ckpt["image_size"]), train=False), batch_size, workers, train=False)
-    scores = predict_probabilities(model, loader, dev, desc="validating")
+    scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
+    ckpt_schema = checkpoint_schema(ckpt)
+    groups = ckpt_schema.group_slices() if ckpt_schema else None
     counts = np.asarray(ckpt.get("train_class_counts") or [])
-    majority = ({n: int(counts[sl].argmax()) for n, sl in ckpt_schema.group_slices().items()}
-                if len(counts) else None)
-    report = evaluate_predictions(data.targets, scores, ckpt["class_names"], ckpt_schema.group_slices(), majority,
-                                  threshold)
-    report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"], "csv": str(csv_path),
-                      "images": str(image_dir), "weights": ckpt.get("weights", "regular")}
+    majority = ({n: int(counts[sl].argmax()) for n, sl in groups.items()} if groups and len(counts) else None)
+    report = evaluate_predictions(data.targets, scores, ckpt["class_names"], groups, majority, threshold)
+    report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"],
+                      "csv": str(csv_path or annotations or data_root), "images": str(data.image_dir),
+                      "weights": ckpt.get("weights", "regular")}
     paths = write_report(report, output_dir, title="Evaluation report")
     report["files"] = {k: str(v) for k, v in paths.items()}
     return report

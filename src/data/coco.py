@@ -1,0 +1,81 @@
+"""COCO-format multi-label data: one row per image, one class per category, parsed with pycocotools.
+
+Category ids may have gaps (real COCO has 80 categories with ids 1..90); they map to contiguous class indices in
+ascending id order, and the class names come from the JSON. An image without annotations is kept as all-negative
+(the reference dropped them silently; ``drop_empty=True`` matches it). Targets are 0/1: COCO labels are complete,
+the partial-label simulators of :mod:`src.data.partial` make them partial.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from pycocotools.coco import COCO
+
+from .labels import resolve_image_path
+
+
+@dataclass
+class CocoLabels:
+    image_dir: Path
+    filenames: list[str]
+    targets: np.ndarray
+    class_names: list[str]
+    category_ids: list[int]
+
+
+def coco_2014_paths(root: str | Path, split: str) -> tuple[Path, Path]:
+    """``ROOT/annotations/instances_<split>2014.json`` and ``ROOT/<split>2014/``."""
+    root = Path(root)
+    return root / "annotations" / f"instances_{split}2014.json", root / f"{split}2014"
+
+
+def load_coco(annotation_file: str | Path, image_dir: str | Path, drop_empty: bool = False,
+              check_images: bool = True) -> CocoLabels:
+    annotation_file, image_dir = Path(annotation_file), Path(image_dir)
+    if not annotation_file.is_file():
+        raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):
+            coco = COCO(str(annotation_file))
+    except (json.JSONDecodeError, KeyError, TypeError) as err:
+        raise ValueError(f"{annotation_file}: not a COCO annotation file ({type(err).__name__}: {err})") from err
+    category_ids = sorted(coco.cats)
+    if not category_ids:
+        raise ValueError(f"{annotation_file}: no categories")
+    column = {cid: i for i, cid in enumerate(category_ids)}
+    problems = []
+    for ann in coco.dataset.get("annotations", []):
+        if ann.get("image_id") not in coco.imgs:
+            problems.append(f"annotation {ann.get('id')} points to unknown image id {ann.get('image_id')}")
+        if ann.get("category_id") not in column:
+            problems.append(f"annotation {ann.get('id')} points to unknown category id {ann.get('category_id')}")
+    image_ids = sorted(coco.imgs)
+    filenames = [coco.imgs[i]["file_name"] for i in image_ids]
+    if check_images:
+        for image_id, name in zip(image_ids, filenames):
+            try:
+                path = resolve_image_path(image_dir, name)
+            except ValueError:
+                problems.append(f"image id {image_id}: file name {name!r} points outside {image_dir}")
+                continue
+            if not path.is_file():
+                problems.append(f"image id {image_id}: {name!r} is listed but absent from {image_dir}")
+    if problems:
+        shown = "\n  ".join(problems[:50])
+        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
+        raise ValueError(f"{annotation_file}: {len(problems)} problem(s):\n  {shown}{more}")
+    targets = np.zeros((len(image_ids), len(category_ids)), dtype=np.float32)
+    for row, image_id in enumerate(image_ids):
+        for ann in coco.imgToAnns.get(image_id, []):
+            targets[row, column[ann["category_id"]]] = 1.0
+    if drop_empty:
+        keep = targets.any(axis=1)
+        targets, filenames = targets[keep], [f for f, k in zip(filenames, keep) if k]
+    names = [str(coco.cats[cid].get("name", cid)) for cid in category_ids]
+    return CocoLabels(image_dir, filenames, targets, names, category_ids)
