@@ -39,9 +39,9 @@ def test_gapped_category_ids_map_in_ascending_order_and_empty_images_stay(tmp_pa
 
 
 @pytest.mark.parametrize("change,message", [
-    (lambda i, a: (i + [{"id": 3, "file_name": "ghost.jpg"}], a), "'ghost.jpg' is listed but absent"),
-    (lambda i, a: (i, a + [{"id": 9, "image_id": 77, "category_id": 2}]), "annotation 9 points to unknown image id 77"),
-    (lambda i, a: (i, a + [{"id": 9, "image_id": 5, "category_id": 3}]), "points to unknown category id 3"),
+    (lambda i, a: ([*i, {"id": 3, "file_name": "ghost.jpg"}], a), "'ghost.jpg' is listed but absent"),
+    (lambda i, a: (i, [*a, {"id": 9, "image_id": 77, "category_id": 2}]), "annotation 9 points to unknown image id 77"),
+    (lambda i, a: (i, [*a, {"id": 9, "image_id": 5, "category_id": 3}]), "points to unknown category id 3"),
 ])
 def test_coco_errors(tmp_path, change, message):
     images, anns = change(list(IMAGES), list(ANNS))
