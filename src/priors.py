@@ -41,7 +41,7 @@ def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.de
     was_training = model.training
     model.eval()
     outputs = []
-    for images, _ in tqdm(loader, desc=desc, leave=False, unit="batch"):
+    for images, _ in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images.to(device, non_blocking=True))
         outputs.append(torch.sigmoid(logits.float()).cpu())

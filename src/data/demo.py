@@ -101,7 +101,7 @@ def build_demo_dataset(out_dir: str | Path, num_images: int = 3000, seed: int = 
     used = dict.fromkeys(NECK_PRODUCTS, 0)
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     rows = []
-    for i in tqdm(range(num_images), desc="building demo images", unit="img"):
+    for i in tqdm(range(num_images), desc="building demo images", unit="img", disable=None):
         classes = {name: int(rng.choice(len(freq), p=freq)) for name, freq in CLASS_FREQUENCIES.items()}
         product = NECK_PRODUCTS[classes["neck"]]
         pool = by_product[product]

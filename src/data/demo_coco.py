@@ -56,7 +56,7 @@ def _write_split(root: Path, split: str, n_images: int, images: np.ndarray, pool
     cats = categories()
     used = dict.fromkeys(range(10), 0)
     image_records, annotations = [], []
-    for image_id in tqdm(range(1, n_images + 1), desc=f"building COCO {split}", unit="img"):
+    for image_id in tqdm(range(1, n_images + 1), desc=f"building COCO {split}", unit="img", disable=None):
         canvas = np.zeros((CELL * GRID, CELL * GRID, 3))
         if rng.random() < EMPTY_SHARE:
             filled = []

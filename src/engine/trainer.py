@@ -101,7 +101,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps'}."""
     model.train()
     total, seen, steps = 0.0, 0, 0
-    bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch")
+    bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch", disable=None)
     for images, targets in bar:
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
@@ -211,8 +211,9 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
                             "best_weights": best_weights, "rng": _rng_state()},
         }
 
-    for epoch in tqdm(range(start_epoch, epochs), desc=f"{stage} stage", unit="epoch", initial=start_epoch,
-                      total=epochs):
+    epochs_bar = tqdm(range(start_epoch, epochs), desc=f"{stage} stage", unit="epoch", initial=start_epoch,
+                      total=epochs, disable=None)
+    for epoch in epochs_bar:
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
         loader = make_loader(train.dataset(cfg.image_size, train=True, augment=cfg.augment), cfg.batch_size,

@@ -17,7 +17,7 @@ def report_markdown(report: dict, title: str = "Evaluation report") -> str:
     for key in ("checkpoint", "model_name", "csv", "images", "weights"):
         if key in meta:
             lines.append(f"- {key}: `{meta[key]}`")
-    lines += [f"- images: {report['num_images']}", "",
+    lines += [f"- evaluated images: {report['num_images']}", "",
               "| metric | value |", "|---|---:|",
               f"| mAP (partial-aware: unknown labels left out) | {_fmt(report['mAP'])} |",
               f"| mAP (unknown counted as negative, the CSL convention) | {_fmt(report['mAP_unknown_as_negative'])} |"]
