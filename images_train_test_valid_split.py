@@ -9,7 +9,7 @@ import argparse
 import sys
 
 from src.data.schema import load_schema
-from src.engine.split import split_attribute_csv
+from src.engine.split import rebalance_train_split, split_attribute_csv
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -23,14 +23,25 @@ def get_args_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="same inputs and seed give byte-identical files")
     p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
                    help="skip: leave bad rows out and list them in OUT_DIR/rejected_rows.csv")
+    p.add_argument("--rebalance", choices=("balanced", "raking"), default=None,
+                   help="also write augmented copies of rare-class training images to OUT_DIR/rebalanced_images/ "
+                        "and OUT_DIR/train_rebalanced.csv (originals untouched)")
+    p.add_argument("--repeat-threshold", type=float, default=0.3, help="balanced: LVIS frequency threshold t")
+    p.add_argument("--rebalance-max-copies", type=int, default=10, help="at most this many copies of one image")
+    p.add_argument("--rebalance-max-total", type=int, default=None, help="at most this many copies in all "
+                                                                         "(default: the training set's size)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        summary = split_attribute_csv(args.csv, args.images, args.out_dir, load_schema(args.schema),
-                                      tuple(args.ratios), args.seed, args.on_bad_rows)
+        schema = load_schema(args.schema)
+        summary = split_attribute_csv(args.csv, args.images, args.out_dir, schema, tuple(args.ratios), args.seed,
+                                      args.on_bad_rows)
+        rebalanced = rebalance_train_split(summary["files"]["train"], args.images, args.out_dir, schema,
+                                           args.rebalance, args.repeat_threshold, args.rebalance_max_copies,
+                                           args.rebalance_max_total, args.seed) if args.rebalance else None
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -39,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     if summary["rejected_rows"]:
         print(f"{summary['rejected_rows']} bad row(s) left out, listed in {summary['rejected_file']}")
     print(f"wrote {', '.join(summary['files'].values())} and {summary['report']['markdown']}")
+    if rebalanced:
+        print(f"rebalanced: {rebalanced['copies']} augmented copies, {rebalanced['rows']} training rows in "
+              f"{rebalanced['csv']} (images: {rebalanced['images']}; before/after: {rebalanced['report']['markdown']})")
     return 0
 
 

@@ -18,6 +18,7 @@ import time
 
 from src.data.labels import LabelFileError
 from src.data.partial import SIMULATIONS
+from src.data.sampling import SAMPLERS
 from src.data.transforms import AUGMENTATIONS
 from src.engine.config import TrainConfig
 from src.engine.data import DATASETS
@@ -52,6 +53,10 @@ def get_args_parser() -> argparse.ArgumentParser:
     add(data, "batch_size", type=int)
     add(data, "workers", type=int, help="DataLoader worker processes")
     add(data, "augment", choices=AUGMENTATIONS, help="csl: Cutout + RandAugment (reference); light; none")
+    add(data, "sampler", choices=SAMPLERS, help="uniform; balanced: LVIS repeat factors of the known positives; "
+                                                "raking: per-image weights matching sqrt-frequency per attribute")
+    add(data, "repeat_threshold", type=float, help="balanced: the frequency t below which classes are repeated")
+    add(data, "sampler_max_weight", type=float, help="raking: cap on one image's weight relative to the lightest")
     add(data, "on_bad_rows", choices=("error", "skip"), help="skip: leave bad CSV rows out, listed in the run folder")
 
     coco = p.add_argument_group("COCO-format data (--dataset coco)")

@@ -35,7 +35,11 @@ class MultiLabelImageDataset(Dataset):
         return len(self.filenames)
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.get(index, self.transform)
+
+    def get(self, index: int, transform: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Item ``index`` under another ``transform`` (e.g. a stronger augmentation for a repeated draw)."""
         img = load_rgb(resolve_image_path(self.image_dir, self.filenames[index]))
-        if self.transform is not None:
-            img = self.transform(img)
+        if transform is not None:
+            img = transform(img)
         return img, self.targets[index]

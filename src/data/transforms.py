@@ -46,6 +46,29 @@ def build_transform(image_size: int, train: bool, augment: str = "csl") -> T.Com
     return T.Compose(steps)
 
 
+def build_strong_transform(image_size: int) -> T.Compose:
+    """For repeated draws of one image (imbalance-aware sampling): geometry, light and occlusion change, hue does not
+    (colour can be an attribute)."""
+    return T.Compose([
+        T.RandomResizedCrop(image_size, scale=(0.6, 1.0), ratio=(0.8, 1.25)),
+        T.RandomHorizontalFlip(),
+        T.RandomAffine(degrees=15, translate=(0.1, 0.1), shear=8),
+        T.ColorJitter(brightness=0.3, contrast=0.3),
+        T.ToTensor(),
+        T.RandomErasing(p=0.5, scale=(0.02, 0.15), value="random"),
+        T.Normalize(NORMALIZATION["mean"], NORMALIZATION["std"]),
+    ])
+
+
+def build_offline_augmentation() -> T.Compose:
+    """PIL -> PIL augmentation for copies written to disk (offline rebalancing); size and hue are kept."""
+    return T.Compose([
+        T.RandomHorizontalFlip(),
+        T.RandomAffine(degrees=15, translate=(0.08, 0.08), scale=(0.85, 1.1), shear=8),
+        T.ColorJitter(brightness=0.3, contrast=0.3),
+    ])
+
+
 def seed_worker(worker_id: int) -> None:
     """DataLoader ``worker_init_fn``: seed Python's ``random`` (used by Cutout) from the worker's torch seed."""
     random.seed(torch.initial_seed() % 2**32)

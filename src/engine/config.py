@@ -31,6 +31,9 @@ class TrainConfig:
     workers: int = 2
     augment: str = "csl"
     on_bad_rows: str = "error"
+    sampler: str = "uniform"
+    repeat_threshold: float = 0.3
+    sampler_max_weight: float = 10.0
     # model
     model_name: str = "tresnet_m"
     model_path: str | None = None

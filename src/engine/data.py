@@ -46,10 +46,11 @@ def read_attribute_split(csv_path: str | Path, image_dir: str | Path, schema: At
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int, train: bool,
-                seed: int = 0) -> DataLoader:
-    """Shuffled, drop-last loader for training (order fixed by ``seed``); ordered loader for evaluation."""
+                seed: int = 0, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
+    """Shuffled (or ``sampler``-driven), drop-last loader for training, seeded; ordered loader for evaluation."""
     generator = torch.Generator().manual_seed(seed)
-    return DataLoader(dataset, batch_size=batch_size, shuffle=train, num_workers=workers,
+    return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
+                      num_workers=workers,
                       drop_last=train and len(dataset) > batch_size, generator=generator,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)

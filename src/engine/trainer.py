@@ -31,12 +31,20 @@ from torch.optim.lr_scheduler import OneCycleLR
 from tqdm import tqdm
 
 from ..data.partial import simulate_partial, simulation_summary
+from ..data.sampling import (
+    RepeatAwareDataset,
+    RepeatAwareSampler,
+    expected_distribution,
+    repeat_factors,
+    sampling_weights,
+)
 from ..data.schema import UNKNOWN, AttributeSchema, load_schema
-from ..data.transforms import NORMALIZATION
+from ..data.transforms import NORMALIZATION, build_strong_transform
 from ..losses import PartialSelectiveLoss
 from ..metrics import evaluate_predictions
 from ..models import create_model, norm_backend_of
 from ..priors import estimate_priors, load_priors, predict_probabilities, prior_quality, save_priors
+from ..reports.distribution import write_distribution
 from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
 from .config import TrainConfig, derive_seed, library_versions, resolve_amp, resolve_device, seed_everything
 from .data import DATASETS, LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
@@ -135,6 +143,39 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps}
 
 
+def training_sample_weights(cfg: TrainConfig, task: Task, train: LabelledImages) -> np.ndarray | None:
+    """Per-image sampling weights of ``cfg.sampler`` (None for uniform shuffling)."""
+    if cfg.sampler == "uniform":
+        return None
+    if task.schema is not None:
+        return sampling_weights(cfg.sampler, task.schema.decode(train.targets), task.schema, cfg.repeat_threshold,
+                                cfg.sampler_max_weight)
+    if cfg.sampler == "raking":
+        raise ValueError("--sampler raking needs attribute data (it balances each attribute's classes)")
+    weights = repeat_factors(train.targets, cfg.repeat_threshold)
+    return weights / weights.mean()
+
+
+def write_sampler_report(cfg: TrainConfig, task: Task, train: LabelledImages, run_dir: Path) -> None:
+    """Class distribution per attribute of the data and of the sampler's expected draw (exact, from the weights)."""
+    weights = training_sample_weights(cfg, task, train)
+    if weights is None or task.schema is None:
+        return
+    values = task.schema.decode(train.targets)
+    dist = pd.concat([expected_distribution(values, task.schema, np.ones(len(values)), "data"),
+                      expected_distribution(values, task.schema, weights, f"{cfg.sampler} sampler")])
+    write_distribution(dist, run_dir, "sampler_distribution", f"Training distribution under the {cfg.sampler} sampler")
+
+
+def _train_loader(cfg: TrainConfig, train: LabelledImages, weights: np.ndarray | None, seed: int):
+    dataset = train.dataset(cfg.image_size, train=True, augment=cfg.augment)
+    if weights is None:
+        return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed)
+    sampler = RepeatAwareSampler(weights, len(dataset), seed=seed)
+    dataset = RepeatAwareDataset(dataset, build_strong_transform(cfg.image_size))
+    return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed, sampler=sampler)
+
+
 def evaluate(model: nn.Module, loader, device: torch.device, task: Task, threshold: float = 0.5,
              amp_dtype: torch.dtype | None = None) -> tuple[dict, np.ndarray]:
     """Evaluation report (see :func:`src.metrics.evaluate_predictions`) and the (N, C) probabilities."""
@@ -195,6 +236,7 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, start_epoch + 1)
     val_loader = make_loader(val.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
     norm_used = norm_backend_of(model)
+    sample_weights = training_sample_weights(cfg, task, train)
 
     def payload(weights_state: dict, which: str, metrics: dict, epoch: int) -> dict:
         return {
@@ -216,8 +258,7 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
     for epoch in epochs_bar:
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
-        loader = make_loader(train.dataset(cfg.image_size, train=True, augment=cfg.augment), cfg.batch_size,
-                             cfg.workers, train=True, seed=epoch_seed)
+        loader = _train_loader(cfg, train, sample_weights, epoch_seed)
         started = time.time()
         stats = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoch=epoch, stage=stage,
                                 ema=ema, scaler=scaler, amp_dtype=amp_dtype, grad_clip=cfg.grad_clip,
@@ -331,6 +372,7 @@ def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, La
                      "class_names": task.class_names,
                      "train_unknown_share": float((train.targets == UNKNOWN).mean())}
     (run_dir / "config.json").write_text(json.dumps(config_record, indent=2) + "\n")
+    write_sampler_report(cfg, task, train, run_dir)
     writer = SummaryWriter(str(run_dir / "tensorboard"))
     history: list[dict] = []
     step_budget: list[int | None] = [cfg.stop_after_steps]

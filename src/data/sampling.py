@@ -1,0 +1,160 @@
+"""Imbalance-aware sampling for partially labelled attribute data.
+
+Two ways to weight the training images, both computed from the *known* labels only (an ``#N/A`` attribute neither
+raises nor lowers an image's weight):
+
+* ``balanced``: LVIS repeat-factor sampling (Gupta et al., CVPR 2019). A class seen in a fraction f(c) of the images
+  where it is annotated gets r(c) = max(1, sqrt(t / f(c))); an image gets the largest r(c) over its known positives.
+  It treats co-occurrence bluntly: a rare neck type is usually drawn with the dominant sleeve and pattern, so
+  repeating it also repeats those common classes, and an image whose only rare attribute is unknown is not boosted.
+* ``raking``: per-image weights that bring every attribute's class distribution as close as possible to a target
+  (by default proportional to sqrt(frequency), like ``balanced``'s intent) *jointly*. This is iterative proportional
+  fitting (raking, Deming & Stephan 1940): cycle over the attributes, multiplying the weight of each image whose
+  attribute g is class c by target_g(c) / current_g(c), until every attribute matches. Starting from uniform
+  weights, the fixed point is the weighting closest to uniform in KL divergence that meets all the attribute targets
+  at once, so boosting a rare neck type is paid for by lowering the weights of other images with the same common
+  sleeve and pattern. Weights are capped at ``max_weight`` times the smallest, to bound repeats of one image.
+
+The expected class distribution under any weights is computed exactly from the weights
+(:func:`expected_distribution`), never estimated by drawing. :class:`RepeatAwareSampler` draws an epoch of indices
+with replacement and tells the dataset which draws repeat an image, so that :class:`RepeatAwareDataset` can give
+repeats a stronger augmentation.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import pandas as pd
+import torch
+from torch.utils.data import Dataset, Sampler
+
+from .schema import UNKNOWN, AttributeSchema
+
+SAMPLERS = ("uniform", "balanced", "raking")
+
+
+def class_frequencies(targets: np.ndarray) -> np.ndarray:
+    """(C,) share of positives among the images where each class is annotated (targets in {1, 0, -1})."""
+    known = (targets != UNKNOWN).sum(axis=0)
+    return np.divide((targets == 1).sum(axis=0), known, out=np.zeros(targets.shape[1]), where=known > 0)
+
+
+def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:
+    """LVIS repeat factor per image: max over its known positives of max(1, sqrt(t / f(c))); 1 without any."""
+    freq = class_frequencies(targets)
+    per_class = np.where(freq > 0, np.sqrt(threshold / np.maximum(freq, 1e-12)), 1.0)
+    per_class = np.maximum(per_class, 1.0)
+    positive = targets == 1
+    return np.where(positive.any(axis=1), np.where(positive, per_class[None, :], 1.0).max(axis=1), 1.0)
+
+
+def raking_weights(values: np.ndarray, schema: AttributeSchema, power: float = 0.5, max_weight: float = 10.0,
+                   iterations: int = 200, tol: float = 1e-6) -> np.ndarray:
+    """Per-image weights (mean 1) whose per-attribute class distributions approach freq^power (normalised).
+
+    ``values`` is (N, G) with -1 for unknown. ``power`` 0.5 is the square-root target, 0 the uniform one and 1 keeps
+    the data as it is.
+    """
+    n = len(values)
+    weights = np.ones(n)
+    targets = []
+    for j, group in enumerate(schema.groups):
+        col = values[:, j]
+        counts = np.bincount(col[col != UNKNOWN], minlength=group.num_classes).astype(float)
+        goal = np.where(counts > 0, counts ** power, 0.0)
+        targets.append(goal / goal.sum() if goal.sum() > 0 else goal)
+    for _ in range(iterations):
+        previous = weights.copy()
+        for j, goal in enumerate(targets):
+            col = values[:, j]
+            known = col != UNKNOWN
+            current = np.bincount(col[known], weights=weights[known], minlength=len(goal))
+            current = current / current.sum() if current.sum() > 0 else current
+            factor = np.divide(goal, current, out=np.ones_like(goal), where=current > 0)
+            weights[known] *= factor[col[known]]
+        weights = np.clip(weights / weights.min(), 1.0, max_weight)
+        if np.max(np.abs(weights / weights.mean() - previous / previous.mean())) < tol:
+            break
+    return weights / weights.mean()
+
+
+def sampling_weights(kind: str, values: np.ndarray, schema: AttributeSchema, threshold: float = 0.3,
+                     max_weight: float = 10.0) -> np.ndarray:
+    """Weights (mean 1) of one sampler kind."""
+    if kind == "uniform":
+        return np.ones(len(values))
+    if kind == "balanced":
+        weights = repeat_factors(schema.encode(values), threshold)
+    elif kind == "raking":
+        weights = raking_weights(values, schema, max_weight=max_weight)
+    else:
+        raise ValueError(f"unknown sampler {kind!r}; expected one of {SAMPLERS}")
+    return weights / weights.mean()
+
+
+def expected_distribution(values: np.ndarray, schema: AttributeSchema, weights: np.ndarray,
+                          label: str) -> pd.DataFrame:
+    """Exact class shares (among known) and ``#N/A`` share per attribute of a weighted draw, as a long table."""
+    weights = np.asarray(weights, dtype=float)
+    records = []
+    for j, group in enumerate(schema.groups):
+        col = values[:, j]
+        known = col != UNKNOWN
+        mass = np.bincount(col[known], weights=weights[known], minlength=group.num_classes)
+        for k, name in enumerate(group.class_names):
+            records.append({"split": label, "attribute": group.name, "class": name,
+                            "count": mass[k] / weights.sum() * len(values), "share": mass[k] / max(mass.sum(), 1e-12)})
+        missing = weights[~known].sum()
+        records.append({"split": label, "attribute": group.name, "class": "#N/A",
+                        "count": missing / weights.sum() * len(values), "share": missing / weights.sum()})
+    return pd.DataFrame.from_records(records)
+
+
+class RepeatAwareSampler(Sampler):
+    """Draws ``num_samples`` indices with replacement, proportional to ``weights``; seeded by (seed, epoch).
+
+    Yields ``(index, k)`` pairs where k counts earlier draws of the same index in this epoch (0 for the first).
+    For DDP, give each rank ``rank`` and ``world_size``: every rank draws the same epoch and keeps its own slice.
+    """
+
+    def __init__(self, weights: np.ndarray, num_samples: int | None = None, seed: int = 0, rank: int = 0,
+                 world_size: int = 1):
+        self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        self.num_samples = num_samples or len(self.weights)
+        self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_samples / self.world_size)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+        seen: dict[int, int] = {}
+        pairs = []
+        for index in draws:
+            pairs.append((index, seen.get(index, 0)))
+            seen[index] = seen.get(index, 0) + 1
+        return iter(pairs[self.rank::self.world_size])
+
+
+class RepeatAwareDataset(Dataset):
+    """Wraps a dataset whose ``transform`` it swaps for ``strong_transform`` on repeated draws ``(index, k > 0)``."""
+
+    def __init__(self, dataset: Dataset, strong_transform: Callable):
+        self.dataset, self.strong_transform = dataset, strong_transform
+        self.targets = dataset.targets
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: tuple[int, int] | int):
+        index, repeat = item if isinstance(item, tuple) else (item, 0)
+        if repeat == 0:
+            return self.dataset[index]
+        return self.dataset.get(index, self.strong_transform)
