@@ -65,6 +65,15 @@ def group_accuracy(targets: np.ndarray, scores: np.ndarray, group_slice: slice) 
     return float(correct.mean()), int(known.sum())
 
 
+def macro_accuracy(targets: np.ndarray, scores: np.ndarray, group_slice: slice) -> float:
+    """Mean over the group's classes (with a known example) of the recall of the within-group argmax."""
+    block_t, block_s = np.asarray(targets)[:, group_slice], np.asarray(scores)[:, group_slice]
+    known = (block_t == 1).any(axis=1)
+    truth, pred = block_t[known].argmax(axis=1), block_s[known].argmax(axis=1)
+    recalls = [(pred[truth == c] == c).mean() for c in np.unique(truth)]
+    return float(np.mean(recalls)) if recalls else float("nan")
+
+
 def majority_accuracy(targets: np.ndarray, group_slice: slice, majority_class: int) -> float:
     """Accuracy of always predicting ``majority_class`` (index within the group), on rows where the group is known."""
     block = np.asarray(targets)[:, group_slice]
@@ -127,12 +136,14 @@ def evaluate_predictions(targets: np.ndarray, scores: np.ndarray, class_names: l
         report["mAP_per_attribute"] = {}
         report["accuracy_per_attribute"] = {}
         report["known_per_attribute"] = {}
+        report["macro_accuracy_per_attribute"] = {}
         for name, sl in groups.items():
             aps = [a for a in list(partial["ap_per_class"].values())[sl] if a is not None]
             report["mAP_per_attribute"][name] = float(np.mean(aps)) if aps else float("nan")
             acc, n_known = group_accuracy(targets, scores, sl)
             report["accuracy_per_attribute"][name] = 100 * acc
             report["known_per_attribute"][name] = n_known
+            report["macro_accuracy_per_attribute"][name] = 100 * macro_accuracy(targets, scores, sl)
         if majority:
             report["majority_accuracy_per_attribute"] = {
                 name: 100 * majority_accuracy(targets, sl, majority[name]) for name, sl in groups.items()}

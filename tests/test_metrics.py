@@ -63,6 +63,9 @@ def test_evaluation_report_attribute_accuracy_and_majority_baseline():
                                   majority={"g1": 0, "g2": 1})
     assert report["accuracy_per_attribute"] == pytest.approx({"g1": 75.0, "g2": 200 / 3})
     assert report["known_per_attribute"] == {"g1": 4, "g2": 3}
+    # g2: truth b1, b2, b0 -> predicted b1, b2, b1: recalls b0 0, b1 1, b2 1
+    assert report["macro_accuracy_per_attribute"]["g2"] == pytest.approx(200 / 3)
+    assert report["macro_accuracy_per_attribute"]["g1"] == pytest.approx(50.0)
     assert report["majority_accuracy_per_attribute"] == pytest.approx({"g1": 75.0, "g2": 100 / 3})
     for key in ("mAP", "mAP_unknown_as_negative", "mAP_per_attribute", "ap_per_class", "excluded_classes",
                 "CP", "CR", "CF1", "OP", "OR", "OF1"):

@@ -27,13 +27,14 @@ def report_markdown(report: dict, title: str = "Evaluation report") -> str:
     if "accuracy_per_attribute" in report:
         majority = report.get("majority_accuracy_per_attribute", {})
         lines += ["## Attributes", "",
-                  "| attribute | known images | accuracy | majority-class baseline | gain (points) | mAP |",
-                  "|---|---:|---:|---:|---:|---:|"]
+                  "| attribute | known images | accuracy | majority-class baseline | gain (points) | macro accuracy "
+                  "| mAP |", "|---|---:|---:|---:|---:|---:|---:|"]
         for name, acc in report["accuracy_per_attribute"].items():
             base = majority.get(name)
             gain = None if base is None or math.isnan(base) or math.isnan(acc) else acc - base
             lines.append(f"| {name} | {report['known_per_attribute'][name]} | {_fmt(acc)} | {_fmt(base)} | "
-                         f"{_fmt(gain)} | {_fmt(report['mAP_per_attribute'][name])} |")
+                         f"{_fmt(gain)} | {_fmt(report['macro_accuracy_per_attribute'][name])} | "
+                         f"{_fmt(report['mAP_per_attribute'][name])} |")
         lines.append("")
     lines += ["## AP per class", "", "| class | known positives | AP |", "|---|---:|---:|"]
     for name, ap in report["ap_per_class"].items():
