@@ -3,6 +3,7 @@
     python infer.py --checkpoint outputs/run/checkpoints/best.pt --images photos/ --output predictions.csv
     python infer.py --checkpoint best.pt --image shirt.jpg --output shirt.csv
     python infer.py --checkpoint best.pt --csv data/split/test.csv --images data/images --output test_predictions.csv
+    python infer.py --onnx model.onnx --images photos/ --output predictions.csv
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ from src.engine.infer import run_inference
 
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
+    p.add_argument("--checkpoint", help="a checkpoint written by train.py")
+    p.add_argument("--onnx", help="instead of --checkpoint: a model written by export.py (run with ONNX Runtime)")
     p.add_argument("--image", help="one image file")
     p.add_argument("--images", help="an image folder (all images in it), or the folder of --csv's filenames")
     p.add_argument("--csv", help="predict the filenames listed in this CSV (relative to --images)")
@@ -37,7 +39,7 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         result = run_inference(args.checkpoint, args.output, args.image, args.images, args.csv, args.threshold,
-                               args.batch_size, args.device, args.channels_last, args.compile, args.amp)
+                               args.batch_size, args.device, args.channels_last, args.compile, args.amp, args.onnx)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

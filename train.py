@@ -84,6 +84,8 @@ def get_args_parser() -> argparse.ArgumentParser:
         help="mixed precision (default: on for CUDA, and on CPUs with native bfloat16); --no-amp for float32")
     add(optim, "amp_dtype", choices=("auto", "float16", "bfloat16"), help="auto: float16 on CUDA, bfloat16 on CPU")
     add(optim, "grad_clip", type=float, help="clip the gradient norm to this value (0: off)")
+    add(optim, "sync_bn", action="store_true",
+        help="under torchrun: synchronise BatchNorm statistics across GPUs (InPlaceABNSync for TResNet kernels)")
 
     loss = p.add_argument_group("loss (Partial Selective Asymmetric Loss)")
     add(loss, "partial_loss_mode", choices=PARTIAL_LOSS_MODES, help="how unknown labels are treated")

@@ -154,7 +154,8 @@ def write_tables(results: list[dict], prior_rows: list[dict], args, out: Path, s
         lines += [f"| {t['rank']} | {t['estimated_class']} | {t['estimated_prior']:.3f} | {t['true_class']} | "
                   f"{t['true_frequency']:.3f} |" for t in r["top10"]]
     (out / "table.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines[: 6 + len(table) + 4 + len(prior_rows)]))
+    first_top10 = next(i for i, line in enumerate(lines) if line.startswith("Top 10"))
+    print("\n".join(lines[:first_top10]))
 
 
 if __name__ == "__main__":

@@ -60,10 +60,17 @@ def estimate_priors(model: nn.Module, loader: DataLoader, device: torch.device |
     if method not in PRIOR_ESTIMATES:
         raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
     probs = predict_probabilities(model, loader, device, amp_dtype, desc="estimating priors")
+    return priors_from_probabilities(probs, getattr(loader.dataset, "targets", None), method)
+
+
+def priors_from_probabilities(probs: np.ndarray, targets: np.ndarray | torch.Tensor | None,
+                              method: str = "mean") -> tuple[np.ndarray, dict]:
+    """:func:`estimate_priors` from already computed probabilities (N, C) and the images' targets."""
+    if method not in PRIOR_ESTIMATES:
+        raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
     if len(probs) == 0:
-        raise ValueError("cannot estimate priors from an empty data loader")
+        raise ValueError("cannot estimate priors from no images")
     mean = probs.mean(axis=0)
-    targets = getattr(loader.dataset, "targets", None)
     if targets is None:
         if method == "em":
             raise ValueError("the em estimate needs the loader's dataset to expose its targets ({1, 0, -1})")

@@ -47,6 +47,7 @@ class TrainConfig:
     amp: bool | None = None
     amp_dtype: str = "auto"
     grad_clip: float = 0.0
+    sync_bn: bool = False
     # loss
     partial_loss_mode: str = "selective"
     gamma_pos: float = 0.0

@@ -49,9 +49,10 @@ def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int
                 seed: int = 0, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
     """Shuffled (or ``sampler``-driven), drop-last loader for training, seeded; ordered loader for evaluation."""
     generator = torch.Generator().manual_seed(seed)
+    per_epoch = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
                       num_workers=workers,
-                      drop_last=train and len(dataset) > batch_size, generator=generator,
+                      drop_last=train and per_epoch > batch_size, generator=generator,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from ..data.labels import FILENAME_COLUMN, resolve_image_path
-from .predict import Predictor, list_images
+from .predict import OnnxPredictor, Predictor, list_images
 
 
 def collect_inputs(image: str | None, images: str | None, csv_path: str | None) -> tuple[list[Path], list[str]]:
@@ -29,12 +29,18 @@ def collect_inputs(image: str | None, images: str | None, csv_path: str | None) 
     raise ValueError("give one of --image, --images or --csv with --images")
 
 
-def run_inference(checkpoint: str | Path, output: str | Path, image: str | None = None, images: str | None = None,
-                  csv_path: str | None = None, threshold: float = 0.5, batch_size: int = 32,
-                  device: str = "auto", channels_last: bool = False, compile_model: bool = False,
-                  amp: bool | None = None) -> dict:
-    predictor = Predictor.from_checkpoint(checkpoint, device, channels_last=channels_last,
-                                          compile_model=compile_model, amp=amp)
+def run_inference(checkpoint: str | Path | None, output: str | Path, image: str | None = None,
+                  images: str | None = None, csv_path: str | None = None, threshold: float = 0.5,
+                  batch_size: int = 32, device: str = "auto", channels_last: bool = False,
+                  compile_model: bool = False, amp: bool | None = None, onnx: str | Path | None = None) -> dict:
+    """Predict with a checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), same pre/post-processing."""
+    if (checkpoint is None) == (onnx is None):
+        raise ValueError("give exactly one of --checkpoint and --onnx")
+    if onnx is not None:
+        predictor = OnnxPredictor(onnx)
+    else:
+        predictor = Predictor.from_checkpoint(checkpoint, device, channels_last=channels_last,
+                                              compile_model=compile_model, amp=amp)
     paths, names = collect_inputs(image, images, csv_path)
     name_of = {str(p): n for p, n in zip(paths, names)}
     done, probs, failures = predictor.predict_files(paths, batch_size)

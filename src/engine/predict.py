@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
@@ -43,17 +44,21 @@ class Predictor:
         return cls(load_checkpoint(path), resolve_device(device), norm, channels_last, compile_model, amp)
 
     @torch.inference_mode()
+    def run_batch(self, batch: torch.Tensor) -> np.ndarray:
+        """Probabilities (B, C) of a preprocessed batch."""
+        layout = torch.channels_last if self.channels_last else torch.preserve_format
+        batch = batch.to(self.device, memory_format=layout)
+        enabled = self.amp_dtype is not None
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=enabled):
+            logits = self.model(batch)
+        return torch.sigmoid(logits.float()).cpu().numpy()
+
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch_size):
             batch = torch.stack([self.transform(img.convert("RGB")) for img in images[start:start + batch_size]])
-            layout = torch.channels_last if self.channels_last else torch.preserve_format
-            batch = batch.to(self.device, memory_format=layout)
-            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
-                                enabled=self.amp_dtype is not None):
-                logits = self.model(batch)
-            out.append(torch.sigmoid(logits.float()).cpu())
-        return torch.cat(out).numpy() if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
+            out.append(self.run_batch(batch))
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[Path], np.ndarray, dict]:
         """Predict every readable file; returns (predicted paths, probabilities, {unreadable path: reason})."""
@@ -78,6 +83,30 @@ class Predictor:
         if self.schema is None:
             raise ValueError("this checkpoint has no attribute schema")
         return {name: probs[:, sl].argmax(axis=1) for name, sl in self.schema.group_slices().items()}
+
+
+class OnnxPredictor(Predictor):
+    """The same preprocessing and outputs as :class:`Predictor`, run by ONNX Runtime on a file from export.py."""
+
+    def __init__(self, path: str | Path):
+        import onnxruntime as ort
+
+        path = Path(path)
+        sidecar = path.with_suffix(path.suffix + ".json")
+        if not path.is_file():
+            raise FileNotFoundError(f"ONNX model not found: {path}")
+        if not sidecar.is_file():
+            raise FileNotFoundError(f"metadata sidecar not found: {sidecar} (export.py writes it)")
+        meta = json.loads(sidecar.read_text())
+        self.checkpoint = meta
+        self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        self.class_names = list(meta["class_names"])
+        self.schema = checkpoint_schema(meta)
+        self.image_size = int(meta["image_size"])
+        self.transform = build_transform(self.image_size, train=False)
+
+    def run_batch(self, batch: torch.Tensor) -> np.ndarray:
+        return self.session.run(["probabilities"], {"images": batch.numpy()})[0]
 
 
 def list_images(folder: str | Path) -> list[Path]:

@@ -28,6 +28,7 @@ import torch
 from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
+from torch.utils.data import Subset
 from tqdm import tqdm
 
 from ..data.partial import simulate_partial, simulation_summary
@@ -42,12 +43,22 @@ from ..data.schema import UNKNOWN, AttributeSchema, load_schema
 from ..data.transforms import NORMALIZATION, build_strong_transform
 from ..losses import PartialSelectiveLoss
 from ..metrics import evaluate_predictions
-from ..models import create_model, norm_backend_of
-from ..priors import estimate_priors, load_priors, predict_probabilities, prior_quality, save_priors
+from ..models import convert_sync_norm, create_model, norm_backend_of
+from ..priors import load_priors, predict_probabilities, prior_quality, priors_from_probabilities, save_priors
 from ..reports.distribution import write_distribution
-from .checkpoint import FORMAT_VERSION, load_checkpoint, save_checkpoint
+from .checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig, derive_seed, library_versions, resolve_amp, resolve_device, seed_everything
 from .data import DATASETS, LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
+from .distributed import (
+    DistInfo,
+    ShardedShuffleSampler,
+    barrier,
+    gather_rows,
+    init_distributed,
+    mean_across_ranks,
+    process_device,
+    shard_indices,
+)
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +117,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
                     scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
                     step_budget: list[int | None]) -> dict:
-    """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps'}."""
+    """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples'}."""
     model.train()
     total, seen, steps = 0.0, 0, 0
     bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch", disable=None)
@@ -130,7 +141,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         if scale_before is None or scaler.get_scale() >= scale_before:  # no scheduler step on a skipped AMP step
             scheduler.step()
         if ema is not None:
-            ema.update(model, step=scheduler.last_epoch)
+            ema.update(getattr(model, "module", model), step=scheduler.last_epoch)
         total += per_sample * len(images)
         seen += len(images)
         steps += 1
@@ -140,7 +151,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             if step_budget[0] <= 0:
                 raise TrainingInterrupted(f"stopped after the requested number of steps (in stage {stage!r}, "
                                           f"epoch {epoch + 1}); continue with --resume")
-    return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps}
+    return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps, "samples": seen}
 
 
 def training_sample_weights(cfg: TrainConfig, task: Task, train: LabelledImages) -> np.ndarray | None:
@@ -167,22 +178,21 @@ def write_sampler_report(cfg: TrainConfig, task: Task, train: LabelledImages, ru
     write_distribution(dist, run_dir, "sampler_distribution", f"Training distribution under the {cfg.sampler} sampler")
 
 
-def _train_loader(cfg: TrainConfig, train: LabelledImages, weights: np.ndarray | None, seed: int):
-    dataset = train.dataset(cfg.image_size, train=True, augment=cfg.augment)
-    if weights is None:
-        return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed)
-    sampler = RepeatAwareSampler(weights, len(dataset), seed=seed)
-    dataset = RepeatAwareDataset(dataset, build_strong_transform(cfg.image_size))
-    return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed, sampler=sampler)
+def predict_dataset(model: nn.Module, dataset, batch_size: int, workers: int, device: torch.device,
+                    amp_dtype: torch.dtype | None, info: DistInfo, desc: str = "evaluating") -> np.ndarray:
+    """Probabilities (N, C) of the whole ``dataset``; under DDP each rank predicts its shard and all gather."""
+    indices = shard_indices(len(dataset), info)
+    subset = Subset(dataset, indices.tolist()) if info.enabled else dataset
+    loader = make_loader(subset, batch_size, workers, train=False)
+    probs = predict_probabilities(model, loader, device, amp_dtype, desc=desc)
+    return gather_rows(probs, indices, len(dataset), info)
 
 
-def evaluate(model: nn.Module, loader, device: torch.device, task: Task, threshold: float = 0.5,
-             amp_dtype: torch.dtype | None = None) -> tuple[dict, np.ndarray]:
-    """Evaluation report (see :func:`src.metrics.evaluate_predictions`) and the (N, C) probabilities."""
-    scores = predict_probabilities(model, loader, device, amp_dtype, desc="evaluating")
-    targets = loader.dataset.targets.numpy()
-    report = evaluate_predictions(targets, scores, task.class_names, task.groups, task.majority, threshold)
-    return report, scores
+def evaluate(model: nn.Module, dataset, task: Task, run: Run, amp_dtype: torch.dtype | None) -> dict:
+    """Evaluation report (see :func:`src.metrics.evaluate_predictions`) of ``model`` on ``dataset``."""
+    scores = predict_dataset(model, dataset, run.cfg.batch_size, run.cfg.workers, run.device, amp_dtype, run.dist)
+    targets = dataset.targets.numpy()
+    return evaluate_predictions(targets, scores, task.class_names, task.groups, task.majority, run.cfg.threshold)
 
 
 def _rng_state() -> dict:
@@ -206,17 +216,56 @@ class StageResult:
     history: list[dict]
 
 
-def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray | None, train: LabelledImages,
-        val: LabelledImages, task: Task, run_dir: Path, stage_dir: Path, device: torch.device,
-        history: list[dict], step_budget: list[int | None], writer) -> StageResult:
+@dataclass
+class Run:
+    """What every stage of one training run shares."""
+
+    cfg: TrainConfig
+    task: Task
+    train: LabelledImages
+    val: LabelledImages
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    writer: object | None  # TensorBoard SummaryWriter on the primary process, else None
+    history: list[dict] = field(default_factory=list)
+    step_budget: list[int | None] = field(default_factory=lambda: [None])
+
+
+def _train_loader(run: Run, weights: np.ndarray | None, seed: int):
+    cfg = run.cfg
+    dataset = run.train.dataset(cfg.image_size, train=True, augment=cfg.augment)
+    if weights is None:
+        sampler = ShardedShuffleSampler(len(dataset), seed, run.dist.rank, run.dist.world_size)
+    else:
+        sampler = RepeatAwareSampler(weights, len(dataset), seed, run.dist.rank, run.dist.world_size)
+        dataset = RepeatAwareDataset(dataset, build_strong_transform(cfg.image_size))
+    return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed, sampler=sampler)
+
+
+def _wrap_for_training(model: nn.Module, run: Run) -> nn.Module:
+    """DDP wrapper (with synchronised norm layers on request) when running under torchrun."""
+    if not run.dist.enabled:
+        return model
+    if run.cfg.sync_bn:
+        model = convert_sync_norm(model)
+    device_ids = [run.device.index] if run.device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, stage_dir: Path) -> StageResult:
     """Train one model under one loss mode for ``epochs``; resumes from ``stage_dir/checkpoints/last.pt``."""
+    cfg, task, device = run.cfg, run.task, run.device
     ckpt_dir = stage_dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     seed_everything(derive_seed(cfg.seed, STAGES.index(stage), 10_000))
     model = create_model(cfg.model_name, len(task.class_names), cfg.model_path, cfg.norm, device)
+    train_model = _wrap_for_training(model, run)
+    model = getattr(train_model, "module", train_model)
+    sample_weights = training_sample_weights(cfg, task, run.train)
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
-    train_loader_len = max(len(train) // cfg.batch_size, 1) if len(train) > cfg.batch_size else 1
-    scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=train_loader_len, pct_start=0.2)
+    steps_per_epoch = max(len(_train_loader(run, sample_weights, 0)), 1)
+    scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.2)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
     amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
@@ -232,11 +281,10 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
         scheduler.load_state_dict(ts["scheduler"])
         scaler.load_state_dict(ts["scaler"])
         start_epoch, best_metric, best_weights = ts["epoch"] + 1, ts["best_metric"], ts["best_weights"]
-        history[:] = state["history"]
+        run.history[:] = state["history"]
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, start_epoch + 1)
-    val_loader = make_loader(val.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
+    val_dataset = run.val.dataset(cfg.image_size, train=False)
     norm_used = norm_backend_of(model)
-    sample_weights = training_sample_weights(cfg, task, train)
 
     def payload(weights_state: dict, which: str, metrics: dict, epoch: int) -> dict:
         return {
@@ -247,24 +295,24 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
             "ema": ema.module.state_dict() if ema is not None else None,
             "priors": None if prior is None else [float(p) for p in prior], "partial_loss_mode": mode,
             "stage": stage, "train_class_counts": task.train_class_counts, "metrics": metrics,
-            "config": cfg.to_dict(), "history": list(history),
+            "config": cfg.to_dict(), "history": list(run.history), "world_size": run.dist.world_size,
             "train_state": {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                             "scaler": scaler.state_dict(), "epoch": epoch, "best_metric": best_metric,
                             "best_weights": best_weights, "rng": _rng_state()},
         }
 
     epochs_bar = tqdm(range(start_epoch, epochs), desc=f"{stage} stage", unit="epoch", initial=start_epoch,
-                      total=epochs, disable=None)
+                      total=epochs, disable=None if run.dist.is_primary else True)
     for epoch in epochs_bar:
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
-        loader = _train_loader(cfg, train, sample_weights, epoch_seed)
         started = time.time()
-        stats = train_one_epoch(model, loader, criterion, optimizer, scheduler, device, epoch=epoch, stage=stage,
-                                ema=ema, scaler=scaler, amp_dtype=amp_dtype, grad_clip=cfg.grad_clip,
-                                step_budget=step_budget)
-        report, _ = evaluate(model, val_loader, device, task, cfg.threshold, amp_dtype)
-        report_ema = evaluate(ema.module, val_loader, device, task, cfg.threshold, amp_dtype)[0] if ema else None
+        stats = train_one_epoch(train_model, _train_loader(run, sample_weights, epoch_seed), criterion, optimizer,
+                                scheduler, device, epoch=epoch, stage=stage, ema=ema, scaler=scaler,
+                                amp_dtype=amp_dtype, grad_clip=cfg.grad_clip, step_budget=run.step_budget)
+        stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
+        report = evaluate(model, val_dataset, task, run, amp_dtype)
+        report_ema = evaluate(ema.module, val_dataset, task, run, amp_dtype) if ema else None
         use_ema = report_ema is not None and report_ema["mAP"] > report["mAP"]
         chosen = report_ema if use_ema else report
         row = {"stage": stage, "epoch": epoch + 1, "train_loss": round(stats["loss"], 6), "lr": stats["lr"],
@@ -274,25 +322,27 @@ def fit(cfg: TrainConfig, stage: str, mode: str, epochs: int, prior: np.ndarray 
         for name, acc in chosen.get("accuracy_per_attribute", {}).items():
             row[f"acc_{name}"] = round(acc, 4)
         row["seconds"] = round(time.time() - started, 1)
-        history.append(row)
+        run.history.append(row)
         improved = chosen["mAP"] > best_metric
         if improved:
             best_metric, best_weights = chosen["mAP"], "ema" if use_ema else "regular"
-        save_checkpoint(payload(model.state_dict(), "regular", chosen, epoch), last_path)
-        if improved:
-            weights = ema.module.state_dict() if use_ema else model.state_dict()
-            save_checkpoint(payload(weights, best_weights, chosen, epoch), best_path)
-        _write_metrics_csv(history, run_dir / "metrics.csv")
-        for key in ("train_loss", "val_mAP", "val_mAP_ema"):
-            if row[key] != "":
-                writer.add_scalar(f"{stage}/{key}", row[key], epoch + 1)
-        acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
-        log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch + 1, epochs,
-                 stats["loss"], stats["lr"], report["mAP"], row["val_mAP_ema"], acc_text, row["seconds"],
-                 " *best*" if improved else "")
+        if run.dist.is_primary:
+            save_checkpoint(payload(model.state_dict(), "regular", chosen, epoch), last_path)
+            if improved:
+                weights = ema.module.state_dict() if use_ema else model.state_dict()
+                save_checkpoint(payload(weights, best_weights, chosen, epoch), best_path)
+            _write_metrics_csv(run.history, run.run_dir / "metrics.csv")
+            for key in ("train_loss", "val_mAP", "val_mAP_ema"):
+                if row[key] != "":
+                    run.writer.add_scalar(f"{stage}/{key}", row[key], epoch + 1)
+            acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
+            log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch + 1, epochs,
+                     stats["loss"], stats["lr"], report["mAP"], row["val_mAP_ema"], acc_text, row["seconds"],
+                     " *best*" if improved else "")
+        barrier(run.dist)
     if not best_path.is_file():
         raise RuntimeError(f"stage {stage!r} finished without a best checkpoint in {ckpt_dir}")
-    return StageResult(best_path, best_metric, best_weights, history)
+    return StageResult(best_path, best_metric, best_weights, run.history)
 
 
 def prior_quality_report(priors: np.ndarray, targets: np.ndarray, task: Task,
@@ -358,24 +408,33 @@ def build_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, L
 
 
 def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, LabelledImages] | None = None) -> dict:
-    """Run every stage of ``cfg`` and return a summary (paths, best metric, priors)."""
+    """Run every stage of ``cfg`` and return a summary (paths, best metric, priors).
+
+    Under torchrun every process runs this; only the primary one (rank 0) writes files.
+    """
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = Path(cfg.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
+    info = init_distributed(device)
+    device = process_device(device, info)
+    if info.is_primary:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    barrier(info)
     task, train, val = task_and_data or build_task(cfg, run_dir)
     amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
-    config_record = {"config": cfg.to_dict(), "device": str(device), "versions": library_versions(),
-                     "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
-                     "num_train_images": len(train), "num_val_images": len(val),
-                     "class_names": task.class_names,
-                     "train_unknown_share": float((train.targets == UNKNOWN).mean())}
-    (run_dir / "config.json").write_text(json.dumps(config_record, indent=2) + "\n")
-    write_sampler_report(cfg, task, train, run_dir)
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
-    history: list[dict] = []
-    step_budget: list[int | None] = [cfg.stop_after_steps]
+    writer = None
+    if info.is_primary:
+        config_record = {"config": cfg.to_dict(), "device": str(device), "world_size": info.world_size,
+                         "versions": library_versions(),
+                         "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype else "off",
+                         "num_train_images": len(train), "num_val_images": len(val),
+                         "class_names": task.class_names,
+                         "train_unknown_share": float((train.targets == UNKNOWN).mean())}
+        (run_dir / "config.json").write_text(json.dumps(config_record, indent=2) + "\n")
+        write_sampler_report(cfg, task, train, run_dir)
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+    run = Run(cfg, task, train, val, run_dir, device, info, writer, step_budget=[cfg.stop_after_steps])
     prior = None
     summary: dict = {"run_dir": str(run_dir)}
     try:
@@ -384,45 +443,42 @@ def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, La
                 prior = load_priors(cfg.prior_path, task.class_names)
                 summary["prior_path"] = cfg.prior_path
             else:
-                prior, summary["prior_path"] = _prior_stage(cfg, task, train, val, run_dir, device, history,
-                                                            step_budget, writer)
-        main_ckpt = run_dir / "checkpoints" / "last.pt"
-        result = fit(cfg, "main", cfg.partial_loss_mode, cfg.epochs, prior, train, val, task, run_dir, run_dir,
-                     device, history, step_budget, writer)
+                prior, summary["prior_path"] = _prior_stage(run)
+        result = fit(run, "main", cfg.partial_loss_mode, cfg.epochs, prior, run_dir)
     finally:
-        writer.close()
-    summary.update({"best_checkpoint": str(result.best_path), "last_checkpoint": str(main_ckpt),
+        if writer is not None:
+            writer.close()
+    summary.update({"best_checkpoint": str(result.best_path), "last_checkpoint": str(run_dir / "checkpoints" /
+                                                                                      "last.pt"),
                     "best_val_mAP": result.best_metric, "best_weights": result.best_weights,
                     "metrics_csv": str(run_dir / "metrics.csv")})
-    (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    if info.is_primary:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
 
 
-def _prior_stage(cfg: TrainConfig, task: Task, train: LabelledImages, val: LabelledImages, run_dir: Path,
-                 device: torch.device, history: list[dict], step_budget: list[int | None],
-                 writer) -> tuple[np.ndarray, str]:
+def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
     """Stage 1: temporary ignore-mode model -> priors CSV (skipped when a finished one is in the run folder)."""
-    prior_path = run_dir / "priors" / "prior_ignore.csv"
+    cfg, task = run.cfg, run.task
+    prior_path = run.run_dir / "priors" / "prior_ignore.csv"
     if cfg.resume and prior_path.is_file():
-        stage_last = run_dir / "prior_stage" / "checkpoints" / "last.pt"
+        stage_last = run.run_dir / "prior_stage" / "checkpoints" / "last.pt"
         if stage_last.is_file():
-            history[:] = load_checkpoint(stage_last)["history"]
+            run.history[:] = load_checkpoint(stage_last)["history"]
         return load_priors(prior_path, task.class_names), str(prior_path)
-    epochs = cfg.prior_epochs or cfg.epochs
-    result = fit(cfg, "prior", "ignore", epochs, None, train, val, task, run_dir, run_dir / "prior_stage", device,
-                 history, step_budget, writer)
-    ckpt = load_checkpoint(result.best_path)
-    model = create_model(cfg.model_name, len(task.class_names), None, cfg.norm, device)
-    model.load_state_dict(ckpt["model"])
-    loader = make_loader(train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
-    priors, details = estimate_priors(model, loader, device, resolve_amp(cfg.amp, cfg.amp_dtype, device),
-                                      cfg.prior_estimate)
-    n_images = details.pop("n_images")
-    save_priors(prior_path, task.class_names, priors, n_images, cfg.prior_estimate, details)
-    quality = prior_quality_report(priors, train.targets, task, details["mean_posterior"])
-    (prior_path.parent / "prior_quality.json").write_text(json.dumps(quality, indent=2) + "\n")
-    top = np.argsort(-priors)[:10]
-    log.info("priors from the ignore-mode model (%s weights, %d images): %s; Spearman vs annotated rate %.3f",
-             result.best_weights, n_images, ", ".join(f"{task.class_names[i]} {priors[i]:.3f}" for i in top),
-             quality["estimate"]["spearman"])
+    result = fit(run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, run.run_dir / "prior_stage")
+    model = model_from_checkpoint(load_checkpoint(result.best_path), run.device, cfg.norm)
+    amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, run.device)
+    probs = predict_dataset(model, run.train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers,
+                            run.device, amp_dtype, run.dist, desc="estimating priors")
+    priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate)
+    if run.dist.is_primary:
+        save_priors(prior_path, task.class_names, priors, details.pop("n_images"), cfg.prior_estimate, details)
+        quality = prior_quality_report(priors, run.train.targets, task, details["mean_posterior"])
+        (prior_path.parent / "prior_quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+        top = np.argsort(-priors)[:10]
+        log.info("%s priors from the ignore-mode model (%s weights): %s; Spearman vs %s: %.3f", cfg.prior_estimate,
+                 result.best_weights, ", ".join(f"{task.class_names[i]} {priors[i]:.3f}" for i in top),
+                 quality["reference"], quality["estimate"]["spearman"])
+    barrier(run.dist)
     return priors, str(prior_path)

@@ -96,6 +96,29 @@ def norm_backend_of(model: nn.Module) -> str:
     return "native"
 
 
+def convert_sync_norm(model: nn.Module) -> nn.Module:
+    """Synchronised normalisation for DDP: InPlaceABNSync for the kernel backend, SyncBatchNorm for timm layers.
+
+    The pure-PyTorch ABN backend keeps per-process statistics (a warning says so); use ``--norm inplace_abn`` on
+    GPUs to synchronise TResNets.
+    """
+    if InPlaceABN is not None and any(isinstance(m, InPlaceABN) for m in model.modules()):
+        from inplace_abn import InPlaceABNSync
+
+        for name, m in list(model.named_modules()):
+            if type(m) is InPlaceABN:
+                sync = InPlaceABNSync(m.num_features, eps=m.eps, momentum=m.momentum, activation=m.activation,
+                                      activation_param=m.activation_param)
+                sync.load_state_dict(m.state_dict())
+                parent, _, child = name.rpartition(".")
+                setattr(model.get_submodule(parent) if parent else model, child, sync.to(m.weight.device))
+        return model
+    if any(isinstance(m, ABN) for m in model.modules()):
+        log.warning("--sync-bn: the pure-PyTorch ABN backend is not synchronised across processes")
+        return model
+    return timm.layers.convert_sync_batchnorm(model)
+
+
 def optimize_for_inference(model: nn.Module, channels_last: bool = False, compile_model: bool = False) -> nn.Module:
     """Optional speed switches: NHWC memory format and ``torch.compile``."""
     model.eval()

@@ -1,0 +1,62 @@
+"""Export a checkpoint for deployment: ONNX or TorchScript, taking a normalised image batch (any batch size) and
+returning per-class probabilities. What inference needs besides the weights (class names, attribute schema, image
+size, normalisation) goes to a JSON sidecar ``<output>.json`` and, for ONNX, into the model's metadata too.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .checkpoint import load_checkpoint, model_from_checkpoint
+
+EXPORT_FORMATS = ("onnx", "torchscript")
+
+
+class ProbabilityHead(nn.Module):
+    """model(x) -> sigmoid probabilities in float32."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.model(images).float())
+
+
+def export_metadata(ckpt: dict) -> dict:
+    return {"class_names": list(ckpt["class_names"]), "schema": ckpt.get("schema"),
+            "image_size": int(ckpt["image_size"]), "normalization": ckpt["normalization"],
+            "model_name": ckpt["model_name"], "input": "images: float32 (N, 3, S, S), RGB in [0, 1] then normalised",
+            "output": "probabilities: float32 (N, C), sigmoid of the logits"}
+
+
+def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opset: int = 18) -> dict:
+    if fmt not in EXPORT_FORMATS:
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    ckpt = load_checkpoint(checkpoint)
+    model = ProbabilityHead(model_from_checkpoint(ckpt, "cpu", norm="torch")).eval()
+    size = int(ckpt["image_size"])
+    example = torch.rand(2, 3, size, size)
+    output = Path(output)
+    output.parent.mkdir(parents=True, exist_ok=True)
+    meta = export_metadata(ckpt)
+    if fmt == "onnx":
+        import onnx
+
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        program = torch.onnx.export(model, (example,), input_names=["images"], output_names=["probabilities"],
+                                    dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True)
+        proto = program.model_proto
+        onnx.helper.set_model_props(proto, {"partial_label_csl": json.dumps(meta)})
+        onnx.save(proto, str(output))
+    else:
+        with torch.no_grad():
+            traced = torch.jit.trace(model, example)
+        torch.jit.save(traced, str(output), _extra_files={"metadata.json": json.dumps(meta)})
+    sidecar = output.with_suffix(output.suffix + ".json")
+    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+    return {"output": str(output), "metadata": str(sidecar), "format": fmt}
