@@ -1,0 +1,76 @@
+"""CPU inference speed of one checkpoint in PyTorch eager, TorchScript and ONNX Runtime.
+
+    .venv/bin/python benchmarks/export_speed.py --checkpoint outputs/demo/run/checkpoints/best.pt --size 224
+
+Exports the checkpoint to a temporary folder (``export.py``'s code), then times batches of random images at
+``--size`` (the model is fully convolutional, so a 64 px checkpoint runs at 224 px too) and prints images/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from src.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
+from src.engine.export import ProbabilityHead, export_checkpoint  # noqa: E402
+
+
+def rate(fn, x, steps: int, warmup: int = 2) -> float:
+    for _ in range(warmup):
+        fn(x)
+    start = time.perf_counter()
+    for _ in range(steps):
+        fn(x)
+    return steps * len(x) / (time.perf_counter() - start)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--checkpoint", default="outputs/demo/run/checkpoints/best.pt")
+    p.add_argument("--size", type=int, default=224)
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--steps", type=int, default=5)
+    args = p.parse_args()
+    import onnxruntime as ort
+
+    ckpt = load_checkpoint(args.checkpoint)
+    eager = ProbabilityHead(model_from_checkpoint(ckpt, "cpu", norm="torch")).eval()
+    x = torch.rand(args.batch, 3, args.size, args.size)
+    with tempfile.TemporaryDirectory() as tmp:
+        onnx_path, ts_path = Path(tmp) / "m.onnx", Path(tmp) / "m.ts"
+        export_checkpoint(args.checkpoint, "onnx", onnx_path)
+        export_checkpoint(args.checkpoint, "torchscript", ts_path)
+        scripted = torch.jit.load(str(ts_path))
+        session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+        with torch.inference_mode():
+            reference = eager(x).numpy()
+            results = {
+                "PyTorch eager (fp32)": rate(eager, x, args.steps),
+                "PyTorch eager (bf16 autocast)": rate(lambda t: _bf16(eager, t), x, args.steps),
+                "TorchScript (fp32)": rate(scripted, x, args.steps),
+            }
+        results["ONNX Runtime (fp32)"] = rate(lambda t: session.run(None, {"images": t.numpy()}), x, args.steps)
+        diff = np.abs(session.run(None, {"images": x.numpy()})[0] - reference).max()
+    print(f"{ckpt['model_name']} at {args.size} px, batch {args.batch}, CPU with {torch.get_num_threads()} threads, "
+          f"torch {torch.__version__}, onnxruntime {ort.__version__}; max |ORT - eager| = {diff:.1e}\n")
+    print("| runtime | images/s |")
+    print("|---|---:|")
+    for name, value in results.items():
+        print(f"| {name} | {value:.1f} |")
+
+
+def _bf16(model, x):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return model(x)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,127 @@
+"""torchrun (2 CPU processes, gloo) against one process, and ONNX / TorchScript export parity."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pandas as pd
+import pytest
+import torch
+from conftest import ROOT, make_attribute_dataset
+from PIL import Image
+
+import export as export_script
+import images_train_test_valid_split as split_script
+import infer as infer_script
+import train as train_script
+from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from src.engine.distributed import ShardedShuffleSampler
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ddp")
+    csv_path = make_attribute_dataset(root / "d", n=56, seed=2)
+    assert split_script.main(["--csv", str(csv_path), "--images", str(root / "d" / "images"), "--out-dir",
+                              str(root / "s"), "--ratios", "0.6", "0.2", "0.2"]) == 0
+    return root
+
+
+def args_for(root, out, batch):
+    # GroupNorm model, no augmentation, float32: per-sample computations, so only the batch split differs
+    return ["--train-csv", str(root / "s" / "train.csv"), "--val-csv", str(root / "s" / "valid.csv"), "--images",
+            str(root / "d" / "images"), "--model-name", "test_efficientnet_gn", "--image-size", "32",
+            "--batch-size", str(batch), "--workers", "0", "--epochs", "2", "--partial_loss_mode", "negative",
+            "--augment", "none", "--no-amp", "--ema-decay", "0.9", "--device", "cpu", "--output-dir", str(out)]
+
+
+def test_sharded_sampler_batches_union_to_the_single_process_batches():
+    single = list(ShardedShuffleSampler(20, seed=4))
+    ranks = [list(ShardedShuffleSampler(20, seed=4, rank=r, world_size=2)) for r in (0, 1)]
+    b = 3
+    for j in range(len(ranks[0]) // b):
+        union = set(ranks[0][j * b:(j + 1) * b]) | set(ranks[1][j * b:(j + 1) * b])
+        assert union == set(single[j * 2 * b:(j + 1) * 2 * b])
+
+
+def test_two_process_ddp_matches_one_process_with_double_batch(data, tmp_path):
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train_script.main(args_for(data, single, 8)) == 0
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                             str(ROOT / "train.py"), *args_for(data, ddp, 4)], env=env, capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    a, b = pd.read_csv(single / "metrics.csv"), pd.read_csv(ddp / "metrics.csv")
+    # stated tolerance: float reduction order only (all-reduce of gradients, per-rank batches)
+    np.testing.assert_allclose(b["train_loss"], a["train_loss"], rtol=1e-4)
+    np.testing.assert_allclose(b["val_mAP"], a["val_mAP"], atol=1e-2)
+    assert json.loads((ddp / "config.json").read_text())["world_size"] == 2
+    assert not (ddp / "checkpoints" / "last.pt.tmp").exists()
+
+    ckpt = load_checkpoint(ddp / "checkpoints" / "best.pt")
+    assert ckpt["world_size"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
+    single_w = load_checkpoint(single / "checkpoints" / "last.pt")["model"]
+    ddp_w = load_checkpoint(ddp / "checkpoints" / "last.pt")["model"]
+    for key in single_w:
+        if single_w[key].is_floating_point():
+            torch.testing.assert_close(ddp_w[key], single_w[key], rtol=1e-3, atol=1e-4)
+    out = tmp_path / "pred.csv"
+    assert infer_script.main(["--checkpoint", str(ddp / "checkpoints" / "best.pt"), "--csv",
+                              str(data / "s" / "test.csv"), "--images", str(data / "d" / "images"), "--output",
+                              str(out)]) == 0
+    assert len(pd.read_csv(out)) == len(pd.read_csv(data / "s" / "test.csv"))
+
+
+@pytest.fixture(scope="module")
+def checkpoints(data, tmp_path_factory):
+    out = {}
+    for name in ("tresnet_m", "test_resnet"):
+        run = tmp_path_factory.mktemp(f"ckpt_{name}")
+        assert train_script.main([*args_for(data, run, 8)[:-2], "--output-dir", str(run), "--model-name", name,
+                                  "--epochs", "1"]) == 0
+        out[name] = run / "checkpoints" / "best.pt"
+    return out
+
+
+@pytest.mark.parametrize("name", ["tresnet_m", "test_resnet"])
+def test_exported_models_match_pytorch(checkpoints, tmp_path, name):
+    ckpt = load_checkpoint(checkpoints[name])
+    model = model_from_checkpoint(ckpt, "cpu")
+    x = torch.rand(3, 3, 32, 32)
+    with torch.no_grad():
+        expected = torch.sigmoid(model(x)).numpy()
+    onnx_path, ts_path = tmp_path / "m.onnx", tmp_path / "m.ts"
+    assert export_script.main(["--checkpoint", str(checkpoints[name]), "--format", "onnx", "--output",
+                               str(onnx_path)]) == 0
+    assert export_script.main(["--checkpoint", str(checkpoints[name]), "--format", "torchscript", "--output",
+                               str(ts_path)]) == 0
+    session = ort.InferenceSession(str(onnx_path))
+    for batch in (1, 3):  # dynamic batch size
+        got = session.run(["probabilities"], {"images": x[:batch].numpy()})[0]
+        np.testing.assert_allclose(got, expected[:batch], atol=1e-5)
+    with torch.no_grad():
+        np.testing.assert_allclose(torch.jit.load(str(ts_path))(x).numpy(), expected, atol=1e-5)
+    meta = json.loads(onnx_path.with_suffix(".onnx.json").read_text())
+    assert meta["class_names"] == ckpt["class_names"] and meta["image_size"] == 32
+
+
+def test_infer_with_onnx_gives_the_checkpoint_predictions(checkpoints, data, tmp_path):
+    onnx_path = tmp_path / "m.onnx"
+    assert export_script.main(["--checkpoint", str(checkpoints["tresnet_m"]), "--format", "onnx", "--output",
+                               str(onnx_path)]) == 0
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for i in range(3):
+        Image.open(data / "d" / "images" / f"img_00{i}.png").save(folder / f"img_{i}.png")
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    assert infer_script.main(["--checkpoint", str(checkpoints["tresnet_m"]), "--images", str(folder), "--output",
+                              str(a), "--no-amp"]) == 0
+    assert infer_script.main(["--onnx", str(onnx_path), "--images", str(folder), "--output", str(b)]) == 0
+    pa, pb = pd.read_csv(a), pd.read_csv(b)
+    assert pa[["filename", "neck", "sleeve_length", "pattern"]].equals(pb[["filename", "neck", "sleeve_length",
+                                                                          "pattern"]])
+    np.testing.assert_allclose(pa.filter(like="prob_").to_numpy(), pb.filter(like="prob_").to_numpy(), atol=1e-5)
