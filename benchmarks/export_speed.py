@@ -19,8 +19,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from src.engine.checkpoint import load_checkpoint, model_from_checkpoint  # noqa: E402
-from src.engine.export import ProbabilityHead, export_checkpoint  # noqa: E402
+from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from src.engine.export import ProbabilityHead, export_checkpoint
 
 
 def rate(fn, x, steps: int, warmup: int = 2) -> float:
