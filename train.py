@@ -23,7 +23,8 @@ from src.data.transforms import AUGMENTATIONS
 from src.engine.config import TrainConfig
 from src.engine.data import DATASETS
 from src.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
-from src.losses import PARTIAL_LOSS_MODES, TOPK_SCOPES
+from src.losses import PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
+from src.models import ARCHS
 from src.models.factory import NORM_BACKENDS
 from src.priors import PRIOR_ESTIMATES
 
@@ -70,9 +71,18 @@ def get_args_parser() -> argparse.ArgumentParser:
     add(coco, "simulate_partial_param", type=float, help="N for fpc, p for rps")
 
     model = p.add_argument_group("model")
+    add(model, "arch", choices=ARCHS, help="csl: one sigmoid head, partial-label loss; mtl: one softmax head per "
+                                           "attribute; latent: heads W = L S; afa: branches joined by AFA layers")
     add(model, "model_name", help="tresnet_m / tresnet_l / tresnet_xl / tresnet_v2_l, or any timm model")
     add(model, "model_path", help="pretrained weights (timm or MIIL format), see pretrained_weights/README.md")
     add(model, "norm", choices=NORM_BACKENDS, help="TResNet ABN backend: inplace_abn kernels or exact pure PyTorch")
+    add(model, "task_weighting", choices=TASK_WEIGHTINGS, help="multi-head archs: equal, dwa or uncertainty")
+    add(model, "dwa_temperature", type=float, help="DWA temperature T")
+    add(model, "latent_tasks", type=int, help="latent: number K of shared latent tasks")
+    add(model, "latent_reg", type=float, help="latent: weight of the grouping (l2,1) regulariser on S")
+    add(model, "branch_model", help="afa: the ResNet-family timm model of each attribute branch")
+    add(model, "afa_stages", help="afa: comma-separated stages (1-4) followed by an AFA layer, e.g. 3,4")
+    add(model, "afa_grad_balance", action="store_true", help="afa: the original's gradient isolation")
 
     optim = p.add_argument_group("optimisation")
     add(optim, "lr", type=float, help="peak learning rate of OneCycle")

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -35,8 +36,12 @@ class PriorFileError(ValueError):
 
 @torch.inference_mode()
 def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                          amp_dtype: torch.dtype | None = None, desc: str = "predicting") -> np.ndarray:
-    """Sigmoid outputs (N, C) of ``model`` in eval mode over ``loader`` (which yields (images, targets))."""
+                          amp_dtype: torch.dtype | None = None, desc: str = "predicting",
+                          to_probabilities: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid) -> np.ndarray:
+    """Probabilities (N, C) of ``model`` in eval mode over ``loader`` (which yields (images, targets)).
+
+    ``to_probabilities`` turns float32 logits into probabilities (sigmoid by default).
+    """
     device = torch.device(device)
     was_training = model.training
     model.eval()
@@ -44,7 +49,7 @@ def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.de
     for images, _ in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images.to(device, non_blocking=True))
-        outputs.append(torch.sigmoid(logits.float()).cpu())
+        outputs.append(to_probabilities(logits.float()).cpu())
     model.train(was_training)
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 

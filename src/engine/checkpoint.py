@@ -2,7 +2,8 @@
 
 A checkpoint is a dict of tensors and plain types::
 
-    format_version, model_name, num_classes, norm, class_names, schema (attribute groups or None), image_size,
+    format_version, arch, arch_args, model_name, num_classes, norm, class_names, schema (attribute groups or None),
+    image_size,
     normalization, model (state dict of the weights it was saved for), weights ('regular' or 'ema'),
     ema (EMA state dict or None), priors (list or None), train_class_counts, metrics, config, train_state
 """
@@ -17,7 +18,7 @@ import torch
 from torch import nn
 
 from ..data.schema import AttributeSchema
-from ..models import create_model
+from ..models import build_model
 
 FORMAT_VERSION = 1
 REQUIRED_KEYS = ("format_version", "model_name", "num_classes", "class_names", "image_size", "normalization", "model")
@@ -65,6 +66,7 @@ def checkpoint_schema(ckpt: dict) -> AttributeSchema | None:
 
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", norm: str = "auto") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (either ABN backend fits the same weights)."""
-    model = create_model(ckpt["model_name"], ckpt["num_classes"], norm=norm, device=device)
+    model = build_model(ckpt.get("arch", "csl"), ckpt["model_name"], ckpt["num_classes"],
+                        **(ckpt.get("arch_args") or {}), norm=norm, device=device)
     model.load_state_dict(ckpt["model"])
     return model.eval()

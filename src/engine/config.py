@@ -35,9 +35,17 @@ class TrainConfig:
     repeat_threshold: float = 0.3
     sampler_max_weight: float = 10.0
     # model
+    arch: str = "csl"
     model_name: str = "tresnet_m"
     model_path: str | None = None
     norm: str = "auto"
+    latent_tasks: int = 32
+    latent_reg: float = 1e-3
+    branch_model: str = "resnet18"
+    afa_stages: str = "4"
+    afa_grad_balance: bool = False
+    task_weighting: str = "equal"
+    dwa_temperature: float = 2.0
     # optimisation (the CSL recipe)
     lr: float = 2e-4
     weight_decay: float = 1e-4

@@ -11,20 +11,21 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..models import logits_to_probabilities
 from .checkpoint import load_checkpoint, model_from_checkpoint
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 
 
 class ProbabilityHead(nn.Module):
-    """model(x) -> sigmoid probabilities in float32."""
+    """model(x) -> probabilities in float32 (sigmoid, or softmax within each attribute for multi-head models)."""
 
     def __init__(self, model: nn.Module):
         super().__init__()
         self.model = model
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.sigmoid(self.model(images).float())
+        return logits_to_probabilities(self.model, self.model(images))
 
 
 def export_metadata(ckpt: dict) -> dict:

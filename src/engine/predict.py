@@ -14,7 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from ..data.dataset import load_rgb
 from ..data.schema import AttributeSchema
 from ..data.transforms import build_transform
-from ..models import optimize_for_inference
+from ..models import logits_to_probabilities, optimize_for_inference
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
 from .config import resolve_amp, resolve_device
 
@@ -51,7 +51,7 @@ class Predictor:
         enabled = self.amp_dtype is not None
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32, enabled=enabled):
             logits = self.model(batch)
-        return torch.sigmoid(logits.float()).cpu().numpy()
+        return logits_to_probabilities(self.model, logits).cpu().numpy()
 
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         out = []

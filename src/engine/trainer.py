@@ -19,7 +19,9 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +43,9 @@ from ..data.sampling import (
 )
 from ..data.schema import UNKNOWN, AttributeSchema, load_schema
 from ..data.transforms import NORMALIZATION, build_strong_transform
-from ..losses import PartialSelectiveLoss
+from ..losses import MultiTaskLoss, PartialSelectiveLoss
 from ..metrics import evaluate_predictions
-from ..models import convert_sync_norm, create_model, norm_backend_of
+from ..models import build_model, convert_sync_norm, logits_to_probabilities, norm_backend_of
 from ..priors import load_priors, predict_probabilities, prior_quality, priors_from_probabilities, save_priors
 from ..reports.distribution import write_distribution
 from .checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
@@ -104,7 +106,20 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
                              {"params": decay, "weight_decay": weight_decay}], lr=lr)
 
 
-def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> PartialSelectiveLoss:
+def arch_args(cfg: TrainConfig, task: Task) -> dict:
+    """What :func:`src.models.build_model` needs besides the name (recorded in checkpoints)."""
+    sizes = [g.num_classes for g in task.schema.groups] if task.schema else None
+    return {"group_sizes": sizes, "latent_tasks": cfg.latent_tasks, "branch_model": cfg.branch_model,
+            "afa_stages": tuple(int(s) for s in str(cfg.afa_stages).split(",")),
+            "afa_grad_balance": cfg.afa_grad_balance}
+
+
+def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, task: Task | None = None) -> nn.Module:
+    """The partial-label loss for ``csl``; per-attribute softmax CE with task weighting for the multi-head archs."""
+    if cfg.arch != "csl":
+        if task is None or task.schema is None:
+            raise ValueError(f"--arch {cfg.arch} needs attribute data (one head per attribute)")
+        return MultiTaskLoss(list(task.schema.group_slices().values()), cfg.task_weighting, cfg.dwa_temperature)
     return PartialSelectiveLoss(
         partial_loss_mode=mode, gamma_pos=cfg.gamma_pos, gamma_neg=cfg.gamma_neg, gamma_unann=cfg.gamma_unann,
         alpha_pos=cfg.alpha_pos, alpha_neg=cfg.alpha_neg, alpha_unann=cfg.alpha_unann, clip=cfg.clip,
@@ -116,7 +131,7 @@ def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> Pa
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
-                    step_budget: list[int | None]) -> dict:
+                    step_budget: list[int | None], regulariser: Callable[[], torch.Tensor] | None = None) -> dict:
     """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples'}."""
     model.train()
     total, seen, steps = 0.0, 0, 0
@@ -126,6 +141,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)
         loss = criterion(logits.float(), targets)
+        if regulariser is not None:
+            loss = loss + regulariser()
         per_sample = loss.item() / len(images) if criterion.reduction == "sum" else loss.item()
         if not math.isfinite(per_sample):
             raise NonFiniteLossError(f"non-finite loss ({per_sample}) in stage {stage!r}, epoch {epoch + 1}, "
@@ -184,7 +201,8 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int, workers: int, de
     indices = shard_indices(len(dataset), info)
     subset = Subset(dataset, indices.tolist()) if info.enabled else dataset
     loader = make_loader(subset, batch_size, workers, train=False)
-    probs = predict_probabilities(model, loader, device, amp_dtype, desc=desc)
+    probs = predict_probabilities(model, loader, device, amp_dtype, desc=desc,
+                                  to_probabilities=partial(logits_to_probabilities, model))
     return gather_rows(probs, indices, len(dataset), info)
 
 
@@ -259,17 +277,19 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
     ckpt_dir = stage_dir / "checkpoints"
     last_path, best_path = ckpt_dir / "last.pt", ckpt_dir / "best.pt"
     seed_everything(derive_seed(cfg.seed, STAGES.index(stage), 10_000))
-    model = create_model(cfg.model_name, len(task.class_names), cfg.model_path, cfg.norm, device)
+    model = build_model(cfg.arch, cfg.model_name, len(task.class_names), **arch_args(cfg, task),
+                        pretrained=cfg.model_path, norm=cfg.norm, device=device)
     train_model = _wrap_for_training(model, run)
     model = getattr(train_model, "module", train_model)
     sample_weights = training_sample_weights(cfg, task, run.train)
-    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay)
+    criterion = build_criterion(cfg, mode, prior, task).to(device)
+    optimizer = build_optimizer(nn.ModuleList([model, criterion]), cfg.lr, cfg.weight_decay)
     steps_per_epoch = max(len(_train_loader(run, sample_weights, 0)), 1)
     scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch, pct_start=0.2)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
     amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
-    criterion = build_criterion(cfg, mode, prior).to(device)
+    regulariser = (lambda: cfg.latent_reg * model.regulariser()) if cfg.arch == "latent" else None
     start_epoch, best_metric, best_weights = 0, -math.inf, "regular"
     if cfg.resume and last_path.is_file():
         state = load_checkpoint(last_path)
@@ -280,6 +300,7 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
         optimizer.load_state_dict(ts["optimizer"])
         scheduler.load_state_dict(ts["scheduler"])
         scaler.load_state_dict(ts["scaler"])
+        criterion.load_state_dict(ts["criterion"])
         start_epoch, best_metric, best_weights = ts["epoch"] + 1, ts["best_metric"], ts["best_weights"]
         run.history[:] = state["history"]
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, start_epoch + 1)
@@ -288,7 +309,8 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
 
     def payload(weights_state: dict, which: str, metrics: dict, epoch: int) -> dict:
         return {
-            "format_version": FORMAT_VERSION, "arch": "csl", "model_name": cfg.model_name,
+            "format_version": FORMAT_VERSION, "arch": cfg.arch, "arch_args": arch_args(cfg, task),
+            "model_name": cfg.model_name,
             "num_classes": len(task.class_names), "norm": norm_used, "class_names": task.class_names,
             "schema": task.schema.to_dict() if task.schema else None, "image_size": cfg.image_size,
             "normalization": NORMALIZATION, "model": weights_state, "weights": which,
@@ -297,7 +319,8 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
             "stage": stage, "train_class_counts": task.train_class_counts, "metrics": metrics,
             "config": cfg.to_dict(), "history": list(run.history), "world_size": run.dist.world_size,
             "train_state": {"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                            "scaler": scaler.state_dict(), "epoch": epoch, "best_metric": best_metric,
+                            "scaler": scaler.state_dict(), "criterion": criterion.state_dict(), "epoch": epoch,
+                            "best_metric": best_metric,
                             "best_weights": best_weights, "rng": _rng_state()},
         }
 
@@ -309,7 +332,13 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
         started = time.time()
         stats = train_one_epoch(train_model, _train_loader(run, sample_weights, epoch_seed), criterion, optimizer,
                                 scheduler, device, epoch=epoch, stage=stage, ema=ema, scaler=scaler,
-                                amp_dtype=amp_dtype, grad_clip=cfg.grad_clip, step_budget=run.step_budget)
+                                amp_dtype=amp_dtype, grad_clip=cfg.grad_clip, step_budget=run.step_budget,
+                                regulariser=regulariser)
+        task_weights = {}
+        if isinstance(criterion, MultiTaskLoss):
+            criterion.end_epoch()
+            task_weights = {f"weight_{g}": round(w, 6) for g, w in zip(task.schema.group_names,
+                                                                        criterion.task_weights())}
         stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
         report = evaluate(model, val_dataset, task, run, amp_dtype)
         report_ema = evaluate(ema.module, val_dataset, task, run, amp_dtype) if ema else None
@@ -321,6 +350,7 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
                "val_mAP_unknown_as_negative": round(chosen["mAP_unknown_as_negative"], 4)}
         for name, acc in chosen.get("accuracy_per_attribute", {}).items():
             row[f"acc_{name}"] = round(acc, 4)
+        row.update(task_weights)
         row["seconds"] = round(time.time() - started, 1)
         run.history.append(row)
         improved = chosen["mAP"] > best_metric
@@ -438,7 +468,7 @@ def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, La
     prior = None
     summary: dict = {"run_dir": str(run_dir)}
     try:
-        if cfg.partial_loss_mode == "selective":
+        if cfg.arch == "csl" and cfg.partial_loss_mode == "selective":
             if cfg.prior_path:
                 prior = load_priors(cfg.prior_path, task.class_names)
                 summary["prior_path"] = cfg.prior_path

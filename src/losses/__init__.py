@@ -1,5 +1,6 @@
 """Losses for partially labelled multi-label data; targets in {1 positive, 0 negative, -1 unknown}."""
 
+from .multitask import TASK_WEIGHTINGS, MultiTaskLoss, dwa_weights
 from .partial import PARTIAL_LOSS_MODES, TOPK_SCOPES, PartialSelectiveLoss, likelihood_topk_mask
 from .plain import GroupSoftmaxCrossEntropy, ZLPRLoss, asl_loss, bce_loss, focal_loss
 
@@ -14,5 +15,19 @@ def build_loss(name: str, **kwargs):
     return LOSSES[name](**kwargs)
 
 
-__all__ = ["LOSSES", "PARTIAL_LOSS_MODES", "TOPK_SCOPES", "GroupSoftmaxCrossEntropy", "PartialSelectiveLoss",
-           "ZLPRLoss", "asl_loss", "bce_loss", "build_loss", "focal_loss", "likelihood_topk_mask"]
+__all__ = [
+    "LOSSES",
+    "PARTIAL_LOSS_MODES",
+    "TASK_WEIGHTINGS",
+    "TOPK_SCOPES",
+    "GroupSoftmaxCrossEntropy",
+    "MultiTaskLoss",
+    "PartialSelectiveLoss",
+    "ZLPRLoss",
+    "asl_loss",
+    "bce_loss",
+    "build_loss",
+    "dwa_weights",
+    "focal_loss",
+    "likelihood_topk_mask",
+]
