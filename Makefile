@@ -5,12 +5,13 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.requirements-installed
 
-.PHONY: demo test setup fashion-mnist inplace-abn lint clean-demo
+.PHONY: demo test setup fashion-mnist inplace-abn lint clean-demo app
 
 demo: setup fashion-mnist
 	bash scripts/demo.sh
 
 test: setup fashion-mnist
+	bash scripts/install_browser.sh
 	-bash scripts/install_inplace_abn.sh --if-possible
 	$(PY) -m ruff check .
 	$(PY) -m pytest -q tests
@@ -27,6 +28,9 @@ fashion-mnist:
 
 inplace-abn: setup
 	bash scripts/install_inplace_abn.sh
+
+app: setup
+	$(PY) -m streamlit run app.py -- --checkpoint $${CHECKPOINT:-outputs/demo/run/checkpoints/best.pt}
 
 lint: setup
 	$(PY) -m ruff check .

@@ -1,0 +1,1 @@
+"""The web page for trying a trained checkpoint (``streamlit run app.py -- --checkpoint PATH``)."""

@@ -1,0 +1,72 @@
+"""What the web page shows for one image, computed without Streamlit (so it can be unit-tested).
+
+Prediction goes through :class:`src.engine.predict.Predictor`, the code path of ``infer.py``: the preprocessing and
+the classes come from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from PIL import Image, UnidentifiedImageError
+
+from ..engine.predict import Predictor
+
+
+@dataclass
+class ImageResult:
+    name: str
+    image: Image.Image | None
+    error: str | None = None
+    attributes: pd.DataFrame | None = None  # attribute, predicted class, probability
+    class_probabilities: dict[str, pd.Series] | None = None  # per attribute (or "labels"): class -> probability
+    labels: pd.DataFrame | None = None  # non-attribute checkpoints: label, probability (all, sorted)
+
+
+def open_upload(name: str, data: bytes) -> tuple[Image.Image | None, str | None]:
+    """Decode uploaded bytes as an RGB image; a non-image or corrupt file gives a message instead."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            img.load()
+            return img.convert("RGB"), None
+    except (UnidentifiedImageError, OSError, ValueError) as err:
+        return None, f"{name}: not a readable image ({type(err).__name__}). Upload a JPEG, PNG or similar file."
+
+
+def describe(predictor: Predictor, named_images: list[tuple[str, Image.Image]]) -> list[ImageResult]:
+    """Predictions for every image, in the page's terms (one batch through the model)."""
+    if not named_images:
+        return []
+    probs = predictor.predict([img for _, img in named_images])
+    return [_result(predictor, name, img, row) for (name, img), row in zip(named_images, probs)]
+
+
+def _result(predictor: Predictor, name: str, img: Image.Image, row: np.ndarray) -> ImageResult:
+    names = predictor.class_names
+    if predictor.schema is None:
+        order = np.argsort(-row, kind="stable")
+        labels = pd.DataFrame({"label": [names[i] for i in order], "probability": row[order]})
+        return ImageResult(name, img, labels=labels,
+                           class_probabilities={"labels": pd.Series(row, index=names)})
+    records, per_group = [], {}
+    for group, sl in zip(predictor.schema.groups, predictor.schema.group_slices().values()):
+        block = row[sl]
+        best = int(block.argmax())
+        records.append({"attribute": group.name, "predicted class": group.class_names[best],
+                        "probability": float(block[best])})
+        per_group[group.name] = pd.Series(block, index=list(group.class_names))
+    return ImageResult(name, img, attributes=pd.DataFrame(records), class_probabilities=per_group)
+
+
+def checkpoint_summary(predictor: Predictor, path: str) -> dict:
+    """What the page says about the loaded checkpoint."""
+    ckpt = predictor.checkpoint
+    metrics = ckpt.get("metrics") or {}
+    return {"checkpoint": path, "model": ckpt.get("model_name"), "architecture": ckpt.get("arch", "csl"),
+            "classes": len(predictor.class_names), "image size": predictor.image_size,
+            "weights": ckpt.get("weights", "regular"),
+            "validation mAP": None if metrics.get("mAP") is None else round(float(metrics["mAP"]), 2),
+            "attributes": ", ".join(predictor.schema.group_names) if predictor.schema else "none (multi-label)"}
