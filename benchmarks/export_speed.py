@@ -11,25 +11,18 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import images_per_second
 
 from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from src.engine.export import ProbabilityHead, export_checkpoint
-
-
-def rate(fn, x, steps: int, warmup: int = 2) -> float:
-    for _ in range(warmup):
-        fn(x)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn(x)
-    return steps * len(x) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -53,11 +46,11 @@ def main() -> None:
         with torch.inference_mode():
             reference = eager(x).numpy()
             results = {
-                "PyTorch eager (fp32)": rate(eager, x, args.steps),
-                "PyTorch eager (bf16 autocast)": rate(lambda t: _bf16(eager, t), x, args.steps),
-                "TorchScript (fp32)": rate(scripted, x, args.steps),
+                "PyTorch eager (fp32)": images_per_second(eager, x, args.steps),
+                "PyTorch eager (bf16 autocast)": images_per_second(lambda t: _bf16(eager, t), x, args.steps),
+                "TorchScript (fp32)": images_per_second(scripted, x, args.steps),
             }
-        results["ONNX Runtime (fp32)"] = rate(lambda t: session.run(None, {"images": t.numpy()}), x, args.steps)
+        results["ONNX Runtime (fp32)"] = images_per_second(lambda t: session.run(None, {"images": t.numpy()}), x, args.steps)
         diff = np.abs(session.run(None, {"images": x.numpy()})[0] - reference).max()
     print(f"{ckpt['model_name']} at {args.size} px, batch {args.batch}, CPU with {torch.get_num_threads()} threads, "
           f"torch {torch.__version__}, onnxruntime {ort.__version__}; max |ORT - eager| = {diff:.1e}\n")

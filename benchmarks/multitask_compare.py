@@ -21,6 +21,9 @@ import pandas as pd
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from timing import images_per_second
 
 from src.data.schema import default_schema
 from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -28,15 +31,6 @@ from src.engine.config import TrainConfig
 from src.engine.trainer import run_training
 from src.engine.validate import validate_checkpoint
 from src.models import build_model, create_model
-
-
-@torch.inference_mode()
-def images_per_second(fn, batch: torch.Tensor, steps: int = 5) -> float:
-    fn(batch)
-    start = time.perf_counter()
-    for _ in range(steps):
-        fn(batch)
-    return steps * len(batch) / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -75,7 +69,7 @@ def main() -> None:
         model = model_from_checkpoint(load_checkpoint(summary["best_checkpoint"]), "cpu")
         row = {"arch": arch, "mAP": report["mAP"],
                "params (M)": sum(p.numel() for p in model.parameters()) / 1e6,
-               "train img/s": train_rate, "infer img/s": images_per_second(model, batch),
+               "train img/s (with val)": train_rate, "infer img/s": images_per_second(model, batch),
                "wall (s)": time.time() - started}
         for group in schema.groups:
             row[f"{group.name} acc"] = report["accuracy_per_attribute"][group.name]
