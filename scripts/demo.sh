@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded demo data, on CPU: build data -> split -> selective training with its temporary
 # ignore-mode stage -> validate on the test split -> infer on the test images. Safe to run twice (a finished run is
-# resumed, i.e. reused). Override settings with environment variables, e.g. EPOCHS=2 bash scripts/demo.sh
+# resumed, i.e. reused). Override with environment variables, e.g. EPOCHS=2 TRAIN_ARGS=--no-amp bash scripts/demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -19,7 +19,7 @@ $PY train.py --train-csv "$OUT/split/train.csv" --val-csv "$OUT/split/valid.csv"
     --model-name tresnet_m --image-size 64 --batch-size 32 --workers 2 \
     --partial_loss_mode selective --gamma_pos 0 --gamma_neg 1 --gamma_unann 4 --likelihood_topk 3 \
     --prior_threshold 0.5 --prior_epochs "$PRIOR_EPOCHS" --epochs "$EPOCHS" --lr 5e-4 --augment light --ema-decay 0.99 \
-    --seed 0 --output-dir "$OUT/run" --resume
+    --seed 0 --output-dir "$OUT/run" --resume ${TRAIN_ARGS:-}
 $PY validate.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/test.csv" --images "$DATA/images" \
     --output-dir "$OUT/test_report"
 $PY infer.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/test.csv" --images "$DATA/images" \
