@@ -52,7 +52,8 @@ class ABN(nn.Module):
         x = F.batch_norm(x, self.running_mean, self.running_var, scale, self.bias, self.training, self.momentum,
                          self.eps)
         if self.activation == "leaky_relu":
-            x = F.leaky_relu(x, self.activation_param, inplace=True)  # batch_norm's backward does not need x
+            # in place (batch_norm's backward does not need its output); autograd needs a positive slope for that
+            x = F.leaky_relu(x, self.activation_param, inplace=self.activation_param > 0)
         return x
 
     def extra_repr(self) -> str:
