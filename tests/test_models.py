@@ -56,7 +56,7 @@ def test_pretrained_round_trip_of_a_saved_model(tmp_path):
     torch.manual_seed(0)
     model = create_model("tresnet_m", num_classes=21, norm="torch").eval()
     path = tmp_path / "ours.pth"
-    torch.save({"model": model.state_dict()}, path)
+    torch.save({"format_version": 1, "model": model.state_dict()}, path)  # as train.py writes it
     loaded = create_model("tresnet_m", num_classes=21, pretrained=str(path), norm="torch").eval()
     x = torch.rand(1, 3, 64, 64)
     torch.testing.assert_close(loaded(x), model(x))

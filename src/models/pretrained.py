@@ -6,7 +6,8 @@ Accepted layouts:
   scale); for ABN layers they are converted to ``|w| + eps`` semantics with ``w = scale - eps``;
 * an original MIIL checkpoint, ``{'model': ...}`` or ``{'state_dict': ...}`` with keys ``body.conv1.0.weight`` /
   ``body.conv1.1.weight`` (conv / InPlaceABN); the names are mapped to timm's and the ABN weights kept as they are;
-* this project's own checkpoints (``{'model': ...}``, already in our layout).
+* this project's own checkpoints (``{'format_version': ..., 'model': ...}``, written by train.py): our layout and
+  ABN semantics already, loaded as they are.
 
 The classifier is dropped when its shape differs (another class count); other shape mismatches are errors naming the
 first bad key. Missing and unexpected keys are summarised in the log and returned.
@@ -88,11 +89,15 @@ def miil_to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
 
 def load_pretrained(model: nn.Module, path: str | Path, abn_keys: set[str] | frozenset = frozenset()) -> LoadReport:
     """Load ``path`` into ``model``. ``abn_keys``: state-dict keys of ABN weights (``|w| + eps`` semantics)."""
-    state = unwrap_state_dict(read_weights_file(path), path)
-    layout = "miil" if is_miil_layout(state) else "timm"
+    raw = read_weights_file(path)
+    state = unwrap_state_dict(raw, path)
+    if isinstance(raw, dict) and "format_version" in raw:
+        layout = "ours"
+    else:
+        layout = "miil" if is_miil_layout(state) else "timm"
     if layout == "miil":
         state = miil_to_timm_keys(state)
-    else:
+    elif layout == "timm":
         state = dict(state)
         clamped = 0
         for key in abn_keys & state.keys():
