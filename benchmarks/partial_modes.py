@@ -34,7 +34,8 @@ from src.data.demo_coco import build_coco_benchmark
 from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from src.engine.config import TrainConfig, resolve_device
 from src.engine.data import make_loader
-from src.engine.trainer import build_task, run_training
+from src.engine.tasks import build_task
+from src.engine.trainer import run_training
 from src.priors import estimate_priors, prior_quality, save_priors
 
 BASELINES = [  # (row, run folder, settings)

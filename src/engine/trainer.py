@@ -25,7 +25,6 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import torch
 from timm.utils import ModelEmaV3
 from torch import nn
@@ -33,24 +32,16 @@ from torch.optim.lr_scheduler import OneCycleLR
 from torch.utils.data import Subset
 from tqdm import tqdm
 
-from ..data.partial import simulate_partial, simulation_summary
-from ..data.sampling import (
-    RepeatAwareDataset,
-    RepeatAwareSampler,
-    expected_distribution,
-    repeat_factors,
-    sampling_weights,
-)
-from ..data.schema import UNKNOWN, AttributeSchema, load_schema
+from ..data.sampling import RepeatAwareDataset, RepeatAwareSampler
+from ..data.schema import UNKNOWN
 from ..data.transforms import NORMALIZATION, build_strong_transform
 from ..losses import MultiTaskLoss, PartialSelectiveLoss
 from ..metrics import evaluate_predictions
 from ..models import build_model, convert_sync_norm, logits_to_probabilities, norm_backend_of
-from ..priors import load_priors, predict_probabilities, prior_quality, priors_from_probabilities, save_priors
-from ..reports.distribution import write_distribution
+from ..priors import load_priors, predict_probabilities, priors_from_probabilities, save_priors
 from .checkpoint import FORMAT_VERSION, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig, derive_seed, library_versions, resolve_amp, resolve_device, seed_everything
-from .data import DATASETS, LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
+from .data import LabelledImages, make_loader
 from .distributed import (
     DistInfo,
     ShardedShuffleSampler,
@@ -61,6 +52,7 @@ from .distributed import (
     process_device,
     shard_indices,
 )
+from .tasks import Task, build_task, prior_quality_report, training_sample_weights, write_sampler_report
 
 log = logging.getLogger(__name__)
 
@@ -73,27 +65,6 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Raised by ``stop_after_steps`` to simulate a crash (resume with ``--resume``)."""
-
-
-@dataclass
-class Task:
-    """What the model predicts: class names, and the attribute groups when the labels are attributes."""
-
-    class_names: list[str]
-    schema: AttributeSchema | None = None
-    train_class_counts: list[int] = field(default_factory=list)
-    true_frequency: np.ndarray | None = None  # known only for simulated partial labels
-
-    @property
-    def groups(self) -> dict[str, slice] | None:
-        return self.schema.group_slices() if self.schema else None
-
-    @property
-    def majority(self) -> dict[str, int] | None:
-        if not self.schema or not self.train_class_counts:
-            return None
-        counts = np.asarray(self.train_class_counts)
-        return {name: int(counts[sl].argmax()) for name, sl in self.schema.group_slices().items()}
 
 
 def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
@@ -169,30 +140,6 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
                 raise TrainingInterrupted(f"stopped after the requested number of steps (in stage {stage!r}, "
                                           f"epoch {epoch + 1}); continue with --resume")
     return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps, "samples": seen}
-
-
-def training_sample_weights(cfg: TrainConfig, task: Task, train: LabelledImages) -> np.ndarray | None:
-    """Per-image sampling weights of ``cfg.sampler`` (None for uniform shuffling)."""
-    if cfg.sampler == "uniform":
-        return None
-    if task.schema is not None:
-        return sampling_weights(cfg.sampler, task.schema.decode(train.targets), task.schema, cfg.repeat_threshold,
-                                cfg.sampler_max_weight)
-    if cfg.sampler == "raking":
-        raise ValueError("--sampler raking needs attribute data (it balances each attribute's classes)")
-    weights = repeat_factors(train.targets, cfg.repeat_threshold)
-    return weights / weights.mean()
-
-
-def write_sampler_report(cfg: TrainConfig, task: Task, train: LabelledImages, run_dir: Path) -> None:
-    """Class distribution per attribute of the data and of the sampler's expected draw (exact, from the weights)."""
-    weights = training_sample_weights(cfg, task, train)
-    if weights is None or task.schema is None:
-        return
-    values = task.schema.decode(train.targets)
-    dist = pd.concat([expected_distribution(values, task.schema, np.ones(len(values)), "data"),
-                      expected_distribution(values, task.schema, weights, f"{cfg.sampler} sampler")])
-    write_distribution(dist, run_dir, "sampler_distribution", f"Training distribution under the {cfg.sampler} sampler")
 
 
 def predict_dataset(model: nn.Module, dataset, batch_size: int, workers: int, device: torch.device,
@@ -373,68 +320,6 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None, 
     if not best_path.is_file():
         raise RuntimeError(f"stage {stage!r} finished without a best checkpoint in {ckpt_dir}")
     return StageResult(best_path, best_metric, best_weights, run.history)
-
-
-def prior_quality_report(priors: np.ndarray, targets: np.ndarray, task: Task,
-                         mean_posterior: np.ndarray | None = None) -> dict:
-    """The prior estimate, the plain mean posterior and the naive count of annotated positives, each against the
-    best reference available: the true class frequency for simulations, else the annotated positive rate."""
-    known = targets != UNKNOWN
-    annotated_rate = (targets == 1).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
-    if task.true_frequency is not None:
-        reference, name = task.true_frequency, "true class frequency (full labels)"
-    else:
-        reference, name = annotated_rate, "positive rate among the annotated training labels"
-    naive = (targets == 1).sum(axis=0).astype(float)
-    report = {"reference": name, "estimate": prior_quality(priors, reference, task.class_names),
-              "naive_annotation_count": prior_quality(naive, reference, task.class_names)}
-    if mean_posterior is not None:
-        report["mean_posterior"] = prior_quality(mean_posterior, reference, task.class_names)
-    return report
-
-
-def _attribute_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
-    missing = [flag for flag, value in (("--train-csv", cfg.train_csv), ("--val-csv", cfg.val_csv),
-                                        ("--images", cfg.images)) if not value]
-    if missing:
-        raise ValueError(f"attribute data needs {', '.join(missing)}")
-    schema = load_schema(cfg.schema)
-    train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
-                                 run_dir / "rejected_rows_train.csv")
-    val = read_attribute_split(cfg.val_csv, cfg.val_images or cfg.images, schema, cfg.on_bad_rows,
-                               run_dir / "rejected_rows_val.csv")
-    counts = (train.targets == 1).sum(axis=0).astype(int).tolist()
-    return Task(schema.class_names, schema, counts), train, val
-
-
-def _coco_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
-    """COCO-format train/val; the partial-label simulation (if any) hides training labels only."""
-    train_ann, train_img = coco_paths("train", cfg.data, cfg.train_annotations, cfg.train_images or cfg.images)
-    val_ann, val_img = coco_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
-    train, class_names = read_coco_split(train_ann, train_img, cfg.drop_empty)
-    val, _ = read_coco_split(val_ann, val_img, cfg.drop_empty, class_names)
-    true_frequency = None
-    if cfg.simulate_partial_type:
-        full = train.targets
-        train.targets = simulate_partial(full, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
-        true_frequency = full.mean(axis=0)
-        sim_dir = run_dir / "simulation"
-        sim_dir.mkdir(parents=True, exist_ok=True)
-        frame = pd.DataFrame(train.targets.astype(np.int8), columns=class_names)
-        frame.insert(0, "filename", train.filenames)
-        frame.to_csv(sim_dir / "simulated_targets.csv", index=False, lineterminator="\n")
-        simulation_summary(full, train.targets, class_names).to_csv(sim_dir / "simulation_summary.csv", index=False,
-                                                                   float_format="%.6f", lineterminator="\n")
-    counts = (train.targets == 1).sum(axis=0).astype(int).tolist()
-    return Task(class_names, None, counts, true_frequency), train, val
-
-
-def build_task(cfg: TrainConfig, run_dir: Path) -> tuple[Task, LabelledImages, LabelledImages]:
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset type {cfg.dataset!r}; expected one of {DATASETS}")
-    if cfg.simulate_partial_type and cfg.dataset != "coco":
-        raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
-    return _attribute_task(cfg, run_dir) if cfg.dataset == "attributes" else _coco_task(cfg, run_dir)
 
 
 def run_training(cfg: TrainConfig, task_and_data: tuple[Task, LabelledImages, LabelledImages] | None = None) -> dict:
