@@ -145,3 +145,14 @@ def test_checkpoint_moves_between_backends_with_equal_outputs(tmp_path):
     back = create_model("tresnet_m", 5, norm="torch")
     back.load_state_dict(kernels.state_dict())
     torch.testing.assert_close(back.eval()(x), ours(x), rtol=1e-5, atol=1e-5)
+
+
+def test_channels_last_inference_gives_the_same_outputs():
+    from src.models import optimize_for_inference
+
+    torch.manual_seed(0)
+    model = create_model("tresnet_m", 5, norm="torch").eval()
+    x = torch.rand(2, 3, 64, 64)
+    expected = model(x)
+    fast = optimize_for_inference(model, channels_last=True)
+    torch.testing.assert_close(fast(x.to(memory_format=torch.channels_last)), expected, rtol=1e-4, atol=1e-4)
