@@ -59,7 +59,7 @@ def estimate_priors(model: nn.Module, loader: DataLoader, device: torch.device |
     """Class priors from ``model`` over ``loader``'s images (eval mode, no augmentation).
 
     ``mean``: the average sigmoid output per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the
-    annotated base rates of the loader's targets ({1, 0, -1}). Returns (priors, details) where details holds
+    annotated base rates of the loader's targets ({1, 0, -1}), after :func:`recalibrate_to_annotated`. Returns (priors, details) where details holds
     ``n_images``, ``mean_posterior``, ``annotated_rate`` and ``em_iterations``.
     """
     if method not in PRIOR_ESTIMATES:
@@ -84,7 +84,7 @@ def priors_from_probabilities(probs: np.ndarray, targets: np.ndarray | torch.Ten
         targets = np.asarray(targets)
         annotated_rate = (targets == 1).sum(axis=0) / np.maximum((targets != -1).sum(axis=0), 1)
     if method == "em":
-        priors, iterations = em_prior_shift(probs, annotated_rate)
+        priors, iterations = em_prior_shift(recalibrate_to_annotated(probs, targets), annotated_rate)
     else:
         priors, iterations = mean, np.zeros(len(mean), dtype=np.int64)
     return priors, {"n_images": len(probs), "mean_posterior": mean, "annotated_rate": annotated_rate,
@@ -123,6 +123,28 @@ def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: floa
                 break
         priors[c], iterations[c] = pi, n_iter
     return priors, iterations
+
+
+def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """Shift each class's posteriors so that their mean over the annotated images equals the annotated rate.
+
+    EM assumes posteriors calibrated to the annotated base rate; a model that is not (too few epochs, focusing,
+    augmentation) would otherwise send EM far from the truth even when there is no shift at all. The same Bayes
+    adjustment as in EM moves the posteriors from the model's implied rate (their mean over the annotated images) to
+    the annotated rate. Classes without annotated positives or negatives are left as they are.
+    """
+    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    targets = np.asarray(targets)
+    out = probs.copy()
+    for c in range(probs.shape[1]):
+        known = targets[:, c] != -1
+        if not known.any():
+            continue
+        a, m = float((targets[known, c] == 1).mean()), float(probs[known, c].mean())
+        if 0 < a < 1 and 0 < m < 1:
+            up, down = a / m * probs[:, c], (1 - a) / (1 - m) * (1 - probs[:, c])
+            out[:, c] = up / (up + down)
+    return out
 
 
 class RunningPrior:
