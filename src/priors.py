@@ -129,21 +129,28 @@ def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray) -> np.ndarr
     """Shift each class's posteriors so that their mean over the annotated images equals the annotated rate.
 
     EM assumes posteriors calibrated to the annotated base rate; a model that is not (too few epochs, focusing,
-    augmentation) would otherwise send EM far from the truth even when there is no shift at all. The same Bayes
-    adjustment as in EM moves the posteriors from the model's implied rate (their mean over the annotated images) to
-    the annotated rate. Classes without annotated positives or negatives are left as they are.
+    augmentation) would otherwise send EM far from the truth even when there is no shift at all. A prior change is a
+    constant shift of the logit, so each class gets the shift b (found by bisection) that makes
+    mean(sigmoid(logit(p) + b)) over its annotated images equal to its annotated rate. Classes without annotated
+    positives or negatives are left as they are.
     """
     probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
+    logits = np.log(probs) - np.log1p(-probs)
     targets = np.asarray(targets)
     out = probs.copy()
     for c in range(probs.shape[1]):
         known = targets[:, c] != -1
-        if not known.any():
+        a = float((targets[known, c] == 1).mean()) if known.any() else 0.0
+        if not 0 < a < 1:
             continue
-        a, m = float((targets[known, c] == 1).mean()), float(probs[known, c].mean())
-        if 0 < a < 1 and 0 < m < 1:
-            up, down = a / m * probs[:, c], (1 - a) / (1 - m) * (1 - probs[:, c])
-            out[:, c] = up / (up + down)
+        low, high = -30.0, 30.0
+        for _ in range(60):
+            shift = (low + high) / 2
+            if np.mean(1 / (1 + np.exp(-(logits[known, c] + shift)))) > a:
+                high = shift
+            else:
+                low = shift
+        out[:, c] = 1 / (1 + np.exp(-(logits[:, c] + (low + high) / 2)))
     return out
 
 

@@ -131,7 +131,24 @@ def test_estimate_priors_em_uses_the_annotated_rate_of_the_loader():
     loader = DataLoader(Labelled(), batch_size=2)
     priors, details = estimate_priors(model, loader, method="em")
     np.testing.assert_allclose(details["annotated_rate"], [1 / 3, 1 / 2])
-    # posteriors 0.5 everywhere: calibrated to a=1/3 they say "more positive than annotated" -> prior rises
-    assert priors[0] > 0.5 and priors[1] == pytest.approx(0.5, abs=1e-6)
+    # posteriors that carry no information (0.5 everywhere) are shifted to the annotated rate and stay there
+    np.testing.assert_allclose(priors, [1 / 3, 1 / 2], atol=1e-6)
     with pytest.raises(ValueError, match="unknown prior estimate"):
         estimate_priors(model, loader, method="median")
+
+
+def test_em_after_recalibration_stays_put_without_a_shift():
+    """Random (label-independent) annotation and a model that overpredicts: raw EM runs away, ours does not."""
+    from src.priors import em_prior_shift, priors_from_probabilities
+
+    rng = np.random.default_rng(2)
+    n, a = 20000, 0.05
+    y = rng.random(n) < a
+    x = np.where(y, rng.normal(1.5, 1, n), rng.normal(-1.5, 1, n))
+    biased = calibrated_posteriors(x, 0.2)  # calibrated to 0.2 instead of the true 0.05
+    targets = np.where(rng.random(n) < 0.3, -1, y.astype(float))[:, None]  # 30 % unknown, at random
+    runaway = em_prior_shift(biased[:, None], np.array([a]))[0][0]
+    assert runaway > 0.1
+    priors, details = priors_from_probabilities(biased[:, None], targets, "em")
+    assert priors[0] == pytest.approx(a, abs=0.01)
+    assert details["mean_posterior"][0] > 0.07  # the plain mean is off too
