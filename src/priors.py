@@ -59,8 +59,9 @@ def estimate_priors(model: nn.Module, loader: DataLoader, device: torch.device |
     """Class priors from ``model`` over ``loader``'s images (eval mode, no augmentation).
 
     ``mean``: the average sigmoid output per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the
-    annotated base rates of the loader's targets ({1, 0, -1}), after :func:`recalibrate_to_annotated`. Returns (priors, details) where details holds
-    ``n_images``, ``mean_posterior``, ``annotated_rate`` and ``em_iterations``.
+    annotated base rates of the loader's targets ({1, 0, -1}), after :func:`recalibrate_to_annotated`.
+    Returns (priors, details) where details holds ``n_images``, ``mean_posterior``, ``annotated_rate`` and
+    ``em_iterations``.
     """
     if method not in PRIOR_ESTIMATES:
         raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
