@@ -1,5 +1,7 @@
-"""Export a trained checkpoint to ONNX or TorchScript (input: a normalised image batch of any size; output: per-class
-probabilities), with the class names, schema and preprocessing in a JSON sidecar ``<output>.json``.
+"""Export a trained checkpoint to ONNX or TorchScript.
+
+Input: a normalised image batch (any batch size, images at the checkpoint's size); output: per-class probabilities.
+The class names, schema and preprocessing go to a JSON sidecar ``<output>.json``.
 
     python export.py --checkpoint outputs/run/checkpoints/best.pt --format onnx --output outputs/run/model.onnx
     python infer.py --onnx outputs/run/model.onnx --images photos/ --output predictions.csv
