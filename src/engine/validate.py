@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from ..data.schema import AttributeSchema
 from ..metrics import evaluate_predictions
 from ..priors import predict_probabilities
@@ -13,6 +11,7 @@ from ..reports.evaluation import write_report
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
 from .config import resolve_amp, resolve_device
 from .data import LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
+from .tasks import Task
 
 
 def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeSchema | None, where: str) -> None:
@@ -52,11 +51,8 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     model = model_from_checkpoint(ckpt, dev)
     loader = make_loader(data.dataset(int(ckpt["image_size"]), train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
-    ckpt_schema = checkpoint_schema(ckpt)
-    groups = ckpt_schema.group_slices() if ckpt_schema else None
-    counts = np.asarray(ckpt.get("train_class_counts") or [])
-    majority = ({n: int(counts[sl].argmax()) for n, sl in groups.items()} if groups and len(counts) else None)
-    report = evaluate_predictions(data.targets, scores, ckpt["class_names"], groups, majority, threshold)
+    task = Task(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
+    report = evaluate_predictions(data.targets, scores, task.class_names, task.groups, task.majority, threshold)
     report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"],
                       "csv": str(csv_path or annotations or data_root), "images": str(data.image_dir),
                       "weights": ckpt.get("weights", "regular")}
