@@ -1,0 +1,80 @@
+"""Recorded numbers of two seeded tiny runs, so that a refactor cannot change what training computes.
+
+Each run (attribute CSVs; COCO-format data with an FPC simulation) is selective with its prior stage. Its
+``metrics.csv`` (without wall-clock time), its prior CSV and the predictions of ``infer.py`` on the validation images are
+compared with the files under ``tests/golden/``. A change that alters the recipe on purpose regenerates them with
+``UPDATE_GOLDEN=1 pytest tests/test_regression.py`` in the same commit, and says why.
+
+The runs use float32 (``--no-amp``) and no worker processes, so the numbers depend only on the seed and the code.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from conftest import make_attribute_dataset
+
+import infer as infer_script
+import train as train_script
+from src.data.demo_coco import build_coco_benchmark
+
+GOLDEN = Path(__file__).resolve().parent / "golden"
+UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
+COMMON = ["--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8", "--workers", "0",
+          "--epochs", "2", "--prior-epochs", "1", "--lr", "1e-3", "--ema-decay", "0.9", "--no-amp", "--seed", "3",
+          "--partial_loss_mode", "selective", "--likelihood-topk", "2"]
+
+
+def _compare(produced: Path, name: str, drop: tuple[str, ...] = ()) -> None:
+    frame = pd.read_csv(produced).drop(columns=list(drop))
+    golden = GOLDEN / name
+    if UPDATE:
+        golden.parent.mkdir(parents=True, exist_ok=True)
+        frame.to_csv(golden, index=False, lineterminator="\n")
+        return
+    expected = pd.read_csv(golden)
+    assert list(frame.columns) == list(expected.columns), name
+    assert frame.shape == expected.shape, name
+    for column in expected.columns:
+        got, want = frame[column], expected[column]
+        if pd.api.types.is_numeric_dtype(want) and pd.api.types.is_numeric_dtype(got):
+            # float tolerance only: the same code on another x86 CPU may differ in the last bits of a sum
+            np.testing.assert_allclose(got.to_numpy(float), want.to_numpy(float), rtol=1e-4, atol=1e-4,
+                                       err_msg=f"{name}: column {column}")
+        else:
+            assert got.fillna("").astype(str).tolist() == want.fillna("").astype(str).tolist(), f"{name}: {column}"
+
+
+def test_attribute_run_reproduces_the_recorded_numbers(tmp_path):
+    csv_path = make_attribute_dataset(tmp_path / "data", n=48, seed=11)
+    images = tmp_path / "data" / "images"
+    val_csv = tmp_path / "val.csv"
+    lines = csv_path.read_text().splitlines()
+    val_csv.write_text("\n".join([lines[0], *lines[-16:]]) + "\n")
+    train_csv = tmp_path / "train.csv"
+    train_csv.write_text("\n".join(lines[:-16]) + "\n")
+    run = tmp_path / "run"
+    assert train_script.main(["--train-csv", str(train_csv), "--val-csv", str(val_csv), "--images", str(images),
+                              *COMMON, "--output-dir", str(run)]) == 0
+    predictions = tmp_path / "pred.csv"
+    assert infer_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--csv", str(val_csv),
+                              "--images", str(images), "--output", str(predictions), "--no-amp"]) == 0
+    _compare(run / "metrics.csv", "attributes_metrics.csv", drop=("seconds",))
+    _compare(run / "priors" / "prior_ignore.csv", "attributes_priors.csv")
+    _compare(predictions, "attributes_predictions.csv")
+
+
+def test_coco_run_reproduces_the_recorded_numbers(tmp_path, fake_fashion_mnist):
+    root = build_coco_benchmark(tmp_path / "bench", n_train=64, n_val=16, source=fake_fashion_mnist)
+    run = tmp_path / "run"
+    assert train_script.main(["--dataset", "coco", "--data", str(root), "--simulate_partial_type", "fpc",
+                              "--simulate_partial_param", "4", *COMMON, "--output-dir", str(run)]) == 0
+    predictions = tmp_path / "pred.csv"
+    assert infer_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--images",
+                              str(root / "val2014"), "--output", str(predictions), "--no-amp"]) == 0
+    _compare(run / "metrics.csv", "coco_metrics.csv", drop=("seconds",))
+    _compare(run / "priors" / "prior_ignore.csv", "coco_priors.csv")
+    _compare(predictions, "coco_predictions.csv")
