@@ -13,8 +13,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from src.app.predictions import checkpoint_summary, describe, open_upload
-from src.engine.predict import Predictor, list_images
+from partial_csl.app.predictions import checkpoint_summary, describe, open_upload
+from partial_csl.engine.predict import Predictor, list_images
 
 
 def parse_args() -> argparse.Namespace:

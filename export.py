@@ -12,8 +12,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.engine.checkpoint import CheckpointError
-from src.engine.export import EXPORT_FORMATS, export_checkpoint
+from partial_csl.engine.checkpoint import CheckpointError
+from partial_csl.engine.export import EXPORT_FORMATS, export_checkpoint
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from src.data.schema import load_schema
-from src.engine.split import rebalance_train_split, split_attribute_csv
+from partial_csl.data.schema import load_schema
+from partial_csl.engine.split import rebalance_train_split, split_attribute_csv
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -12,8 +12,8 @@ import argparse
 import logging
 import sys
 
-from src.engine.checkpoint import CheckpointError
-from src.engine.infer import run_inference
+from partial_csl.engine.checkpoint import CheckpointError
+from partial_csl.engine.infer import run_inference
 
 
 def get_args_parser() -> argparse.ArgumentParser:

@@ -16,17 +16,17 @@ import logging
 import sys
 import time
 
-from src.data.labels import LabelFileError
-from src.data.partial import SIMULATIONS
-from src.data.sampling import SAMPLERS
-from src.data.transforms import AUGMENTATIONS
-from src.engine.config import TrainConfig
-from src.engine.data import DATASETS
-from src.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
-from src.losses import PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
-from src.models import ARCHS
-from src.models.factory import NORM_BACKENDS
-from src.priors import PRIOR_ESTIMATES
+from partial_csl.data.labels import LabelFileError
+from partial_csl.data.partial import SIMULATIONS
+from partial_csl.data.sampling import SAMPLERS
+from partial_csl.data.transforms import AUGMENTATIONS
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.data import DATASETS
+from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
+from partial_csl.losses import PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
+from partial_csl.models import ARCHS
+from partial_csl.models.factory import NORM_BACKENDS
+from partial_csl.priors import PRIOR_ESTIMATES
 
 DEFAULTS = TrainConfig()
 

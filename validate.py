@@ -11,11 +11,11 @@ import argparse
 import logging
 import sys
 
-from src.data.schema import load_schema
-from src.engine.checkpoint import CheckpointError
-from src.engine.data import DATASETS
-from src.engine.validate import validate_checkpoint
-from src.reports.evaluation import summary_line
+from partial_csl.data.schema import load_schema
+from partial_csl.engine.checkpoint import CheckpointError
+from partial_csl.engine.data import DATASETS
+from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.reports.evaluation import summary_line
 
 
 def get_args_parser() -> argparse.ArgumentParser:

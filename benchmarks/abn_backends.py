@@ -11,17 +11,13 @@ each backend's training speed relative to timm's model: our layer should cost no
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
 import timm
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from src.layers.abn import inplace_abn_available
-from src.models import create_model
+from partial_csl.layers.abn import inplace_abn_available
+from partial_csl.models import create_model
 
 
 def build(backend: str, device: torch.device) -> torch.nn.Module:

@@ -10,20 +10,15 @@ images and prints images/s.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from timing import images_per_second
 
-from src.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from src.engine.export import ProbabilityHead, export_checkpoint
+from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from partial_csl.engine.export import ProbabilityHead, export_checkpoint
 
 
 def main() -> None:

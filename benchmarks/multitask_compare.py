@@ -12,25 +12,20 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import pandas as pd
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from timing import images_per_second
 
-from src.data.schema import default_schema
-from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from src.engine.config import TrainConfig
-from src.engine.trainer import run_training
-from src.engine.validate import validate_checkpoint
-from src.models import build_model, create_model
+from partial_csl.data.schema import default_schema
+from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.trainer import run_training
+from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.models import build_model, create_model
 
 
 def main() -> None:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -28,15 +27,13 @@ import numpy as np
 import pandas as pd
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from src.data.demo_coco import build_coco_benchmark
-from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from src.engine.config import TrainConfig, resolve_device
-from src.engine.data import make_loader
-from src.engine.tasks import build_task
-from src.engine.trainer import run_training
-from src.priors import estimate_priors, prior_quality, save_priors
+from partial_csl.data.demo_coco import build_coco_benchmark
+from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from partial_csl.engine.config import TrainConfig, resolve_device
+from partial_csl.engine.data import make_loader
+from partial_csl.engine.tasks import build_task
+from partial_csl.engine.trainer import run_training
+from partial_csl.priors import estimate_priors, prior_quality, save_priors
 
 BASELINES = [  # (row, run folder, settings)
     ("Ignore, CE", "ignore_ce", dict(partial_loss_mode="ignore", gamma_pos=0, gamma_neg=0, gamma_unann=0, clip=0)),

@@ -12,19 +12,16 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import sys
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from src.data.schema import default_schema
-from src.engine.config import TrainConfig
-from src.engine.trainer import run_training
-from src.engine.validate import validate_checkpoint
+from partial_csl.data.schema import default_schema
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.trainer import run_training
+from partial_csl.engine.validate import validate_checkpoint
 
 
 def main() -> None:

@@ -5,8 +5,8 @@
 
 Same model, batch and image size, data already in memory, in one process:
 
-* ``ours``: :func:`src.engine.trainer.train_one_epoch`: the selective P-ASL loss, Adam with two parameter groups,
-  OneCycle stepped per iteration, EMA update, gradient scaler, non-finite check, progress bar;
+* ``ours``: :func:`partial_csl.engine.trainer.train_one_epoch`: the selective P-ASL loss, Adam with two parameter
+  groups, OneCycle stepped per iteration, EMA update, gradient scaler, non-finite check, progress bar;
 * ``bare``: ``timm.create_model`` + ``BCEWithLogitsLoss`` + ``Adam``, nothing else.
 
 in float32 and in bfloat16 autocast. Then the data pipeline alone (PNG decode + the training augmentation of the demo
@@ -16,7 +16,6 @@ images, through a DataLoader with the default 2 workers) against the model's ste
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from pathlib import Path
 
@@ -24,13 +23,11 @@ import numpy as np
 import timm
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from src.data.schema import default_schema
-from src.engine.config import TrainConfig
-from src.engine.data import make_loader, read_attribute_split
-from src.engine.trainer import build_criterion, build_optimizer, train_one_epoch
-from src.models import create_model
+from partial_csl.data.schema import default_schema
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.data import make_loader, read_attribute_split
+from partial_csl.engine.trainer import build_criterion, build_optimizer, train_one_epoch
+from partial_csl.models import create_model
 
 
 def batches(n: int, batch: int, size: int, classes: int) -> list[tuple[torch.Tensor, torch.Tensor]]:

@@ -9,9 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from src.data.demo import FASHION_MNIST_DIR, build_demo_dataset
+from partial_csl.data.demo import FASHION_MNIST_DIR, build_demo_dataset
 
 
 def main(argv: list[str] | None = None) -> int:

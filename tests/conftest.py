@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from partial_csl.data.schema import default_schema
 
-from src.data.schema import default_schema  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def file_digest(path: Path) -> str:

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.layers.abn import ABN, inplace_abn_available, make_abn
+from partial_csl.layers.abn import ABN, inplace_abn_available, make_abn
 
 
 def reference_abn(x, weight, bias, mean, var, training, momentum, eps, slope):

@@ -15,8 +15,8 @@ from PIL import Image
 
 import images_train_test_valid_split as split_script
 import train as train_script
-from src.app.predictions import checkpoint_summary, describe, open_upload
-from src.engine.predict import Predictor
+from partial_csl.app.predictions import checkpoint_summary, describe, open_upload
+from partial_csl.engine.predict import Predictor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -66,7 +66,7 @@ def test_page_in_a_real_browser(trained, tmp_path):
     sync_api = pytest.importorskip("playwright.sync_api")
     checkpoint, images = trained
     port = free_port()
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env = dict(os.environ)
     server = subprocess.Popen([sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port",
                                str(port), "--server.address", "127.0.0.1", "--server.headless", "true",
                                "--browser.gatherUsageStats", "false", "--", "--checkpoint", str(checkpoint),

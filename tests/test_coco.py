@@ -8,10 +8,10 @@ from PIL import Image
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from src.data.coco import load_coco
-from src.data.demo_coco import CATEGORY_IDS, build_coco_benchmark
-from src.data.partial import simulate_partial
-from src.engine.checkpoint import load_checkpoint
+from partial_csl.data.coco import load_coco
+from partial_csl.data.demo_coco import CATEGORY_IDS, build_coco_benchmark
+from partial_csl.data.partial import simulate_partial
+from partial_csl.engine.checkpoint import load_checkpoint
 
 
 def write_coco(root, images, annotations, categories):

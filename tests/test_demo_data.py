@@ -4,9 +4,9 @@ import pytest
 from conftest import tree_digest
 from PIL import Image
 
-from src.data.demo import build_demo_dataset, load_fashion_mnist
-from src.data.labels import read_attribute_csv
-from src.data.schema import default_schema
+from partial_csl.data.demo import build_demo_dataset, load_fashion_mnist
+from partial_csl.data.labels import read_attribute_csv
+from partial_csl.data.schema import default_schema
 
 
 def test_demo_dataset_format_skew_and_missing_share(tmp_path, fake_fashion_mnist):

@@ -17,8 +17,8 @@ import export as export_script
 import images_train_test_valid_split as split_script
 import infer as infer_script
 import train as train_script
-from src.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from src.engine.distributed import ShardedShuffleSampler
+from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from partial_csl.engine.distributed import ShardedShuffleSampler
 
 
 @pytest.fixture(scope="module")
@@ -50,7 +50,7 @@ def test_sharded_sampler_batches_union_to_the_single_process_batches():
 def test_two_process_ddp_matches_one_process_with_double_batch(data, tmp_path):
     single, ddp = tmp_path / "single", tmp_path / "ddp"
     assert train_script.main(args_for(data, single, 8)) == 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                              str(ROOT / "train.py"), *args_for(data, ddp, 4)], env=env, capture_output=True,
                             text=True, timeout=600)

@@ -3,8 +3,8 @@ import pytest
 from conftest import file_digest
 from PIL import Image
 
-from src.data.labels import LabelFileError, read_attribute_csv, resolve_image_path
-from src.data.schema import AttributeSchema, default_schema, load_schema
+from partial_csl.data.labels import LabelFileError, read_attribute_csv, resolve_image_path
+from partial_csl.data.schema import AttributeSchema, default_schema, load_schema
 
 
 def test_default_schema_layout():

@@ -4,7 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from src.losses import GroupSoftmaxCrossEntropy, PartialSelectiveLoss, ZLPRLoss, bce_loss, build_loss, focal_loss
+from partial_csl.losses import (
+    GroupSoftmaxCrossEntropy,
+    PartialSelectiveLoss,
+    ZLPRLoss,
+    bce_loss,
+    build_loss,
+    focal_loss,
+)
 
 LOGITS = [[0.0, 2.0, -1.0, 0.5], [1.0, -2.0, 0.5, 3.0]]
 TARGETS = [[1, 0, -1, -1], [-1, -1, 1, 0]]

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score
 
-from src.metrics import average_precision, evaluate_predictions, mean_average_precision, threshold_metrics
+from partial_csl.metrics import average_precision, evaluate_predictions, mean_average_precision, threshold_metrics
 
 
 def test_average_precision_by_hand():

@@ -3,8 +3,8 @@ import timm
 import torch
 from timm.layers import BatchNormAct2d
 
-from src.layers.abn import ABN, inplace_abn_available
-from src.models import TRESNET_MODELS, PretrainedLoadError, create_model, norm_backend_of, resolve_norm_backend
+from partial_csl.layers.abn import ABN, inplace_abn_available
+from partial_csl.models import TRESNET_MODELS, PretrainedLoadError, create_model, norm_backend_of, resolve_norm_backend
 
 
 @pytest.mark.parametrize("name", TRESNET_MODELS)
@@ -148,7 +148,7 @@ def test_checkpoint_moves_between_backends_with_equal_outputs(tmp_path):
 
 
 def test_channels_last_inference_gives_the_same_outputs():
-    from src.models import optimize_for_inference
+    from partial_csl.models import optimize_for_inference
 
     torch.manual_seed(0)
     model = create_model("tresnet_m", 5, norm="torch").eval()

@@ -11,8 +11,8 @@ import images_train_test_valid_split as split_script
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from src.engine.checkpoint import load_checkpoint
-from src.engine.trainer import NonFiniteLossError, train_one_epoch
+from partial_csl.engine.checkpoint import load_checkpoint
+from partial_csl.engine.trainer import NonFiniteLossError, train_one_epoch
 
 
 @pytest.fixture(scope="module")

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from src.engine.config import resolve_amp
-from src.losses import PartialSelectiveLoss
-from src.models import create_model
+from partial_csl.engine.config import resolve_amp
+from partial_csl.losses import PartialSelectiveLoss
+from partial_csl.models import create_model
 
 
 def test_amp_resolution():

@@ -4,7 +4,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from src.priors import PriorFileError, RunningPrior, estimate_priors, load_priors, prior_quality, save_priors
+from partial_csl.priors import PriorFileError, RunningPrior, estimate_priors, load_priors, prior_quality, save_priors
 
 NAMES = ["neck_0", "neck_1", "sleeve_0"]
 
@@ -84,7 +84,7 @@ def calibrated_posteriors(x: np.ndarray, base_rate: float) -> np.ndarray:
 
 
 def test_em_recovers_a_shifted_prior():
-    from src.priors import em_prior_shift
+    from partial_csl.priors import em_prior_shift
 
     rng = np.random.default_rng(0)
     true_priors, annotated = np.array([0.1, 0.3, 0.02]), np.array([0.5, 0.5, 0.4])
@@ -103,7 +103,7 @@ def test_em_recovers_a_shifted_prior():
 
 
 def test_em_without_shift_returns_the_annotated_rate_and_handles_edges():
-    from src.priors import em_prior_shift
+    from partial_csl.priors import em_prior_shift
 
     rng = np.random.default_rng(1)
     a = 0.3
@@ -139,7 +139,7 @@ def test_estimate_priors_em_uses_the_annotated_rate_of_the_loader():
 
 def test_em_after_recalibration_stays_put_without_a_shift():
     """Random (label-independent) annotation and a model that overpredicts: raw EM runs away, ours does not."""
-    from src.priors import em_prior_shift, priors_from_probabilities
+    from partial_csl.priors import em_prior_shift, priors_from_probabilities
 
     rng = np.random.default_rng(2)
     n, a = 20000, 0.05

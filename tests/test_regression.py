@@ -1,8 +1,8 @@
 """Recorded numbers of two seeded tiny runs, so that a refactor cannot change what training computes.
 
 Each run (attribute CSVs; COCO-format data with an FPC simulation) is selective with its prior stage. Its
-``metrics.csv`` (without wall-clock time), its prior CSV and the predictions of ``infer.py`` on the validation images are
-compared with the files under ``tests/golden/``. A change that alters the recipe on purpose regenerates them with
+``metrics.csv`` (without wall-clock time), its prior CSV and the predictions of ``infer.py`` on the validation images
+are compared with the files under ``tests/golden/``. A change that alters the recipe on purpose regenerates them with
 ``UPDATE_GOLDEN=1 pytest tests/test_regression.py`` in the same commit, and says why.
 
 The runs use float32 (``--no-amp``) and no worker processes, so the numbers depend only on the seed and the code.
@@ -19,7 +19,7 @@ from conftest import make_attribute_dataset
 
 import infer as infer_script
 import train as train_script
-from src.data.demo_coco import build_coco_benchmark
+from partial_csl.data.demo_coco import build_coco_benchmark
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"

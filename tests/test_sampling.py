@@ -9,15 +9,15 @@ from torch.utils.data import DataLoader
 
 import images_train_test_valid_split as split_script
 import train as train_script
-from src.data.dataset import MultiLabelImageDataset
-from src.data.sampling import (
+from partial_csl.data.dataset import MultiLabelImageDataset
+from partial_csl.data.sampling import (
     RepeatAwareDataset,
     RepeatAwareSampler,
     expected_distribution,
     raking_weights,
     repeat_factors,
 )
-from src.data.schema import AttributeSchema
+from partial_csl.data.schema import AttributeSchema
 
 SCHEMA = AttributeSchema.from_dict({"groups": [{"name": "g1", "classes": 3}, {"name": "g2", "classes": 2}]})
 VALUES = np.array([[0, 0], [0, 0], [0, 1], [1, 0], [2, -1], [-1, 1]])

@@ -3,7 +3,7 @@ import pandas as pd
 from conftest import file_digest, make_attribute_dataset, tree_digest
 
 import images_train_test_valid_split as split_script
-from src.data.split import iterative_stratification
+from partial_csl.data.split import iterative_stratification
 
 
 def run_split(csv_path, images, out_dir, *extra):

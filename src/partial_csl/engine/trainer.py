@@ -78,7 +78,7 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
 
 
 def arch_args(cfg: TrainConfig, task: Task) -> dict:
-    """What :func:`src.models.build_model` needs besides the name (recorded in checkpoints)."""
+    """What :func:`partial_csl.models.build_model` needs besides the name (recorded in checkpoints)."""
     sizes = [g.num_classes for g in task.schema.groups] if task.schema else None
     return {"group_sizes": sizes, "latent_tasks": cfg.latent_tasks, "branch_model": cfg.branch_model,
             "afa_stages": tuple(int(s) for s in str(cfg.afa_stages).split(",")),
@@ -154,7 +154,7 @@ def predict_dataset(model: nn.Module, dataset, batch_size: int, workers: int, de
 
 
 def evaluate(model: nn.Module, dataset, task: Task, run: Run, amp_dtype: torch.dtype | None) -> dict:
-    """Evaluation report (see :func:`src.metrics.evaluate_predictions`) of ``model`` on ``dataset``."""
+    """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of ``model`` on ``dataset``."""
     scores = predict_dataset(model, dataset, run.cfg.batch_size, run.cfg.workers, run.device, amp_dtype, run.dist)
     targets = dataset.targets.numpy()
     return evaluate_predictions(targets, scores, task.class_names, task.groups, task.majority, run.cfg.threshold)

@@ -3,7 +3,7 @@
 Category ids may have gaps (real COCO has 80 categories with ids 1..90); they map to contiguous class indices in
 ascending id order, and the class names come from the JSON. An image without annotations is kept as all-negative
 (the reference dropped them silently; ``drop_empty=True`` matches it). Targets are 0/1: COCO labels are complete,
-the partial-label simulators of :mod:`src.data.partial` make them partial.
+the partial-label simulators of :mod:`partial_csl.data.partial` make them partial.
 """
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""Format an evaluation report (computed by :func:`src.metrics.evaluate_predictions`) as JSON and Markdown."""
+"""Format an evaluation report (computed by :func:`partial_csl.metrics.evaluate_predictions`) as JSON and Markdown."""
 
 from __future__ import annotations
 

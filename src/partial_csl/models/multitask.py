@@ -5,7 +5,7 @@
 * ``latent``: heads whose weights factor as W_g = L S_g (Abdulnabi et al., IEEE TMM 2015): a shared basis L of K
   latent tasks and per-attribute combinations S_g; :meth:`LatentTaskHeads.regulariser` is the grouping penalty
   sum_g sum_k ||S_g[k, :]||_2, which makes the classes of one attribute use the same latent tasks;
-* ``afa``: one backbone branch per attribute, joined by :class:`src.layers.afa.AFALayer` after chosen stages.
+* ``afa``: one backbone branch per attribute, joined by :class:`partial_csl.layers.afa.AFALayer` after chosen stages.
 
 Every variant returns logits (B, C) in schema order; ``output_activation = "group_softmax"`` tells prediction code to
 turn them into probabilities with a softmax within each attribute (see :func:`logits_to_probabilities`).

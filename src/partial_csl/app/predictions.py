@@ -1,7 +1,7 @@
 """What the web page shows for one image, computed without Streamlit (so it can be unit-tested).
 
-Prediction goes through :class:`src.engine.predict.Predictor`, the code path of ``infer.py``: the preprocessing and
-the classes come from the checkpoint.
+Prediction goes through :class:`partial_csl.engine.predict.Predictor`, the code path of ``infer.py``: the
+preprocessing and the classes come from the checkpoint.
 """
 
 from __future__ import annotations
