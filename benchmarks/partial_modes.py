@@ -30,10 +30,10 @@ import torch
 from partial_csl.data.demo_coco import build_coco_benchmark
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig, resolve_device
-from partial_csl.engine.data import make_loader
-from partial_csl.engine.tasks import build_task
+from partial_csl.engine.data import load_training_data, make_loader
+from partial_csl.engine.inference import estimate_priors
 from partial_csl.engine.trainer import run_training
-from partial_csl.priors import estimate_priors, prior_quality, save_priors
+from partial_csl.priors import prior_quality, save_priors
 
 BASELINES = [  # (row, run folder, settings)
     ("Ignore, CE", "ignore_ce", dict(partial_loss_mode="ignore", gamma_pos=0, gamma_neg=0, gamma_unann=0, clip=0)),
@@ -56,7 +56,7 @@ def run(cfg: TrainConfig, out: Path) -> dict:
 def column_priors(cfg: TrainConfig, ignore_dir: Path, column: str, out: Path) -> tuple[dict, list[dict]]:
     """Priors of the column's Ignore CE model (mean and em) and their quality against the true frequencies."""
     device = resolve_device(cfg.device)
-    task, train, _ = build_task(replace(cfg, output_dir=str(ignore_dir)), ignore_dir)
+    labels, train, _ = load_training_data(replace(cfg, output_dir=str(ignore_dir)), ignore_dir)
     ckpt = load_checkpoint(ignore_dir / "checkpoints" / "best.pt")
     model = model_from_checkpoint(ckpt, device)
     loader = make_loader(train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
@@ -65,14 +65,14 @@ def column_priors(cfg: TrainConfig, ignore_dir: Path, column: str, out: Path) ->
     for method in ("mean", "em"):
         priors, details = estimate_priors(model, loader, device, method=method)
         path = out / f"priors_{column}_{method}.csv"
-        save_priors(path, task.class_names, priors, details.pop("n_images"), method, details)
+        save_priors(path, labels.class_names, priors, details.pop("n_images"), method, details)
         paths[method] = str(path)
-        quality = prior_quality(priors, task.true_frequency, task.class_names)
+        quality = prior_quality(priors, labels.true_frequency, labels.class_names)
         rows.append({"column": column, "estimate": f"ignore-mode model, {method}", "spearman": quality["spearman"],
-                     "pearson": float(np.corrcoef(priors, task.true_frequency)[0, 1]), "top10": quality["top"]})
-    quality = prior_quality(naive, task.true_frequency, task.class_names)
+                     "pearson": float(np.corrcoef(priors, labels.true_frequency)[0, 1]), "top10": quality["top"]})
+    quality = prior_quality(naive, labels.true_frequency, labels.class_names)
     rows.append({"column": column, "estimate": "naive count of annotated positives", "spearman": quality["spearman"],
-                 "pearson": float(np.corrcoef(naive, task.true_frequency)[0, 1]), "top10": quality["top"]})
+                 "pearson": float(np.corrcoef(naive, labels.true_frequency)[0, 1]), "top10": quality["top"]})
     return paths, rows
 
 

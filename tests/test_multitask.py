@@ -10,9 +10,10 @@ import images_train_test_valid_split as split_script
 import infer as infer_script
 import train as train_script
 import validate as validate_script
+from partial_csl.engine.architectures import build_model
 from partial_csl.layers.afa import AFALayer
 from partial_csl.losses import MultiTaskLoss, dwa_weights
-from partial_csl.models import build_model, logits_to_probabilities
+from partial_csl.models import logits_to_probabilities
 from partial_csl.models.multitask import LatentTaskHeads
 
 SIZES = [7, 4, 10]

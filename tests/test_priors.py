@@ -4,7 +4,8 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from partial_csl.priors import PriorFileError, RunningPrior, estimate_priors, load_priors, prior_quality, save_priors
+from partial_csl.engine.inference import estimate_priors
+from partial_csl.priors import PriorFileError, RunningPrior, load_priors, prior_quality, save_priors
 
 NAMES = ["neck_0", "neck_1", "sleeve_0"]
 

@@ -1,9 +1,9 @@
 """Class priors for the selective loss: estimate them with an ignore-mode model, save, load by class name, score.
 
 CSL's temporary model is trained in ``ignore`` mode (unknown labels carry no loss), so its sigmoid outputs estimate
-how often each class is present. :func:`estimate_priors` runs it in eval mode, without augmentation, over the
-training images and averages the probabilities per class. (The reference instead kept a running mean over every
-training step since the first, near-random one; :class:`RunningPrior` reproduces it for comparisons.)
+how often each class is present. :func:`priors_from_probabilities` turns its eval-mode probabilities over the training
+images (no augmentation; the engine computes them) into one prior per class. (The reference instead kept a running
+mean over every training step since the first, near-random one; :class:`RunningPrior` reproduces it for comparisons.)
 
 The prior CSV has one row per class, ``class,prior``, with the class *names* in model order; the number of images
 and the method go to a JSON sidecar (``<file>.json``). Loading matches rows to the model's classes by name and refuses a
@@ -15,16 +15,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
 from scipy.stats import spearmanr
-from torch import nn
-from torch.utils.data import DataLoader
-from tqdm import tqdm
 
 PRIOR_COLUMNS = ("class", "prior")
 PRIOR_ESTIMATES = ("mean", "em")
@@ -34,44 +30,14 @@ class PriorFileError(ValueError):
     pass
 
 
-@torch.inference_mode()
-def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                          amp_dtype: torch.dtype | None = None, desc: str = "predicting",
-                          to_probabilities: Callable[[torch.Tensor], torch.Tensor] = torch.sigmoid) -> np.ndarray:
-    """Probabilities (N, C) of ``model`` in eval mode over ``loader`` (which yields (images, targets)).
-
-    ``to_probabilities`` turns float32 logits into probabilities (sigmoid by default).
-    """
-    device = torch.device(device)
-    was_training = model.training
-    model.eval()
-    outputs = []
-    for images, _ in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images.to(device, non_blocking=True))
-        outputs.append(to_probabilities(logits.float()).cpu())
-    model.train(was_training)
-    return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
-
-
-def estimate_priors(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                    amp_dtype: torch.dtype | None = None, method: str = "mean") -> tuple[np.ndarray, dict]:
-    """Class priors from ``model`` over ``loader``'s images (eval mode, no augmentation).
-
-    ``mean``: the average sigmoid output per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the
-    annotated base rates of the loader's targets ({1, 0, -1}), after :func:`recalibrate_to_annotated`.
-    Returns (priors, details) where details holds ``n_images``, ``mean_posterior``, ``annotated_rate`` and
-    ``em_iterations``.
-    """
-    if method not in PRIOR_ESTIMATES:
-        raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
-    probs = predict_probabilities(model, loader, device, amp_dtype, desc="estimating priors")
-    return priors_from_probabilities(probs, getattr(loader.dataset, "targets", None), method)
-
-
 def priors_from_probabilities(probs: np.ndarray, targets: np.ndarray | torch.Tensor | None,
                               method: str = "mean") -> tuple[np.ndarray, dict]:
-    """:func:`estimate_priors` from already computed probabilities (N, C) and the images' targets."""
+    """Class priors from an ignore-mode model's probabilities (N, C) over the training images and their targets.
+
+    ``mean``: the average probability per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the annotated
+    base rates of ``targets`` ({1, 0, -1}), after :func:`recalibrate_to_annotated`. Returns (priors, details) where
+    details holds ``n_images``, ``mean_posterior``, ``annotated_rate`` and ``em_iterations``.
+    """
     if method not in PRIOR_ESTIMATES:
         raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
     if len(probs) == 0:
@@ -239,3 +205,22 @@ def prior_quality(estimate: np.ndarray, true_frequency: np.ndarray, class_names:
              "true_class": class_names[t], "true_frequency": float(true_frequency[t])}
             for r, (e, t) in enumerate(zip(order_est, order_true))]
     return {"spearman": rho, "top": rows}
+
+
+def prior_quality_report(priors: np.ndarray, targets: np.ndarray, class_names: list[str],
+                         true_frequency: np.ndarray | None = None, mean_posterior: np.ndarray | None = None) -> dict:
+    """The prior estimate, the plain mean posterior and the naive count of annotated positives, each against the
+    best reference available: the true class frequency for simulations, else the annotated positive rate."""
+    targets = np.asarray(targets)
+    known = targets != -1
+    annotated_rate = (targets == 1).sum(axis=0) / np.maximum(known.sum(axis=0), 1)
+    if true_frequency is not None:
+        reference, name = true_frequency, "true class frequency (full labels)"
+    else:
+        reference, name = annotated_rate, "positive rate among the annotated training labels"
+    naive = (targets == 1).sum(axis=0).astype(float)
+    report = {"reference": name, "estimate": prior_quality(priors, reference, class_names),
+              "naive_annotation_count": prior_quality(naive, reference, class_names)}
+    if mean_posterior is not None:
+        report["mean_posterior"] = prior_quality(mean_posterior, reference, class_names)
+    return report

@@ -140,6 +140,9 @@ class RepeatAwareSampler(Sampler):
         for index in draws:
             pairs.append((index, seen.get(index, 0)))
             seen[index] = seen.get(index, 0) + 1
+        # pad like DistributedSampler so that every rank yields len(self) items (ranks that differ hang DDP)
+        total = len(self) * self.world_size
+        pairs += pairs[:total - len(pairs)]
         return iter(pairs[self.rank::self.world_size])
 
 

@@ -57,6 +57,7 @@ class TrainConfig:
     grad_clip: float = 0.0
     sync_bn: bool = False
     # loss
+    loss: str = "partial_asl"
     partial_loss_mode: str = "selective"
     gamma_pos: float = 0.0
     gamma_neg: float = 1.0
@@ -65,6 +66,7 @@ class TrainConfig:
     alpha_neg: float = 1.0
     alpha_unann: float = 1.0
     clip: float = 0.0
+    focal_gamma: float = 2.0
     likelihood_topk: int = 5
     likelihood_topk_scope: str = "batch"
     prior_threshold: float = 0.5

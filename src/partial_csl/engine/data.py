@@ -1,30 +1,62 @@
-"""Labelled image sets (attribute CSVs or COCO-format JSON) for training and evaluation, and their data loaders."""
+"""What a run learns from: the label space, the labelled train/val images, and their data loaders.
+
+:data:`DATASETS` is the ``--dataset`` registry: each entry turns a :class:`~.config.TrainConfig` into
+``(LabelSpace, train, val)`` from one data format (the readers live in :mod:`partial_csl.data`). Adding a format is
+one reader module plus one entry here.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from torch.utils.data import DataLoader
 
 from ..data.coco import coco_2014_paths, load_coco
 from ..data.dataset import MultiLabelImageDataset
 from ..data.labels import read_attribute_csv, write_rejected_rows
-from ..data.schema import AttributeSchema
+from ..data.partial import simulate_partial, simulation_summary
+from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import build_transform, seed_worker
+from .config import TrainConfig
 
-DATASETS = ("attributes", "coco")
+
+@dataclass
+class LabelSpace:
+    """What the model predicts: class names, the attribute groups when the labels are attributes, and the counts of
+    annotated training positives per class (for majority baselines and checkpoints)."""
+
+    class_names: list[str]
+    schema: AttributeSchema | None = None
+    train_class_counts: list[int] = field(default_factory=list)
+    true_frequency: np.ndarray | None = None  # known only for simulated partial labels
+
+    @property
+    def groups(self) -> dict[str, slice] | None:
+        return self.schema.group_slices() if self.schema else None
+
+    @property
+    def majority(self) -> dict[str, int] | None:
+        """The most frequent training class of each attribute (the majority baseline)."""
+        if not self.schema or not self.train_class_counts:
+            return None
+        counts = np.asarray(self.train_class_counts)
+        return {name: int(counts[sl].argmax()) for name, sl in self.schema.group_slices().items()}
 
 
 @dataclass
 class LabelledImages:
-    """Images of one split with targets (N, C) in {-1, 0, 1}."""
+    """Images of one split with targets (N, C) in {-1, 0, 1}; ``values`` (N, G) are the attribute values as read
+    (-1 unknown), kept for attribute data so that nothing has to decode the targets again."""
 
     image_dir: Path
     filenames: list[str]
     targets: np.ndarray
+    values: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.filenames)
@@ -42,7 +74,7 @@ def read_attribute_split(csv_path: str | Path, image_dir: str | Path, schema: At
         write_rejected_rows(table.rejected, rejected_path)
     if len(table) == 0:
         raise ValueError(f"{csv_path}: no usable rows")
-    return LabelledImages(Path(image_dir), table.filenames, table.targets)
+    return LabelledImages(Path(image_dir), table.filenames, table.targets, table.values)
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int, train: bool,
@@ -76,3 +108,62 @@ def read_coco_split(annotations: str | Path, images: str | Path, drop_empty: boo
     if class_names is not None and coco.class_names != list(class_names):
         raise ValueError(f"{annotations}: categories {coco.class_names} differ from the expected {list(class_names)}")
     return LabelledImages(coco.image_dir, coco.filenames, coco.targets), coco.class_names
+
+
+def _count_positives(targets: np.ndarray) -> list[int]:
+    return (targets == 1).sum(axis=0).astype(int).tolist()
+
+
+def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset attributes``: train/val attribute CSVs over one image folder (or ``--val-images``)."""
+    missing = [flag for flag, value in (("--train-csv", cfg.train_csv), ("--val-csv", cfg.val_csv),
+                                        ("--images", cfg.images)) if not value]
+    if missing:
+        raise ValueError(f"attribute data needs {', '.join(missing)}")
+    schema = load_schema(cfg.schema)
+    train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
+                                 run_dir / "rejected_rows_train.csv")
+    val = read_attribute_split(cfg.val_csv, cfg.val_images or cfg.images, schema, cfg.on_bad_rows,
+                               run_dir / "rejected_rows_val.csv")
+    return LabelSpace(schema.class_names, schema, _count_positives(train.targets)), train, val
+
+
+def _write_simulation(run_dir: Path, train: LabelledImages, full: np.ndarray, class_names: list[str]) -> None:
+    sim_dir = run_dir / "simulation"
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    frame = pd.DataFrame(train.targets.astype(np.int8), columns=class_names)
+    frame.insert(0, "filename", train.filenames)
+    frame.to_csv(sim_dir / "simulated_targets.csv", index=False, lineterminator="\n")
+    simulation_summary(full, train.targets, class_names).to_csv(sim_dir / "simulation_summary.csv", index=False,
+                                                               float_format="%.6f", lineterminator="\n")
+
+
+def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset coco``: COCO-format train/val; the partial-label simulation (if any) hides training labels only."""
+    train_ann, train_img = coco_paths("train", cfg.data, cfg.train_annotations, cfg.train_images or cfg.images)
+    val_ann, val_img = coco_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
+    train, class_names = read_coco_split(train_ann, train_img, cfg.drop_empty)
+    val, _ = read_coco_split(val_ann, val_img, cfg.drop_empty, class_names)
+    true_frequency = None
+    if cfg.simulate_partial_type:
+        full = train.targets
+        train.targets = simulate_partial(full, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
+        true_frequency = full.mean(axis=0)
+        _write_simulation(run_dir, train, full, class_names)
+    return LabelSpace(class_names, None, _count_positives(train.targets), true_frequency), train, val
+
+
+# the --dataset registry: name -> (config, run folder) -> (label space, train, val)
+DATASETS: dict[str, Callable[[TrainConfig, Path], tuple[LabelSpace, LabelledImages, LabelledImages]]] = {
+    "attributes": attribute_data,
+    "coco": coco_data,
+}
+
+
+def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """The label space and train/val images of ``cfg`` (bad rows and simulations are recorded in ``run_dir``)."""
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"unknown dataset type {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
+    if cfg.simulate_partial_type and cfg.dataset != "coco":
+        raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
+    return DATASETS[cfg.dataset](cfg, run_dir)

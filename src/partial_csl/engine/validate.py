@@ -6,12 +6,11 @@ from pathlib import Path
 
 from ..data.schema import AttributeSchema
 from ..metrics import evaluate_predictions
-from ..priors import predict_probabilities
 from ..reports.evaluation import write_report
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
 from .config import resolve_amp, resolve_device
-from .data import LabelledImages, coco_paths, make_loader, read_attribute_split, read_coco_split
-from .tasks import Task
+from .data import LabelledImages, LabelSpace, coco_paths, make_loader, read_attribute_split, read_coco_split
+from .inference import predict_probabilities
 
 
 def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeSchema | None, where: str) -> None:
@@ -51,8 +50,8 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     model = model_from_checkpoint(ckpt, dev)
     loader = make_loader(data.dataset(int(ckpt["image_size"]), train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
-    task = Task(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
-    report = evaluate_predictions(data.targets, scores, task.class_names, task.groups, task.majority, threshold)
+    labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
+    report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
     report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"],
                       "csv": str(csv_path or annotations or data_root), "images": str(data.image_dir),
                       "weights": ckpt.get("weights", "regular")}

@@ -1,18 +1,32 @@
-"""Losses for partially labelled multi-label data; targets in {1 positive, 0 negative, -1 unknown}."""
+"""Losses for partially labelled multi-label data; targets in {1 positive, 0 negative, -1 unknown}.
+
+:data:`LOSSES` is the registry behind ``train.py --loss``: a name and a constructor. :func:`build_loss` passes each
+constructor only the settings its signature names, so a run hands every loss the same settings (``gamma_neg``,
+``clip``, ``reduction``, ``prior`` ...) and a new loss is one module plus one entry here.
+"""
+
+import inspect
 
 from .multitask import TASK_WEIGHTINGS, MultiTaskLoss, dwa_weights
 from .partial import PARTIAL_LOSS_MODES, TOPK_SCOPES, PartialSelectiveLoss, likelihood_topk_mask
 from .plain import GroupSoftmaxCrossEntropy, ZLPRLoss, asl_loss, bce_loss, focal_loss
 
-LOSSES = {"partial_asl": PartialSelectiveLoss, "bce": bce_loss, "focal": focal_loss, "asl": asl_loss,
-          "zlpr": ZLPRLoss}
+LOSSES = {
+    "partial_asl": PartialSelectiveLoss,  # CSL: --partial_loss_mode decides what unknown labels do
+    "bce": bce_loss,  # binary cross-entropy on annotated labels; unknowns ignored
+    "focal": focal_loss,  # focal loss (--focal-gamma) on annotated labels; unknowns ignored
+    "asl": asl_loss,  # asymmetric loss (--gamma_neg, --gamma_pos, --clip) on annotated labels; unknowns ignored
+    "zlpr": ZLPRLoss,  # zero-bounded log-sum-exp pairwise loss; unknowns in neither sum
+}
 
 
-def build_loss(name: str, **kwargs):
-    """A loss by name: ``partial_asl`` (CSL), ``bce``, ``focal``, ``asl``, ``zlpr``."""
+def build_loss(name: str, **settings):
+    """The loss ``name`` from the settings its constructor accepts (the others are not its business)."""
     if name not in LOSSES:
         raise ValueError(f"unknown loss {name!r}; expected one of {sorted(LOSSES)}")
-    return LOSSES[name](**kwargs)
+    constructor = LOSSES[name]
+    accepted = inspect.signature(constructor).parameters
+    return constructor(**{k: v for k, v in settings.items() if k in accepted})
 
 
 __all__ = [

@@ -19,8 +19,9 @@ def bce_loss(reduction: str = "mean") -> PartialSelectiveLoss:
     return PartialSelectiveLoss("ignore", gamma_pos=0, gamma_neg=0, gamma_unann=0, clip=0, reduction=reduction)
 
 
-def focal_loss(gamma: float = 2.0, reduction: str = "mean") -> PartialSelectiveLoss:
+def focal_loss(focal_gamma: float = 2.0, reduction: str = "mean") -> PartialSelectiveLoss:
     """Focal loss (Lin et al., 2017) with the focusing factor's gradient kept, as in the original."""
+    gamma = focal_gamma
     return PartialSelectiveLoss("ignore", gamma_pos=gamma, gamma_neg=gamma, gamma_unann=gamma, clip=0,
                                 reduction=reduction, focal_grad=True)
 

@@ -1,5 +1,7 @@
 """Model factory: any timm classifier by name; TResNets get our ABN layer in place of timm's BatchNormAct2d.
 
+The multi-head variants (:mod:`.multitask`) build their backbones with :func:`create_model`.
+
     model = create_model("tresnet_m", num_classes=21, pretrained="pretrained_weights/tresnet_m_miil_21k.pth")
 
 ``norm`` picks the ABN backend of TResNets: ``torch`` (pure PyTorch, exact, any device), ``inplace_abn`` (the CUDA
@@ -16,7 +18,6 @@ from timm.layers import BatchNormAct2d
 from torch import nn
 
 from ..layers.abn import ABN, InPlaceABN, inplace_abn_available, make_abn
-from .multitask import ARCHS, AFAModel, LatentTaskModel, MultiHeadModel
 from .pretrained import load_pretrained
 
 log = logging.getLogger(__name__)
@@ -84,25 +85,6 @@ def create_model(name: str, num_classes: int, pretrained: str | None = None, nor
         raise ValueError(f"--norm inplace_abn applies to TResNet models only, not {name!r}")
     if pretrained:
         load_pretrained(model, pretrained, abn_keys=abn_weight_keys(model))
-    return model.to(device)
-
-
-def build_model(arch: str, name: str, num_classes: int, group_sizes: list[int] | None = None,
-                pretrained: str | None = None, norm: str = "auto", device: torch.device | str = "cpu",
-                latent_tasks: int = 32, branch_model: str = "resnet18", afa_stages: tuple[int, ...] = (4,),
-                afa_grad_balance: bool = False) -> nn.Module:
-    """A model of any variant: ``csl`` (one head over all classes) or the multi-head ``mtl``, ``latent``, ``afa``."""
-    if arch == "csl":
-        return create_model(name, num_classes, pretrained, norm, device)
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; expected one of {ARCHS}")
-    if not group_sizes or (len(group_sizes) < 2 and arch == "afa"):
-        raise ValueError(f"--arch {arch} needs attribute groups (an attribute schema)")
-    if arch == "afa":
-        return AFAModel(branch_model, group_sizes, afa_stages, afa_grad_balance).to(device)
-    backbone = create_model(name, 0, pretrained, norm, device)
-    model = (MultiHeadModel(backbone, backbone.num_features, group_sizes) if arch == "mtl"
-             else LatentTaskModel(backbone, backbone.num_features, group_sizes, latent_tasks))
     return model.to(device)
 
 

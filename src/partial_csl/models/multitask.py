@@ -18,8 +18,7 @@ import torch
 from torch import nn
 
 from ..layers.afa import AFALayer
-
-ARCHS = ("csl", "mtl", "latent", "afa")
+from .factory import create_model
 
 
 def logits_to_probabilities(model: nn.Module, logits: torch.Tensor) -> torch.Tensor:
@@ -125,3 +124,34 @@ class AFAModel(_GroupOutput):
             if str(index + 1) in self.afa:
                 feats = self.afa[str(index + 1)](feats)
         return torch.cat([head(f.mean(dim=(2, 3))) for head, f in zip(self.heads, feats)], dim=1)
+
+
+def _check_groups(arch: str, group_sizes: list[int] | None, minimum: int = 1) -> list[int]:
+    if not group_sizes or len(group_sizes) < minimum:
+        raise ValueError(f"--arch {arch} needs attribute groups (an attribute schema with at least {minimum})")
+    return list(group_sizes)
+
+
+def build_multihead(model_name: str, num_classes: int, group_sizes: list[int], pretrained: str | None = None,
+                    norm: str = "auto", device: torch.device | str = "cpu") -> MultiHeadModel:
+    """``--arch mtl``: a shared ``model_name`` backbone and one linear head per attribute."""
+    sizes = _check_groups("mtl", group_sizes)
+    backbone = create_model(model_name, 0, pretrained, norm, device)
+    return MultiHeadModel(backbone, backbone.num_features, sizes).to(device)
+
+
+def build_latent(model_name: str, num_classes: int, group_sizes: list[int], latent_tasks: int = 32,
+                 pretrained: str | None = None, norm: str = "auto",
+                 device: torch.device | str = "cpu") -> LatentTaskModel:
+    """``--arch latent``: a shared backbone and heads W_g = L S_g over ``latent_tasks`` latent tasks."""
+    sizes = _check_groups("latent", group_sizes)
+    backbone = create_model(model_name, 0, pretrained, norm, device)
+    return LatentTaskModel(backbone, backbone.num_features, sizes, latent_tasks).to(device)
+
+
+def build_afa(model_name: str, num_classes: int, group_sizes: list[int], branch_model: str = "resnet18",
+              afa_stages: tuple[int, ...] = (4,), afa_grad_balance: bool = False, pretrained: str | None = None,
+              norm: str = "auto", device: torch.device | str = "cpu") -> AFAModel:
+    """``--arch afa``: one ``branch_model`` branch per attribute (``model_name`` is not used), joined by AFA layers."""
+    sizes = _check_groups("afa", group_sizes, minimum=2)
+    return AFAModel(branch_model, sizes, tuple(afa_stages), afa_grad_balance).to(device)

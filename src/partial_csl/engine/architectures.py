@@ -1,0 +1,102 @@
+"""The ``--arch`` registry: for each architecture, how to build its model, its criterion and its checkpoint args.
+
+An entry ties three things that must agree: the model builder (``partial_csl.models``), the loss it trains with, and
+the keyword arguments (``arch_args``) a checkpoint stores so that :func:`build_model` rebuilds the same network
+without any flag. Adding an architecture is one model module plus one entry in :data:`ARCHITECTURES`.
+
+    model = build_model("mtl", "tresnet_m", 21, group_sizes=[7, 4, 10])
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..losses import MultiTaskLoss, build_loss
+from ..models import build_afa, build_latent, build_multihead, create_model
+from .config import TrainConfig
+from .data import LabelSpace
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One ``--arch``: ``build(model_name, num_classes, **arch_args, pretrained, norm, device)``, the criterion it
+    trains under (``criterion(cfg, mode, prior, labels)``) and which config values it records (``arch_args``)."""
+
+    build: Callable[..., nn.Module]
+    criterion: Callable[[TrainConfig, str, np.ndarray | None, LabelSpace], nn.Module]
+    arch_args: Callable[[TrainConfig, LabelSpace], dict]
+    uses_priors: bool = False  # True: the selective mode (and its prior stage) applies
+
+    def model_kwargs(self, arch_args: dict) -> dict:
+        """The subset of ``arch_args`` this builder takes (checkpoints of format 1 stored every architecture's)."""
+        accepted = inspect.signature(self.build).parameters
+        return {k: v for k, v in arch_args.items() if k in accepted}
+
+
+def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> dict:
+    """Every setting a ``--loss`` constructor may ask for; :func:`partial_csl.losses.build_loss` picks its own."""
+    return {"partial_loss_mode": mode, "gamma_pos": cfg.gamma_pos, "gamma_neg": cfg.gamma_neg,
+            "gamma_unann": cfg.gamma_unann, "alpha_pos": cfg.alpha_pos, "alpha_neg": cfg.alpha_neg,
+            "alpha_unann": cfg.alpha_unann, "clip": cfg.clip, "likelihood_topk": cfg.likelihood_topk,
+            "likelihood_topk_scope": cfg.likelihood_topk_scope, "prior_threshold": cfg.prior_threshold,
+            "prior": None if prior is None else torch.as_tensor(prior), "reduction": cfg.loss_reduction,
+            "focal_gamma": cfg.focal_gamma}
+
+
+def _single_head_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+    return build_loss(cfg.loss, **loss_settings(cfg, mode, prior))
+
+
+def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+    if labels.schema is None:
+        raise ValueError(f"--arch {cfg.arch} needs attribute data (one head per attribute)")
+    if cfg.loss != "partial_asl":
+        raise ValueError(f"--loss applies to --arch csl; --arch {cfg.arch} trains a softmax cross-entropy per "
+                         "attribute")
+    return MultiTaskLoss(list(labels.schema.group_slices().values()), cfg.task_weighting, cfg.dwa_temperature)
+
+
+def _group_sizes(labels: LabelSpace) -> list[int] | None:
+    return [g.num_classes for g in labels.schema.groups] if labels.schema else None
+
+
+def _build_csl(model_name: str, num_classes: int, pretrained: str | None = None, norm: str = "auto",
+               device: torch.device | str = "cpu") -> nn.Module:
+    return create_model(model_name, num_classes, pretrained=pretrained, norm=norm, device=device)
+
+
+ARCHITECTURES: dict[str, Architecture] = {
+    # one sigmoid head over all classes, trained under --loss (the partial-label loss by default)
+    "csl": Architecture(_build_csl, _single_head_criterion, lambda cfg, labels: {}, uses_priors=True),
+    # a shared backbone and one softmax head per attribute
+    "mtl": Architecture(build_multihead, _per_attribute_criterion,
+                        lambda cfg, labels: {"group_sizes": _group_sizes(labels)}),
+    # heads W_g = L S_g over shared latent tasks, with the grouping regulariser
+    "latent": Architecture(build_latent, _per_attribute_criterion,
+                           lambda cfg, labels: {"group_sizes": _group_sizes(labels), "latent_tasks": cfg.latent_tasks}),
+    # one branch per attribute, joined by AFA layers
+    "afa": Architecture(build_afa, _per_attribute_criterion,
+                        lambda cfg, labels: {"group_sizes": _group_sizes(labels), "branch_model": cfg.branch_model,
+                                             "afa_stages": tuple(int(s) for s in str(cfg.afa_stages).split(",")),
+                                             "afa_grad_balance": cfg.afa_grad_balance}),
+}
+
+
+def get_architecture(arch: str) -> Architecture:
+    if arch not in ARCHITECTURES:
+        raise ValueError(f"unknown architecture {arch!r}; expected one of {sorted(ARCHITECTURES)}")
+    return ARCHITECTURES[arch]
+
+
+def build_model(arch: str, model_name: str, num_classes: int, pretrained: str | None = None, norm: str = "auto",
+                device: torch.device | str = "cpu", **arch_args) -> nn.Module:
+    """The model of ``arch`` (``arch_args`` as a checkpoint records them; keys it does not use are dropped)."""
+    spec = get_architecture(arch)
+    return spec.build(model_name, num_classes, **spec.model_kwargs(arch_args), pretrained=pretrained, norm=norm,
+                      device=device)

@@ -1,0 +1,94 @@
+"""Turn a :class:`~.config.TrainConfig` into the objects one training stage needs.
+
+    parts = build_training(cfg, labels, mode="ignore", prior=None, device=device, info=info, epochs=3, steps=75)
+
+The choices come from registries: the architecture (:data:`.architectures.ARCHITECTURES`: model, criterion,
+checkpoint args), the loss (:data:`partial_csl.losses.LOSSES`), the dataset format (:data:`.data.DATASETS`) and the
+partial-label simulator (:data:`partial_csl.data.partial.SIMULATORS`). The optimiser is the CSL recipe: Adam with L2
+decay on weights only, OneCycle stepped per iteration, an EMA copy of the weights.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from timm.utils import ModelEmaV3
+from torch import nn
+from torch.optim.lr_scheduler import OneCycleLR
+
+from ..models import convert_sync_norm
+from .architectures import build_model, get_architecture
+from .config import TrainConfig
+from .data import LabelSpace
+from .distributed import DistInfo
+
+
+@dataclass
+class TrainingParts:
+    """Everything a stage trains with. ``model`` is the bare network (what checkpoints hold); ``train_model`` is the
+    same network, wrapped in DistributedDataParallel under torchrun (what the training step calls)."""
+
+    model: nn.Module
+    train_model: nn.Module
+    criterion: nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: OneCycleLR
+    ema: ModelEmaV3 | None
+    scaler: torch.amp.GradScaler
+    regulariser: Callable[[], torch.Tensor] | None
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
+    """Adam with L2 decay on weights only; biases and norm parameters (1-D) get none (the CSL recipe)."""
+    decay, no_decay = [], []
+    for name, param in model.named_parameters():
+        if param.requires_grad:
+            (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
+    return torch.optim.Adam([{"params": no_decay, "weight_decay": 0.0},
+                             {"params": decay, "weight_decay": weight_decay}], lr=lr)
+
+
+def build_stage_model(cfg: TrainConfig, labels: LabelSpace, device: torch.device) -> nn.Module:
+    """A fresh model of ``cfg.arch`` for ``labels`` (pretrained weights loaded when ``cfg.model_path`` is set)."""
+    arch_args = get_architecture(cfg.arch).arch_args(cfg, labels)
+    return build_model(cfg.arch, cfg.model_name, len(labels.class_names), pretrained=cfg.model_path, norm=cfg.norm,
+                       device=device, **arch_args)
+
+
+def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+    """The loss ``cfg.arch`` trains under, in partial-label ``mode`` (with ``prior`` for the selective mode)."""
+    return get_architecture(cfg.arch).criterion(cfg, mode, prior, labels)
+
+
+def _wrap_for_training(model: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> nn.Module:
+    """Under torchrun: synchronised norm layers on request, then DDP, which all-reduces (averages) the gradients of
+    every backward pass across processes. The caller keeps the bare model for checkpoints and evaluation."""
+    if not info.enabled:
+        return model
+    if cfg.sync_bn:
+        model = convert_sync_norm(model)
+    device_ids = [device.index] if device.type == "cuda" else None
+    return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
+
+
+def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.ndarray | None, device: torch.device,
+                   info: DistInfo, epochs: int, steps_per_epoch: int, amp_dtype: torch.dtype | None) -> TrainingParts:
+    """Model, criterion, optimiser, OneCycle schedule over ``epochs * steps_per_epoch`` steps, EMA and scaler."""
+    model = build_stage_model(cfg, labels, device)
+    train_model = _wrap_for_training(model, cfg, device, info)
+    model = getattr(train_model, "module", train_model)  # the wrapped copy when sync-norm layers were swapped in
+    criterion = build_criterion(cfg, mode, prior, labels).to(device)
+    # the criterion's parameters (e.g. uncertainty weighting's log-variances) train with the model
+    optimizer = build_optimizer(nn.ModuleList([model, criterion]), cfg.lr, cfg.weight_decay)
+    pct_start = 0.2
+    if pct_start * epochs * steps_per_epoch == 1:  # OneCycleLR divides by (pct_start * steps - 1): 5 steps crash
+        pct_start = 0.3
+    scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
+                           pct_start=pct_start)
+    ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
+    scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
+    regulariser = (lambda: cfg.latent_reg * model.regulariser()) if hasattr(model, "regulariser") else None
+    return TrainingParts(model, train_model, criterion, optimizer, scheduler, ema, scaler, regulariser)

@@ -1,0 +1,41 @@
+"""What a run writes about itself as it goes: ``config.json``, ``metrics.csv``, TensorBoard scalars, the log line."""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+from pathlib import Path
+
+from .config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+def write_run_config(run_dir: Path, cfg: TrainConfig, facts: dict) -> Path:
+    """``config.json``: every resolved setting plus the facts of this run (device, versions, data sizes)."""
+    path = run_dir / "config.json"
+    path.write_text(json.dumps({"config": cfg.to_dict(), **facts}, indent=2) + "\n")
+    return path
+
+
+def write_metrics_csv(history: list[dict], path: Path) -> None:
+    """One row per epoch and stage; the columns are the union over rows (stages may log different ones)."""
+    columns = list(dict.fromkeys(k for row in history for k in row))
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(history)
+
+
+def append_epoch(run_dir: Path, history: list[dict], row: dict, writer, epochs: int, improved: bool) -> None:
+    """Record the epoch ``row`` (already in ``history``): metrics.csv, TensorBoard and one log line."""
+    write_metrics_csv(history, run_dir / "metrics.csv")
+    stage, epoch = row["stage"], row["epoch"]
+    for key in ("train_loss", "val_mAP", "val_mAP_ema"):
+        if row[key] != "":
+            writer.add_scalar(f"{stage}/{key}", row[key], epoch)
+    acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
+    log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch, epochs,
+             row["train_loss"], row["lr"], row["val_mAP"], row["val_mAP_ema"], acc_text, row["seconds"],
+             " *best*" if improved else "")

@@ -1,0 +1,71 @@
+"""The training loader of a run: its sampler (uniform shuffling or per-image weights), its length, its report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from torch.utils.data import DataLoader
+
+from ..data.sampling import (
+    RepeatAwareDataset,
+    RepeatAwareSampler,
+    expected_distribution,
+    repeat_factors,
+    sampling_weights,
+)
+from ..data.transforms import build_strong_transform
+from ..reports.distribution import write_distribution
+from .config import TrainConfig
+from .data import LabelledImages, LabelSpace, make_loader
+from .distributed import DistInfo, ShardedShuffleSampler
+
+
+def training_sample_weights(cfg: TrainConfig, labels: LabelSpace, train: LabelledImages) -> np.ndarray | None:
+    """Per-image sampling weights of ``cfg.sampler`` (None for uniform shuffling), from the known labels only."""
+    if cfg.sampler == "uniform":
+        return None
+    if labels.schema is not None:
+        return sampling_weights(cfg.sampler, train.values, labels.schema, cfg.repeat_threshold,
+                                cfg.sampler_max_weight)
+    if cfg.sampler == "raking":
+        raise ValueError("--sampler raking needs attribute data (it balances each attribute's classes)")
+    weights = repeat_factors(train.targets, cfg.repeat_threshold)
+    return weights / weights.mean()
+
+
+def write_sampler_report(cfg: TrainConfig, labels: LabelSpace, train: LabelledImages, weights: np.ndarray | None,
+                         run_dir: Path) -> None:
+    """Class distribution per attribute of the data and of the sampler's expected draw (exact, from the weights)."""
+    if weights is None or labels.schema is None:
+        return
+    values = train.values
+    dist = pd.concat([expected_distribution(values, labels.schema, np.ones(len(values)), "data"),
+                      expected_distribution(values, labels.schema, weights, f"{cfg.sampler} sampler")])
+    write_distribution(dist, run_dir, "sampler_distribution", f"Training distribution under the {cfg.sampler} sampler")
+
+
+def _sampler(n: int, weights: np.ndarray | None, seed: int, info: DistInfo):
+    if weights is None:
+        return ShardedShuffleSampler(n, seed, info.rank, info.world_size)
+    return RepeatAwareSampler(weights, n, seed, info.rank, info.world_size)
+
+
+def train_loader(cfg: TrainConfig, train: LabelledImages, weights: np.ndarray | None, seed: int,
+                 info: DistInfo) -> DataLoader:
+    """This epoch's loader: seeded shuffling or weighted draws (repeats get a stronger augmentation), this rank's
+    shard of every global batch."""
+    dataset = train.dataset(cfg.image_size, train=True, augment=cfg.augment)
+    if weights is not None:
+        dataset = RepeatAwareDataset(dataset, build_strong_transform(cfg.image_size))
+    return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed,
+                       sampler=_sampler(len(train), weights, seed, info))
+
+
+def steps_per_epoch(cfg: TrainConfig, n_images: int, weights: np.ndarray | None, info: DistInfo) -> int:
+    """Optimiser steps in one epoch, as :func:`train_loader` will yield them (its drop-last rule included)."""
+    per_rank = len(_sampler(n_images, weights, 0, info))
+    drop_last = per_rank > cfg.batch_size
+    steps = per_rank // cfg.batch_size if drop_last else -(-per_rank // cfg.batch_size)
+    return max(steps, 1)
