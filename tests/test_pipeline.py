@@ -11,7 +11,7 @@ import images_train_test_valid_split as split_script
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from partial_csl.engine.checkpoint import load_checkpoint
+from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.trainer import NonFiniteLossError, train_one_epoch
 
 
@@ -159,3 +159,33 @@ def test_non_finite_loss_names_epoch_and_step():
         train_one_epoch(model, batches, NanLoss(), optimizer, scheduler, torch.device("cpu"), epoch=2, stage="main",
                         ema=None, scaler=torch.amp.GradScaler("cpu", enabled=False), amp_dtype=None, grad_clip=0.0,
                         step_budget=[None])
+
+
+@pytest.mark.parametrize("loss", ["bce", "focal", "asl", "zlpr"])
+def test_every_loss_of_the_registry_trains_through_train_py(split_data, tmp_path, loss):
+    run = tmp_path / loss
+    assert train_script.main(train_args(split_data, run, "--loss", loss, "--epochs", "1")) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert metrics["stage"].tolist() == ["main"]  # no prior stage: only partial_asl's selective mode needs priors
+    assert metrics["train_loss"].notna().all() and (metrics["train_loss"] > 0).all()
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    assert ckpt["loss"] == loss and ckpt["priors"] is None
+    assert json.loads((run / "config.json").read_text())["config"]["loss"] == loss
+
+
+def test_loss_flag_is_refused_for_the_per_attribute_heads(split_data, tmp_path, capsys):
+    assert train_script.main(train_args(split_data, tmp_path / "r", "--arch", "mtl", "--loss", "bce")) == 2
+    assert "--loss applies to --arch csl" in capsys.readouterr().err
+
+
+def test_checkpoints_of_format_1_with_every_architectures_args_still_load(split_data, tmp_path):
+    run = tmp_path / "run"
+    assert train_script.main(train_args(split_data, run, "--partial_loss_mode", "ignore", "--epochs", "1")) == 0
+    ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
+    old = {**ckpt, "arch_args": {"group_sizes": [7, 4, 10], "latent_tasks": 32, "branch_model": "resnet18",
+                                 "afa_stages": (4,), "afa_grad_balance": False}}
+    old.pop("loss")
+    model = model_from_checkpoint(old)
+    images = torch.rand(2, 3, 32, 32)
+    reference = model_from_checkpoint(ckpt)
+    torch.testing.assert_close(model(images), reference(images))
