@@ -1,4 +1,9 @@
-"""A map-style dataset of (image tensor, target vector) for any multi-label target matrix."""
+"""A map-style dataset of (image tensor, target vector) for any multi-label target matrix.
+
+Images are read by :func:`partial_csl.data.images.load_rgb` (re-exported here), the package's one image reader, so
+a file that cannot be decoded at training time raises :class:`~partial_csl.data.images.ImageLoadError` naming it
+instead of PIL's anonymous ``OSError: image file is truncated``.
+"""
 
 from __future__ import annotations
 
@@ -7,16 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
-from .labels import resolve_image_path
+from .images import ImageLoadError, load_rgb, resolve_image_path
 
-
-def load_rgb(path: str | Path) -> Image.Image:
-    """Open an image as RGB (grayscale, palette and RGBA inputs included)."""
-    with Image.open(path) as img:
-        return img.convert("RGB")
+__all__ = ["ImageLoadError", "MultiLabelImageDataset", "load_rgb"]
 
 
 class MultiLabelImageDataset(Dataset):
@@ -39,7 +39,12 @@ class MultiLabelImageDataset(Dataset):
 
     def get(self, index: int, transform: Callable | None) -> tuple[torch.Tensor, torch.Tensor]:
         """Item ``index`` under another ``transform`` (e.g. a stronger augmentation for a repeated draw)."""
-        img = load_rgb(resolve_image_path(self.image_dir, self.filenames[index]))
+        name = self.filenames[index]
+        try:
+            path = resolve_image_path(self.image_dir, name)
+        except ValueError as err:
+            raise ImageLoadError(str(err)) from err
+        img = load_rgb(path, name=f"{name!r} (in {self.image_dir})")
         if transform is not None:
             img = transform(img)
         return img, self.targets[index]
