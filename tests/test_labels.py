@@ -67,7 +67,7 @@ def test_every_bad_row_is_reported_with_line_column_and_value(tmp_path):
     assert str(path) in message
     expected = [
         "line 3, column 'neck', value '7': out of range 0..6",
-        "line 4, column 'filename', value 'dup.png': duplicate filename (first on line 3)",
+        "line 4, column 'filename', value 'dup.png': duplicate of line 3",
         "line 4, column 'sleeve_length', value 'x': not a number",
         "line 5, column 'filename', value '': empty filename",
         "line 6, column 'filename', value 'missing.png': image file not found",

@@ -65,7 +65,7 @@ def test_split_reports_every_planted_fault_and_touches_nothing(tmp_path, capsys)
 
     assert run_split(faulty, images, tmp_path / "out") == 2
     err = capsys.readouterr().err
-    for text in ("line 4, column 'neck', value '12'", "line 6, column 'filename'", "duplicate filename",
+    for text in ("line 4, column 'neck', value '12'", "line 6, column 'filename'", "duplicate of line 5",
                  "line 9, column 'filename', value 'ghost.png': image file not found",
                  "line 11, column 'sleeve_length', value 'one': not a number"):
         assert text in err

@@ -32,7 +32,7 @@ def iterative_stratification(labels: np.ndarray, ratios: list[float], seed: int)
     if np.any(ratios < 0) or not np.isclose(ratios.sum(), 1.0):
         raise ValueError(f"ratios must be non-negative and sum to 1, got {ratios.tolist()}")
     rng = np.random.default_rng(seed)
-    n, n_classes = labels.shape
+    n = labels.shape[0]
     n_splits = len(ratios)
     per_class = labels.sum(axis=0).astype(np.float64)
     want_rows = ratios * n
