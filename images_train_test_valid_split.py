@@ -1,5 +1,8 @@
 """Split an attribute CSV into train/valid/test CSVs, stratified and seeded; images and the input CSV are only read.
 
+An output that would land on an input (``--csv DIR/train.csv --out-dir DIR``, or a link to it) is refused before
+anything is written.
+
     python images_train_test_valid_split.py --csv attributes.csv --images images/ --out-dir data/split
 """
 
@@ -9,7 +12,7 @@ import argparse
 import sys
 
 from partial_csl.data.schema import load_schema
-from partial_csl.engine.split import rebalance_train_split, split_attribute_csv
+from partial_csl.engine.split import check_split_paths, rebalance_train_split, split_attribute_csv
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -36,6 +39,8 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
+        check_split_paths(args.csv, args.images, args.out_dir, bool(args.rebalance),
+                          [args.schema] if args.schema else [])
         schema = load_schema(args.schema)
         summary = split_attribute_csv(args.csv, args.images, args.out_dir, schema, tuple(args.ratios), args.seed,
                                       args.on_bad_rows)

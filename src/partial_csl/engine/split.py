@@ -1,11 +1,18 @@
-"""Split an attribute CSV into train/valid/test CSVs with a distribution report; writes only to ``out_dir``."""
+"""Split an attribute CSV into train/valid/test CSVs with a distribution report; writes only to ``out_dir``.
+
+Every output path is checked against every input (the CSV, the image folder and each image, the schema file)
+before any work, by resolved path and by inode, and every file is written as a new file (temp file + rename): the
+rebalanced image folder holds hard links to the originals, so opening one of its paths for writing could change an
+original.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import random
-import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -13,15 +20,49 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..data.dataset import load_rgb
+from ..data.images import load_rgb
 from ..data.labels import FILENAME_COLUMN, read_attribute_csv, resolve_image_path, write_label_csv, write_rejected_rows
 from ..data.sampling import expected_distribution, sampling_weights
 from ..data.schema import AttributeSchema
 from ..data.split import class_distribution, iterative_stratification, known_positive_matrix
 from ..data.transforms import build_offline_augmentation
 from ..reports.distribution import distribution_markdown, write_distribution
+from ..safe_io import atomic_open, atomic_write_text, refuse_inputs_as_outputs, replace_with_link
 
 SPLIT_NAMES = ("train", "valid", "test")
+REPORT_SUFFIXES = (".csv", ".md", ".png")
+
+
+def split_outputs(out_dir: str | Path) -> list[Path]:
+    """Every file :func:`split_attribute_csv` may write."""
+    out_dir = Path(out_dir)
+    names = [f"{s}.csv" for s in SPLIT_NAMES] + ["rejected_rows.csv", "split_summary.json"]
+    return [out_dir / n for n in names] + [out_dir / f"split_distribution{x}" for x in REPORT_SUFFIXES]
+
+
+def rebalance_outputs(out_dir: str | Path) -> list[Path]:
+    """The files and the folder :func:`rebalance_train_split` writes (the folder's content is checked per file)."""
+    out_dir = Path(out_dir)
+    return [out_dir / "rebalanced_images", out_dir / "train_rebalanced.csv",
+            *(out_dir / f"rebalance_distribution{x}" for x in REPORT_SUFFIXES)]
+
+
+def check_split_paths(csv_path: str | Path, image_dir: str | Path, out_dir: str | Path, rebalance: bool = False,
+                      extra_inputs: Iterable[str | Path] = ()) -> None:
+    """Refuse (OutputIsInputError) before any work when an output of the split (and rebalancing) is an input."""
+    outputs = split_outputs(out_dir) + (rebalance_outputs(out_dir) if rebalance else [])
+    refuse_inputs_as_outputs(outputs, [csv_path, image_dir, *extra_inputs])
+
+
+def write_reports(dist: pd.DataFrame, out_dir: Path, stem: str, title: str) -> dict[str, Path]:
+    """:func:`write_distribution` into a fresh temp folder, then each file renamed into ``out_dir`` (new files)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = {}
+    with tempfile.TemporaryDirectory(dir=out_dir, prefix=f".{stem}.") as temp:
+        for key, path in write_distribution(dist, temp, stem, title).items():
+            final[key] = out_dir / path.name
+            os.replace(path, final[key])
+    return final
 
 
 def split_attribute_csv(csv_path: str | Path, image_dir: str | Path, out_dir: str | Path, schema: AttributeSchema,
@@ -29,7 +70,9 @@ def split_attribute_csv(csv_path: str | Path, image_dir: str | Path, out_dir: st
                         on_bad_rows: str = "error") -> dict:
     """Write ``train.csv``, ``valid.csv``, ``test.csv`` and ``split_distribution.{csv,md,png}`` into ``out_dir``."""
     out_dir = Path(out_dir)
+    check_split_paths(csv_path, image_dir, out_dir)
     table = read_attribute_csv(csv_path, schema, image_dir=image_dir, on_bad_rows=on_bad_rows)
+    refuse_inputs_as_outputs(split_outputs(out_dir), [resolve_image_path(Path(image_dir), n) for n in table.filenames])
     out_dir.mkdir(parents=True, exist_ok=True)
     rejected_path = None
     if table.rejected:
@@ -38,25 +81,62 @@ def split_attribute_csv(csv_path: str | Path, image_dir: str | Path, out_dir: st
     parts = {name: table.subset(np.flatnonzero(assignment == k)) for k, name in enumerate(SPLIT_NAMES)}
     files = {name: str(write_label_csv(part.raw, out_dir / f"{name}.csv")) for name, part in parts.items()}
     dist = class_distribution({"all": table, **parts})
-    report = write_distribution(dist, out_dir, "split_distribution", "Split class distribution")
+    report = write_reports(dist, out_dir, "split_distribution", "Split class distribution")
     summary = {
         "csv": str(csv_path), "images": str(image_dir), "seed": seed, "ratios": list(ratios),
         "rows": {name: len(part) for name, part in parts.items()}, "files": files,
         "rejected_rows": len(table.rejected), "rejected_file": str(rejected_path) if rejected_path else None,
         "schema": schema.to_dict(),
     }
-    (out_dir / "split_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic_write_text(out_dir / "split_summary.json", json.dumps(summary, indent=2) + "\n")
     summary["distribution_markdown"] = distribution_markdown(dist)
     summary["report"] = {k: str(v) for k, v in report.items()}
     return summary
 
 
-def _link_or_copy(source: Path, target: Path) -> None:
-    """A hard link (no extra disk) where the file system allows it, else a copy; the source is never modified."""
-    try:
-        os.link(source, target)
-    except OSError:
-        shutil.copy2(source, target)
+def copy_names(originals: Sequence[str], copies: Sequence[int]) -> list[list[str]]:
+    """Names of the augmented copies: ``<stem>_rb<k>_<ext>.png`` (``a.jpg`` -> ``a_rb1_jpg.png``), each distinct
+    from every original (and from its folders) and from every other copy, compared case-insensitively (for
+    case-insensitive file systems); a taken name moves on to the next ``k``."""
+    taken = {n.casefold() for n in originals}
+    taken |= {str(parent).casefold() for n in originals for parent in Path(n).parents}
+    names = []
+    for original, count in zip(originals, copies):
+        path = Path(original)
+        ext = f"_{path.suffix[1:]}" if path.suffix else ""
+        mine, k = [], 0
+        while len(mine) < count:
+            k += 1
+            candidate = path.with_name(f"{path.stem}_rb{k}{ext}.png").as_posix()
+            if candidate.casefold() not in taken:
+                taken.add(candidate.casefold())
+                mine.append(candidate)
+        names.append(mine)
+    return names
+
+
+def _copy_counts(weights: np.ndarray, max_copies: int, max_total: int | None) -> np.ndarray:
+    """``round(w / w_min) - 1`` copies per image, capped per image and in all (highest weights first)."""
+    copies = np.minimum(np.rint(weights / weights.min()).astype(int) - 1, max_copies)
+    budget = len(weights) if max_total is None else max_total
+    for i in np.argsort(-weights, kind="stable"):
+        copies[i] = min(copies[i], budget)
+        budget -= copies[i]
+    return copies
+
+
+def _write_images(sources: list[Path], originals: list[str], generated: list[list[str]], images_out: Path) -> None:
+    """Hard-link (or copy) every original and write every augmented copy, each as a new directory entry."""
+    augment = build_offline_augmentation()
+    items = zip(sources, originals, generated)
+    for source, name, new_names in tqdm(items, total=len(sources), desc="rebalancing", unit="img", disable=None):
+        replace_with_link(source, images_out / name)
+        if not new_names:
+            continue
+        img = load_rgb(source)
+        for new_name in new_names:
+            with atomic_open(images_out / new_name, "wb") as f:
+                augment(img).save(f, format="PNG")
 
 
 def rebalance_train_split(train_csv: str | Path, image_dir: str | Path, out_dir: str | Path,
@@ -66,44 +146,34 @@ def rebalance_train_split(train_csv: str | Path, image_dir: str | Path, out_dir:
 
     Each training image gets ``round(w / w_min) - 1`` copies (at most ``max_copies``; at most ``max_total`` in all,
     the highest weights first), with ``w`` the ``balanced`` or ``raking`` sampling weight. Everything goes to
-    ``out_dir``: ``rebalanced_images/`` (the originals hard-linked or copied, plus ``<stem>_rb<k>.png`` copies),
-    ``train_rebalanced.csv`` and ``rebalance_distribution.{csv,md,png}`` (before and after).
+    ``out_dir``: ``rebalanced_images/`` (the originals hard-linked or copied under their path relative to the image
+    folder, plus the copies named by :func:`copy_names`), ``train_rebalanced.csv`` (whose filenames are those
+    relative paths) and ``rebalance_distribution.{csv,md,png}`` (before and after). No output may be an input.
     """
     out_dir, image_dir = Path(out_dir), Path(image_dir)
+    outputs = rebalance_outputs(out_dir)
+    refuse_inputs_as_outputs(outputs, [train_csv, image_dir])
     table = read_attribute_csv(train_csv, schema, image_dir=image_dir)
-    weights = sampling_weights(kind, table.values, schema, threshold)
-    copies = np.minimum(np.rint(weights / weights.min()).astype(int) - 1, max_copies)
-    budget = len(table) if max_total is None else max_total
-    for i in np.argsort(-weights, kind="stable"):
-        copies[i] = min(copies[i], budget)
-        budget -= copies[i]
-    images_out = out_dir / "rebalanced_images"
-    images_out.mkdir(parents=True, exist_ok=True)
+    sources = [resolve_image_path(image_dir, name) for name in table.filenames]
+    originals = [s.relative_to(image_dir.resolve()).as_posix() for s in sources]
+    copies = _copy_counts(sampling_weights(kind, table.values, schema, threshold), max_copies, max_total)
+    generated = copy_names(originals, copies)
+    images_out = outputs[0]
+    planned = [images_out / n for n in originals] + [images_out / n for names in generated for n in names]
+    refuse_inputs_as_outputs(planned, [train_csv, image_dir, *sources], by_inode=False)
+    refuse_inputs_as_outputs(outputs[1:], [*sources])
     random.seed(seed)
     torch.manual_seed(seed)
-    augment = build_offline_augmentation()
-    rows, values = [table.raw], [table.values]
-    for i, name in enumerate(tqdm(table.filenames, desc="rebalancing", unit="img", disable=None)):
-        source = resolve_image_path(image_dir, name)
-        target = images_out / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        if not target.exists():
-            _link_or_copy(source, target)
-        if copies[i] == 0:
-            continue
-        img = load_rgb(source)
-        stem = Path(name).with_suffix("")
-        new_rows = table.raw.iloc[[i] * int(copies[i])].copy()
-        new_rows[FILENAME_COLUMN] = [f"{stem}_rb{k}.png" for k in range(1, copies[i] + 1)]
-        for new_name in new_rows[FILENAME_COLUMN]:
-            augment(img).save(images_out / new_name)
-        rows.append(new_rows)
-        values.append(np.repeat(table.values[i:i + 1], copies[i], axis=0))
+    _write_images(sources, originals, generated, images_out)
+    rows = [table.raw.assign(**{FILENAME_COLUMN: originals})]
+    rows += [table.raw.iloc[[i] * len(names)].assign(**{FILENAME_COLUMN: names})
+             for i, names in enumerate(generated) if names]
     extended = pd.concat(rows, ignore_index=True)
+    values = np.concatenate([table.values, np.repeat(table.values, copies, axis=0)])
     csv_out = write_label_csv(extended, out_dir / "train_rebalanced.csv")
     before = expected_distribution(table.values, schema, np.ones(len(table)), "train")
-    after = expected_distribution(np.concatenate(values), schema, np.ones(len(extended)), "train + copies")
-    report = write_distribution(pd.concat([before, after]), out_dir, "rebalance_distribution",
-                                f"Offline rebalancing ({kind}): class distribution before and after")
+    after = expected_distribution(values, schema, np.ones(len(extended)), "train + copies")
+    report = write_reports(pd.concat([before, after]), out_dir, "rebalance_distribution",
+                           f"Offline rebalancing ({kind}): class distribution before and after")
     return {"csv": str(csv_out), "images": str(images_out), "copies": int(copies.sum()),
             "rows": len(extended), "report": {k: str(v) for k, v in report.items()}}
