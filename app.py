@@ -72,7 +72,7 @@ def main() -> None:
         root = Path(args.images_dir)
         chosen = st.multiselect(f"Or pick from {root}", [str(p.relative_to(root)) for p in list_images(root)])
         for name in chosen:
-            image, error = open_upload(name, (root / name).read_bytes())
+            image, error = open_upload(name, root / name)
             if error:
                 st.error(error)
             else:

@@ -6,13 +6,14 @@ preprocessing and the classes come from the checkpoint.
 
 from __future__ import annotations
 
-import io
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
+from ..data.images import ImageLoadError, ImageTooLargeError, describe_error, load_rgb
 from ..engine.predict import Predictor
 
 
@@ -26,14 +27,17 @@ class ImageResult:
     labels: pd.DataFrame | None = None  # non-attribute checkpoints: label, probability (all, sorted)
 
 
-def open_upload(name: str, data: bytes) -> tuple[Image.Image | None, str | None]:
-    """Decode uploaded bytes as an RGB image; a non-image or corrupt file gives a message instead."""
+def open_upload(name: str, data: bytes | Path) -> tuple[Image.Image | None, str | None]:
+    """Decode an upload (its bytes) or a file of the image folder as RGB, exactly as ``infer.py`` and training read
+    images (:func:`~partial_csl.data.images.load_rgb`); a non-image, corrupt or too large file gives a message for
+    the page instead of an exception."""
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB"), None
-    except (UnidentifiedImageError, OSError, ValueError) as err:
-        return None, f"{name}: not a readable image ({type(err).__name__}). Upload a JPEG, PNG or similar file."
+        return load_rgb(data, name=name), None
+    except ImageTooLargeError as err:
+        return None, f"{err}. Upload a smaller image."
+    except ImageLoadError as err:
+        return None, (f"{name}: not a readable image ({describe_error(err.__cause__)}). "
+                      "Upload a JPEG, PNG or similar file.")
 
 
 def describe(predictor: Predictor, named_images: list[tuple[str, Image.Image]]) -> list[ImageResult]:

@@ -1,4 +1,9 @@
-"""Predict attributes (or labels) for images and write a CSV; unreadable images are reported and skipped."""
+"""Predict attributes (or labels) for images and write a CSV; unreadable images are reported and skipped.
+
+The inputs (the CSV, the images, the model file and its sidecar) are never overwritten: an ``--output`` that is one
+of them, by path or by inode, is refused before the model is loaded, and the predictions and the failures list are
+written as new files (temp file + rename).
+"""
 
 from __future__ import annotations
 
@@ -7,26 +12,67 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..data.labels import FILENAME_COLUMN, resolve_image_path
+from ..data.labels import FILENAME_COLUMN, read_filename_column
+from ..safe_io import atomic_open, atomic_write_text, refuse_inputs_as_outputs
 from .predict import OnnxPredictor, Predictor, list_images
 
 
 def collect_inputs(image: str | None, images: str | None, csv_path: str | None) -> tuple[list[Path], list[str]]:
-    """The files to predict and the name each gets in the output (relative to the image folder)."""
+    """The files to predict and the name each gets in the output (relative to the image folder).
+
+    A CSV's filename column is validated first, with line numbers (an empty name or one outside the folder is an
+    error, as are an unreadable or ragged CSV); a listed image that is missing or unreadable is a per-image failure.
+    """
     if image:
         return [Path(image)], [Path(image).name]
     if csv_path:
         if not images:
             raise ValueError("--csv needs --images (the folder its filenames are relative to)")
-        frame = pd.read_csv(csv_path, dtype=str, keep_default_na=False)
-        if FILENAME_COLUMN not in frame.columns:
-            raise ValueError(f"{csv_path}: no {FILENAME_COLUMN!r} column")
-        names = [n.strip() for n in frame[FILENAME_COLUMN]]
-        return [resolve_image_path(Path(images), n) for n in names], names
+        rows = read_filename_column(csv_path, images)
+        return [path for _, _, path in rows], [name for _, name, _ in rows]
     if images:
         paths = list_images(images)
         return paths, [str(p.relative_to(images)) for p in paths]
     raise ValueError("give one of --image, --images or --csv with --images")
+
+
+def failures_path(output: str | Path) -> Path:
+    """Where the unreadable images of a run are listed, beside the predictions."""
+    return Path(output).with_suffix(".failures.json")
+
+
+def _model_files(checkpoint: str | Path | None, onnx: str | Path | None) -> list[Path]:
+    if onnx is not None:
+        return [Path(onnx), Path(f"{onnx}.json")]
+    return [Path(checkpoint)]
+
+
+def check_outputs(output: str | Path, inputs: list[Path]) -> None:
+    """Refuse an output that is a folder or that is (or would overwrite) any input."""
+    output = Path(output)
+    if output.is_dir():
+        raise ValueError(f"--output {output} is a folder; give the path of the CSV file to write")
+    refuse_inputs_as_outputs([output, failures_path(output)], inputs)
+
+
+def _names_done(paths: list[Path], names: list[str], done: list[Path]) -> list[str]:
+    """The output name of each predicted path (``done`` is ``paths`` in order, less the failures)."""
+    out, k = [], 0
+    for path, name in zip(paths, names):
+        if k < len(done) and done[k] == Path(path):
+            out.append(name)
+            k += 1
+    return out
+
+
+def write_predictions(output: Path, rows: dict[str, list], failed: dict[str, str]) -> None:
+    """The predictions CSV and, when some images failed, its failures list (a stale one is removed)."""
+    with atomic_open(output, "w", newline="") as f:
+        pd.DataFrame(rows).to_csv(f, index=False, lineterminator="\n")
+    if failed:
+        atomic_write_text(failures_path(output), json.dumps(failed, indent=2) + "\n")
+    else:
+        failures_path(output).unlink(missing_ok=True)
 
 
 def run_inference(checkpoint: str | Path | None, output: str | Path, image: str | None = None,
@@ -36,15 +82,16 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, image: str 
     """Predict with a checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), same pre/post-processing."""
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of --checkpoint and --onnx")
+    paths, names = collect_inputs(image, images, csv_path)
+    given = [p for p in (image, images, csv_path) if p]
+    check_outputs(output, [*_model_files(checkpoint, onnx), *map(Path, given), *paths])
     if onnx is not None:
         predictor = OnnxPredictor(onnx)
     else:
         predictor = Predictor.from_checkpoint(checkpoint, device, channels_last=channels_last,
                                               compile_model=compile_model, amp=amp)
-    paths, names = collect_inputs(image, images, csv_path)
-    name_of = {str(p): n for p, n in zip(paths, names)}
     done, probs, failures = predictor.predict_files(paths, batch_size)
-    rows: dict[str, list] = {FILENAME_COLUMN: [name_of[str(p)] for p in done]}
+    rows: dict[str, list] = {FILENAME_COLUMN: _names_done(paths, names, done)}
     if predictor.schema is not None:
         for attribute, classes in predictor.attribute_predictions(probs).items():
             rows[attribute] = classes.tolist()
@@ -52,10 +99,7 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, image: str 
         rows["labels"] = [";".join(c for c, p in zip(predictor.class_names, row) if p >= threshold) for row in probs]
     for c, name in enumerate(predictor.class_names):
         rows[f"prob_{name}"] = [round(float(v), 6) for v in probs[:, c]]
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    pd.DataFrame(rows).to_csv(output, index=False, lineterminator="\n")
+    name_of = {str(p): n for p, n in zip(paths, names)}
     failed = {name_of.get(p, p): reason for p, reason in failures.items()}
-    if failed:
-        output.with_suffix(".failures.json").write_text(json.dumps(failed, indent=2) + "\n")
+    write_predictions(Path(output), rows, failed)
     return {"output": str(output), "predicted": len(done), "failed": failed}

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
-from ..data.dataset import load_rgb
+from ..data.images import ImageLoadError, load_rgb, to_rgb
 from ..data.schema import AttributeSchema
 from ..data.transforms import build_transform
 from ..models import logits_to_probabilities, optimize_for_inference
@@ -56,12 +56,17 @@ class Predictor:
     def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch_size):
-            batch = torch.stack([self.transform(img.convert("RGB")) for img in images[start:start + batch_size]])
+            chunk = images[start:start + batch_size]
+            batch = torch.stack([self.transform(img if img.mode == "RGB" else to_rgb(img)) for img in chunk])
             out.append(self.run_batch(batch))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
     def predict_files(self, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[Path], np.ndarray, dict]:
-        """Predict every readable file; returns (predicted paths, probabilities, {unreadable path: reason})."""
+        """Predict every readable file; returns (predicted paths, probabilities, {unreadable path: reason}).
+
+        One bad file (corrupt, truncated, over the pixel limit) is a failure of that file only: it goes to the
+        returned failures and every other file is still predicted.
+        """
         done, probs, failures = [], [], {}
         for start in range(0, len(paths), batch_size):
             images, names = [], []
@@ -69,8 +74,8 @@ class Predictor:
                 try:
                     images.append(load_rgb(path))
                     names.append(Path(path))
-                except (OSError, UnidentifiedImageError, ValueError) as err:
-                    failures[str(path)] = f"{type(err).__name__}: {err}"
+                except ImageLoadError as err:  # load_rgb reports every failure of one file as this
+                    failures[str(path)] = str(err)
                     log.warning("skipping unreadable image %s (%s)", path, err)
             if images:
                 probs.append(self.predict(images, batch_size))
