@@ -21,10 +21,12 @@ from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS
 from partial_csl.engine.architectures import ARCHITECTURES
+from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.data import DATASETS
 from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
 from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
+from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.priors import PRIOR_ESTIMATES
 
@@ -128,7 +130,8 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     add("output_dir", help="run folder (default outputs/<model>-<mode>-<time>)")
     add("seed", type=int)
     add("device", help="auto, cpu, cuda, cuda:1 ...")
-    add("resume", action="store_true", help="continue from the run folder's last checkpoint")
+    add("resume", action="store_true", help="continue the run in --output-dir (its settings must be the same)")
+    add("overwrite", action="store_true", help="replace the run in --output-dir (its files only) by a new one")
     add("threshold", type=float, help="decision threshold of CP/CR/OP/OR")
     add("stop_after_steps", type=int, help="stop (as if killed) after this many steps; for crash tests")
 
@@ -151,7 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 3
-    except (LabelFileError, ValueError, FileNotFoundError, NonFiniteLossError) as err:
+    except (LabelFileError, ValueError, FileNotFoundError, NonFiniteLossError, CheckpointError,
+            PretrainedLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(f"best val mAP {summary['best_val_mAP']:.2f} ({summary['best_weights']} weights)")

@@ -22,6 +22,8 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from .safe_io import atomic_write_text
+
 PRIOR_COLUMNS = ("class", "prior")
 PRIOR_ESTIMATES = ("mean", "em")
 
@@ -30,13 +32,42 @@ class PriorFileError(ValueError):
     pass
 
 
+def evidence_priors(targets: np.ndarray, groups: list[slice] | None = None) -> tuple[np.ndarray, list[str]]:
+    """Priors (C,) of the classes whose labels leave a model nothing to estimate, NaN for the others, and why.
+
+    A class annotated on some images but never positive gets 0: the data say it is rare, while an ignore-mode model,
+    which never saw a positive, outputs whatever its initialisation gives (about 0.5, which the default threshold
+    would then act on). A class never annotated at all (its attribute all ``#N/A``) gets 1/K within its attribute of
+    K classes, or, without attribute groups, the mean annotated positive rate of the other classes: no evidence, so
+    the least committal value.
+    """
+    targets = np.asarray(targets)
+    known, positives = (targets != -1).sum(axis=0), (targets == 1).sum(axis=0)
+    priors = np.full(targets.shape[1], np.nan)
+    evidence = ["model"] * targets.shape[1]
+    rates = positives / np.maximum(known, 1)
+    for c in range(targets.shape[1]):
+        if known[c] == 0:
+            group = next((g for g in groups or [] if g.start <= c < g.stop), None)
+            if group is not None:
+                priors[c] = 1.0 / (group.stop - group.start)
+            else:
+                priors[c] = float(rates[known > 0].mean()) if (known > 0).any() else 0.5
+            evidence[c] = "no annotated label"
+        elif positives[c] == 0:
+            priors[c], evidence[c] = 0.0, "no annotated positive"
+    return priors, evidence
+
+
 def priors_from_probabilities(probs: np.ndarray, targets: np.ndarray | torch.Tensor | None,
-                              method: str = "mean") -> tuple[np.ndarray, dict]:
+                              method: str = "mean", groups: list[slice] | None = None) -> tuple[np.ndarray, dict]:
     """Class priors from an ignore-mode model's probabilities (N, C) over the training images and their targets.
 
     ``mean``: the average probability per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the annotated
     base rates of ``targets`` ({1, 0, -1}), after :func:`recalibrate_to_annotated`. Returns (priors, details) where
-    details holds ``n_images``, ``mean_posterior``, ``annotated_rate`` and ``em_iterations``.
+    details holds ``n_images``, ``mean_posterior``, ``annotated_rate``, ``em_iterations`` and, with ``targets``,
+    ``evidence``: classes without an annotated positive get :func:`evidence_priors` instead (``groups``: the attribute
+    slices, for classes never annotated).
     """
     if method not in PRIOR_ESTIMATES:
         raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
@@ -54,8 +85,12 @@ def priors_from_probabilities(probs: np.ndarray, targets: np.ndarray | torch.Ten
         priors, iterations = em_prior_shift(recalibrate_to_annotated(probs, targets), annotated_rate)
     else:
         priors, iterations = mean, np.zeros(len(mean), dtype=np.int64)
-    return priors, {"n_images": len(probs), "mean_posterior": mean, "annotated_rate": annotated_rate,
-                    "em_iterations": iterations}
+    details = {"n_images": len(probs), "mean_posterior": mean, "annotated_rate": annotated_rate,
+               "em_iterations": iterations}
+    if targets is not None:
+        decided, details["evidence"] = evidence_priors(targets, groups)
+        priors = np.where(np.isnan(decided), priors, decided)
+    return priors, details
 
 
 def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: float = 1e-6,
@@ -146,11 +181,11 @@ def save_priors(path: str | Path, class_names: list[str], priors: np.ndarray, n_
     if len(class_names) != len(priors):
         raise ValueError(f"{len(class_names)} class names but {len(priors)} priors")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = {"class": class_names, "prior": priors, "method": method, **(details or {})}
-    pd.DataFrame(columns).to_csv(path, index=False, float_format="%.6f", lineterminator="\n")
     meta = {"n_images": int(n_images), "method": method, "classes": len(class_names)}
-    path.with_suffix(path.suffix + ".json").write_text(json.dumps(meta, indent=2) + "\n")
+    # the sidecar first, the CSV last: a run resumes from the CSV, so it must appear only when complete
+    atomic_write_text(path.with_suffix(path.suffix + ".json"), json.dumps(meta, indent=2) + "\n")
+    atomic_write_text(path, pd.DataFrame(columns).to_csv(index=False, float_format="%.6f", lineterminator="\n"))
     return path
 
 

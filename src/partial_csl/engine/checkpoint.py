@@ -14,9 +14,7 @@ A checkpoint is a dict of tensors and plain types, written atomically and read w
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -28,7 +26,8 @@ from torch import nn
 from ..data.schema import AttributeSchema
 from ..data.transforms import NORMALIZATION
 from ..models import norm_backend_of
-from .architectures import build_model, get_architecture
+from ..safe_io import atomic_open
+from .architectures import ARCHITECTURES, build_model, get_architecture
 from .config import TrainConfig
 from .data import LabelSpace
 
@@ -44,18 +43,11 @@ class CheckpointError(RuntimeError):
 
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
-    """Write to a temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        torch.save(payload, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-    return path
+    """Write to a new temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint,
+    and the file gets the usual mode (the umask's), not a private temp file's."""
+    with atomic_open(path, "wb") as f:
+        torch.save(payload, f)
+    return Path(path)
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -70,9 +62,32 @@ def load_checkpoint(path: str | Path) -> dict:
         missing = [k for k in REQUIRED_KEYS if not isinstance(ckpt, dict) or k not in ckpt]
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {missing}); "
                               "pretrained backbones go to --model-path instead")
-    if ckpt["format_version"] > FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format version {ckpt['format_version']} is newer than this code supports")
+    _check_fields(ckpt, path)
     return ckpt
+
+
+def _check_fields(ckpt: dict, path: Path) -> None:
+    """The fields everything else trusts: a known format version, architecture and a consistent class list."""
+    version = ckpt["format_version"]
+    if not isinstance(version, int) or isinstance(version, bool) or not 1 <= version <= FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format version {version!r} is not one this code reads (1..{FORMAT_VERSION})")
+    if ckpt.get("arch", "csl") not in ARCHITECTURES:
+        raise CheckpointError(f"{path}: unknown architecture {ckpt.get('arch')!r}")
+    names, count = ckpt["class_names"], ckpt["num_classes"]
+    if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+        raise CheckpointError(f"{path}: class_names is not a list of names")
+    if not isinstance(count, int) or count != len(names):
+        raise CheckpointError(f"{path}: num_classes {count!r} does not match its {len(names)} class names")
+    if not isinstance(ckpt["model_name"], str) or not ckpt["model_name"]:
+        raise CheckpointError(f"{path}: model_name {ckpt['model_name']!r} is not a model name")
+
+
+def check_same_model(ckpt: dict, path: Path, metadata: dict) -> None:
+    """Refuse to continue from ``ckpt`` when it describes another model than the run builds (``metadata``)."""
+    for key in ("arch", "model_name", "class_names", "image_size"):
+        if ckpt.get(key) != metadata[key]:
+            raise CheckpointError(f"{path}: its {key} {ckpt.get(key)!r} differs from this run's {metadata[key]!r}; "
+                                  "it cannot be resumed by this run")
 
 
 def checkpoint_schema(ckpt: dict) -> AttributeSchema | None:
@@ -127,12 +142,16 @@ def training_payload(metadata: dict, parts: TrainingParts, weights: str, metrics
                             "best_weights": progress.best_weights, "rng": _rng_state()}}
 
 
-def restore_training(path: str | Path, parts: TrainingParts) -> tuple[StageProgress, list[dict]]:
+def restore_training(path: str | Path, parts: TrainingParts, metadata: dict) -> tuple[StageProgress, list[dict]]:
     """Load the weights, EMA, optimiser, schedule, scaler and criterion state of ``path`` (a ``last.pt``) into
-    ``parts``; returns the stage's progress and the metric history up to it. Every epoch reseeds itself, so the RNG
-    state saved in the file is a record, not something to restore."""
+    ``parts`` (refused when it describes another model than ``metadata``); returns the stage's progress and the
+    metric history up to it. Every epoch reseeds itself, so the RNG state in the file is a record, not restored."""
     state = load_checkpoint(path)
-    parts.model.load_state_dict(state["model"])
+    check_same_model(state, Path(path), metadata)
+    try:
+        parts.model.load_state_dict(state["model"])
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its weights do not fit this run's model ({str(err).splitlines()[0]})") from err
     if parts.ema is not None and state.get("ema") is not None:
         parts.ema.module.load_state_dict(state["ema"])
     ts = state["train_state"]

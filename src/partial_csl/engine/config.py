@@ -79,6 +79,7 @@ class TrainConfig:
     seed: int = 0
     device: str = "auto"
     resume: bool = False
+    overwrite: bool = False
     threshold: float = 0.5
     stop_after_steps: int | None = None
 

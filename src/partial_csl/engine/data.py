@@ -167,3 +167,28 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
     if cfg.simulate_partial_type and cfg.dataset != "coco":
         raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
     return DATASETS[cfg.dataset](cfg, run_dir)
+
+
+def check_validation_labels(val: LabelledImages, source: str | Path | None) -> None:
+    """Refuse, before training, validation data on which no class can be scored: the best checkpoint is picked by
+    validation mAP, which needs a class with a known positive and a known negative."""
+    scorable = ((val.targets == 1).any(axis=0) & (val.targets == 0).any(axis=0)).any()
+    if not scorable:
+        raise ValueError(f"{source}: the validation data has no class with both a known positive and a known "
+                         "negative, so its mAP (which picks the best checkpoint) cannot be computed; give a "
+                         "validation set with known labels")
+
+
+def label_warnings(labels: LabelSpace, train: LabelledImages) -> list[dict]:
+    """Classes the training labels say nothing (or nothing positive) about: listed at the start of a run."""
+    known, positives = (train.targets != -1).sum(axis=0), (train.targets == 1).sum(axis=0)
+    out = []
+    for c, name in enumerate(labels.class_names):
+        if known[c] == 0:
+            reason = "no annotated training label (every training value of its attribute is #N/A)"
+        elif positives[c] == 0:
+            reason = f"no annotated positive among {int(known[c])} annotated training labels"
+        else:
+            continue
+        out.append({"class": name, "annotated": int(known[c]), "positives": int(positives[c]), "reason": reason})
+    return out

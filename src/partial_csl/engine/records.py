@@ -7,6 +7,7 @@ import json
 import logging
 from pathlib import Path
 
+from ..safe_io import atomic_open, atomic_write_text
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -14,15 +15,18 @@ log = logging.getLogger(__name__)
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, facts: dict) -> Path:
     """``config.json``: every resolved setting plus the facts of this run (device, versions, data sizes)."""
-    path = run_dir / "config.json"
-    path.write_text(json.dumps({"config": cfg.to_dict(), **facts}, indent=2) + "\n")
-    return path
+    return write_json(run_dir / "config.json", {"config": cfg.to_dict(), **facts})
+
+
+def write_json(path: Path, data: dict) -> Path:
+    """A JSON record, written as a new file (a kill never leaves half of one)."""
+    return atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 def write_metrics_csv(history: list[dict], path: Path) -> None:
     """One row per epoch and stage; the columns are the union over rows (stages may log different ones)."""
     columns = list(dict.fromkeys(k for row in history for k in row))
-    with path.open("w", newline="") as f:
+    with atomic_open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns)
         writer.writeheader()
         writer.writerows(history)

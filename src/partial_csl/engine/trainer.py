@@ -14,7 +14,7 @@ the regular and EMA weights scored higher) and then ``last.pt``, both atomically
 
 from __future__ import annotations
 
-import json
+import contextlib
 import logging
 import math
 import time
@@ -44,10 +44,11 @@ from .checkpoint import (
     training_payload,
 )
 from .config import TrainConfig, derive_seed, library_versions, resolve_amp, resolve_device, seed_everything
-from .data import LabelledImages, LabelSpace, load_training_data
+from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
 from .distributed import DistInfo, barrier, init_distributed, mean_across_ranks, process_device
 from .inference import predict_dataset
-from .records import append_epoch, write_run_config
+from .records import append_epoch, write_json, write_run_config
+from .run_folder import claim_run_folder
 from .sampling import steps_per_epoch, train_loader, training_sample_weights, write_sampler_report
 
 log = logging.getLogger(__name__)
@@ -167,10 +168,10 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
     steps = steps_per_epoch(cfg, len(run.train), run.sample_weights, run.dist)
     parts = build_training(cfg, run.labels, mode, prior, run.device, run.dist, epochs, steps, run.amp_dtype)
     progress = StageProgress()
-    if cfg.resume and last_path.is_file():
-        progress, run.history[:] = restore_training(last_path, parts)
-        log.info("resumed stage %r from %s at epoch %d", stage, last_path, progress.epoch + 2)
     metadata = model_metadata(cfg, run.labels, parts.model, prior, mode, stage)
+    if cfg.resume and last_path.is_file():
+        progress, run.history[:] = restore_training(last_path, parts, metadata)
+        log.info("resumed stage %r from %s at epoch %d", stage, last_path, progress.epoch + 2)
     val_dataset = run.val.dataset(cfg.image_size, train=False)
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
                       initial=progress.epoch + 1, total=epochs, disable=None if run.dist.is_primary else True):
@@ -218,12 +219,13 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
     model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm)
     probs = predict_dataset(model, run.train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers,
                             run.device, run.amp_dtype, run.dist, desc="estimating priors")
-    priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate)
+    groups = list(labels.groups.values()) if labels.groups else None
+    priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate, groups)
     if run.dist.is_primary:
         save_priors(prior_path, labels.class_names, priors, details.pop("n_images"), cfg.prior_estimate, details)
         quality = prior_quality_report(priors, run.train.targets, labels.class_names, labels.true_frequency,
                                        details["mean_posterior"])
-        (prior_path.parent / "prior_quality.json").write_text(json.dumps(quality, indent=2) + "\n")
+        write_json(prior_path.parent / "prior_quality.json", quality)
         top = np.argsort(-priors)[:10]
         log.info("%s priors from the ignore-mode model (%s weights): %s; Spearman vs %s: %.3f", cfg.prior_estimate,
                  progress.best_weights, ", ".join(f"{labels.class_names[i]} {priors[i]:.3f}" for i in top),
@@ -237,17 +239,17 @@ def uses_prior_stage(cfg: TrainConfig) -> bool:
     return get_architecture(cfg.arch).uses_priors and cfg.loss == "partial_asl" and cfg.partial_loss_mode == "selective"
 
 
-def _start_run(cfg: TrainConfig) -> Run:
-    """Join the process group, read the data, write the run's config and sampler report, open TensorBoard."""
+def _start_run(cfg: TrainConfig, info: DistInfo) -> Run:
+    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = Path(cfg.output_dir)
-    info = init_distributed(resolve_device(cfg.device))
     device = process_device(resolve_device(cfg.device), info)
-    if info.is_primary:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    barrier(info)
     labels, train, val = load_training_data(cfg, run_dir)
+    check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
+    warnings = label_warnings(labels, train)
+    for warning in warnings:
+        log.warning("%s: %s", warning["class"], warning["reason"])
     amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
     weights = training_sample_weights(cfg, labels, train)
     writer = None
@@ -257,7 +259,9 @@ def _start_run(cfg: TrainConfig) -> Run:
                                         "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype
                                         else "off", "num_train_images": len(train), "num_val_images": len(val),
                                         "class_names": labels.class_names,
-                                        "train_unknown_share": float((train.targets == UNKNOWN).mean())})
+                                        "train_unknown_share": float((train.targets == UNKNOWN).mean()),
+                                        "label_warnings": warnings})
+        write_json(run_dir / "label_warnings.json", {"classes": warnings})
         write_sampler_report(cfg, labels, train, weights, run_dir)
         writer = SummaryWriter(str(run_dir / "tensorboard"))
     return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, writer,
@@ -267,9 +271,17 @@ def _start_run(cfg: TrainConfig) -> Run:
 def run_training(cfg: TrainConfig) -> dict:
     """Run every stage of ``cfg`` and return a summary (paths, best metric and weights, priors).
 
-    Under torchrun every process runs this; only the primary one (rank 0) writes files.
+    The primary process (rank 0 under torchrun, the only one otherwise) holds the run folder for the whole run
+    (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains.
     """
-    run = _start_run(cfg)
+    info = init_distributed(resolve_device(cfg.device))
+    with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
+        barrier(info)
+        return _train_stages(_start_run(cfg, info))
+
+
+def _train_stages(run: Run) -> dict:
+    cfg = run.cfg
     summary: dict = {"run_dir": str(run.run_dir)}
     prior = None
     try:
@@ -286,5 +298,5 @@ def run_training(cfg: TrainConfig) -> dict:
                     "best_val_mAP": progress.best_metric, "best_weights": progress.best_weights,
                     "metrics_csv": str(run.run_dir / "metrics.csv")})
     if run.dist.is_primary:
-        (run.run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_json(run.run_dir / "summary.json", summary)
     return summary

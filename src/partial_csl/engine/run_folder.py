@@ -1,0 +1,162 @@
+"""A run folder belongs to one run: claimed under an exclusive lock, never silently reused, resumed only as it was.
+
+    with claim_run_folder(cfg):  # before anything is read or written
+        ...
+
+* The lock is ``<run>/.lock``, held with ``flock`` for the whole run, so a second process that targets the folder
+  fails at once, naming the holder (pid, host, start time). The operating system drops it when its process dies,
+  even under ``kill -9``, so there are no stale locks to clean up.
+* A folder that holds a run (its ``config.json``) is refused unless ``--resume`` (continue it) or ``--overwrite``
+  (delete that run's files, and only those, first).
+* ``--resume`` compares the saved settings with the new ones and refuses, naming every key that differs, before
+  anything is touched; the keys of :data:`MAY_CHANGE_ON_RESUME` (how the run executes, not what it computes) may
+  differ.
+* Temporary files left by a killed write (``.NAME.HEX.tmp``) are removed.
+* No input may be inside what the run writes: the folder must not be an input file, the image folder, or hold an
+  input among the run's own files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ..safe_io import refuse_inputs_as_outputs
+from .config import TrainConfig
+
+MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "stop_after_steps", "workers", "device"})
+PATH_KEYS = ("train_csv", "val_csv", "images", "val_images", "schema", "data", "train_annotations",
+             "val_annotations", "train_images", "model_path", "prior_path", "output_dir")
+# what a run writes in its folder; --overwrite deletes these and nothing else
+RUN_FILES = ("config.json", "metrics.csv", "summary.json", "sampler_distribution.csv", "sampler_distribution.md",
+             "sampler_distribution.png", "rejected_rows_train.csv", "rejected_rows_val.csv", "label_warnings.json")
+RUN_FOLDERS = ("checkpoints", "prior_stage", "priors", "tensorboard", "simulation")
+LOCK_NAME = ".lock"
+
+
+class RunFolderError(ValueError):
+    """The run folder cannot be used for this run (taken, holds another run, unwritable, or holds an input)."""
+
+
+def _input_paths(cfg: TrainConfig) -> list[Path]:
+    keys = ("train_csv", "val_csv", "schema", "train_annotations", "val_annotations", "model_path", "prior_path")
+    return [Path(v) for k in keys if (v := getattr(cfg, k))]
+
+
+def _image_folders(cfg: TrainConfig) -> list[Path]:
+    return [Path(v) for v in (cfg.images, cfg.val_images, cfg.train_images, cfg.data) if v]
+
+
+def check_no_input_is_written(cfg: TrainConfig, run_dir: Path) -> None:
+    """The run folder, and every file and folder a run writes in it, must not be (or contain) an input."""
+    outputs = [run_dir, *(run_dir / f for f in RUN_FILES), *(run_dir / d for d in RUN_FOLDERS)]
+    refuse_inputs_as_outputs(outputs, [*_input_paths(cfg), *_image_folders(cfg)])
+    resolved = run_dir.resolve()
+    for path in _input_paths(cfg):
+        if any(path.resolve().is_relative_to(resolved / d) for d in RUN_FOLDERS):
+            raise RunFolderError(f"the input {path} lies in {run_dir}'s own files, which this run writes; "
+                                 "copy it elsewhere or choose another --output-dir")
+
+
+def _comparable(cfg: dict) -> dict:
+    """Settings as values to compare: paths resolved (``data/x.csv`` and ``./data/x.csv`` are the same input)."""
+    out = {k: v for k, v in cfg.items() if k not in MAY_CHANGE_ON_RESUME}
+    for key in PATH_KEYS:
+        if out.get(key):
+            out[key] = str(Path(out[key]).resolve())
+    return out
+
+
+def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
+    """Refuse to resume with settings other than the saved ones, naming each key that differs."""
+    new, old = _comparable(cfg.to_dict()), _comparable(saved)
+    differing = [f"{k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(new) | set(old))
+                 if old.get(k) != new.get(k)]
+    if differing:
+        raise RunFolderError(f"cannot resume {path.parent} with other settings than it was started with ({path}):\n  "
+                             + "\n  ".join(differing) + "\n(use the original flags, or a new --output-dir)")
+
+
+def _remove_run_files(run_dir: Path) -> None:
+    for name in RUN_FILES:
+        (run_dir / name).unlink(missing_ok=True)
+    for name in RUN_FOLDERS:
+        if (run_dir / name).is_dir():
+            shutil.rmtree(run_dir / name)
+
+
+def remove_temporary_files(run_dir: Path) -> list[Path]:
+    """Delete the ``.NAME.HEX.tmp`` files a killed write left behind (only the lock holder may)."""
+    leftovers = [p for p in run_dir.rglob(".*.tmp") if p.is_file()]
+    for path in leftovers:
+        path.unlink(missing_ok=True)
+    return leftovers
+
+
+def _make_folder(run_dir: Path) -> None:
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except FileExistsError as err:
+        raise RunFolderError(f"--output-dir {run_dir} is a file, not a folder") from err
+    except OSError as err:
+        raise RunFolderError(f"cannot create the run folder {run_dir}: {err.strerror}") from err
+    if not run_dir.is_dir():
+        raise RunFolderError(f"--output-dir {run_dir} is not a folder")
+    if not os.access(run_dir, os.W_OK | os.X_OK):
+        raise RunFolderError(f"the run folder {run_dir} is not writable")
+
+
+@contextlib.contextmanager
+def _exclusive_lock(run_dir: Path) -> Iterator[None]:
+    try:
+        fd = os.open(run_dir / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    except OSError as err:
+        raise RunFolderError(f"cannot write in the run folder {run_dir}: {err.strerror}") from err
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 4096, 0).decode(errors="replace").strip() or "another process"
+            raise RunFolderError(f"{run_dir} is in use by another run ({holder}); wait for it to finish or "
+                                 "choose another --output-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()} since {time.strftime('%Y-%m-%d %H:%M:%S')}\n"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing drops the flock
+
+
+@contextlib.contextmanager
+def claim_run_folder(cfg: TrainConfig) -> Iterator[Path]:
+    """Hold ``cfg.output_dir`` for this run (see the module docstring); yields the folder."""
+    run_dir = Path(cfg.output_dir)
+    check_no_input_is_written(cfg, run_dir)
+    _make_folder(run_dir)
+    with _exclusive_lock(run_dir):
+        config_path = run_dir / "config.json"
+        if config_path.is_file():
+            if cfg.resume:
+                check_resume_matches(cfg, _saved_config(config_path), config_path)
+            elif cfg.overwrite:
+                _remove_run_files(run_dir)
+            else:
+                raise RunFolderError(f"{run_dir} already holds a run ({config_path}); pass --resume to continue it, "
+                                     "--overwrite to replace it, or choose another --output-dir")
+        remove_temporary_files(run_dir)
+        yield run_dir
+
+
+def _saved_config(path: Path) -> dict:
+    try:
+        return json.loads(path.read_text())["config"]
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise RunFolderError(f"{path} is unreadable ({type(err).__name__}: {err}); it does not describe a run this "
+                             "code can resume — use --overwrite or another --output-dir") from err
