@@ -15,6 +15,7 @@ import contextlib
 import os
 import secrets
 import shutil
+import signal
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import IO
@@ -90,6 +91,21 @@ def _create_temp(path: Path) -> tuple[Path, int]:
             continue
 
 
+_writes = {"before-rename": 0, "after-rename": 0}
+
+
+def _crash_point(where: str) -> None:
+    """Crash tests: ``PARTIAL_CSL_KILL_AT=N:before-rename`` (or ``N:after-rename``) makes the process SIGKILL itself
+    at that point of its N-th atomic write, as ``kill -9`` would; the tests then check that ``--resume`` recovers."""
+    target = os.environ.get("PARTIAL_CSL_KILL_AT")
+    if not target:
+        return
+    _writes[where] += 1
+    count, _, point = target.partition(":")
+    if point == where and _writes[where] == int(count):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
 @contextlib.contextmanager
 def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None,
                 encoding: str = "utf-8") -> Iterator[IO]:
@@ -113,7 +129,9 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None,
             yield f
             f.flush()
             os.fsync(f.fileno())
+        _crash_point("before-rename")
         os.replace(temp, path)
+        _crash_point("after-rename")
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)

@@ -19,7 +19,6 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -28,11 +27,9 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
-from ..data.schema import UNKNOWN
 from ..losses import MultiTaskLoss
 from ..metrics import evaluate_predictions
 from ..priors import load_priors, prior_quality_report, priors_from_probabilities, save_priors
-from .architectures import get_architecture
 from .build import TrainingParts, build_training
 from .checkpoint import (
     StageProgress,
@@ -43,13 +40,13 @@ from .checkpoint import (
     save_checkpoint,
     training_payload,
 )
-from .config import TrainConfig, derive_seed, library_versions, resolve_amp, resolve_device, seed_everything
-from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
-from .distributed import DistInfo, barrier, init_distributed, mean_across_ranks, process_device
+from .config import TrainConfig, derive_seed, resolve_device, seed_everything
+from .distributed import barrier, init_distributed, mean_across_ranks
 from .inference import predict_dataset
-from .records import append_epoch, write_json, write_run_config
+from .records import append_epoch, write_json, write_metrics_csv
+from .run import Run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
-from .sampling import steps_per_epoch, train_loader, training_sample_weights, write_sampler_report
+from .sampling import steps_per_epoch, train_loader
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +54,7 @@ STAGES = ("prior", "main")
 
 
 class NonFiniteLossError(RuntimeError):
-    pass
+    """The loss became NaN or infinite (the last good checkpoint is kept)."""
 
 
 class TrainingInterrupted(RuntimeError):
@@ -113,24 +110,6 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps, "samples": seen}
 
 
-@dataclass
-class Run:
-    """What every stage of one training run shares (computed once per run)."""
-
-    cfg: TrainConfig
-    labels: LabelSpace
-    train: LabelledImages
-    val: LabelledImages
-    run_dir: Path
-    device: torch.device
-    dist: DistInfo
-    amp_dtype: torch.dtype | None
-    sample_weights: np.ndarray | None
-    writer: object | None  # TensorBoard SummaryWriter on the primary process, else None
-    history: list[dict] = field(default_factory=list)
-    step_budget: list[int | None] = field(default_factory=lambda: [None])
-
-
 def evaluate(model: nn.Module, dataset, run: Run) -> dict:
     """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of ``model`` on ``dataset``."""
     cfg, labels = run.cfg, run.labels
@@ -171,6 +150,8 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
     metadata = model_metadata(cfg, run.labels, parts.model, prior, mode, stage)
     if cfg.resume and last_path.is_file():
         progress, run.history[:] = restore_training(last_path, parts, metadata)
+        if run.dist.is_primary:  # a kill may have come between last.pt and metrics.csv
+            write_metrics_csv(run.history, run.run_dir / "metrics.csv")
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, progress.epoch + 2)
     val_dataset = run.val.dataset(cfg.image_size, train=False)
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
@@ -222,50 +203,16 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
     groups = list(labels.groups.values()) if labels.groups else None
     priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate, groups)
     if run.dist.is_primary:
-        save_priors(prior_path, labels.class_names, priors, details.pop("n_images"), cfg.prior_estimate, details)
         quality = prior_quality_report(priors, run.train.targets, labels.class_names, labels.true_frequency,
                                        details["mean_posterior"])
-        write_json(prior_path.parent / "prior_quality.json", quality)
+        write_json(prior_path.parent / "prior_quality.json", quality)  # before the CSV, which marks the stage done
+        save_priors(prior_path, labels.class_names, priors, details.pop("n_images"), cfg.prior_estimate, details)
         top = np.argsort(-priors)[:10]
         log.info("%s priors from the ignore-mode model (%s weights): %s; Spearman vs %s: %.3f", cfg.prior_estimate,
                  progress.best_weights, ", ".join(f"{labels.class_names[i]} {priors[i]:.3f}" for i in top),
                  quality["reference"], quality["estimate"]["spearman"])
     barrier(run.dist)
     return priors, str(prior_path)
-
-
-def uses_prior_stage(cfg: TrainConfig) -> bool:
-    """The selective mode of the partial-label loss needs class priors (from a file, or from the prior stage)."""
-    return get_architecture(cfg.arch).uses_priors and cfg.loss == "partial_asl" and cfg.partial_loss_mode == "selective"
-
-
-def _start_run(cfg: TrainConfig, info: DistInfo) -> Run:
-    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
-    from torch.utils.tensorboard import SummaryWriter
-
-    run_dir = Path(cfg.output_dir)
-    device = process_device(resolve_device(cfg.device), info)
-    labels, train, val = load_training_data(cfg, run_dir)
-    check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
-    warnings = label_warnings(labels, train)
-    for warning in warnings:
-        log.warning("%s: %s", warning["class"], warning["reason"])
-    amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
-    weights = training_sample_weights(cfg, labels, train)
-    writer = None
-    if info.is_primary:
-        write_run_config(run_dir, cfg, {"device": str(device), "world_size": info.world_size,
-                                        "versions": library_versions(),
-                                        "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype
-                                        else "off", "num_train_images": len(train), "num_val_images": len(val),
-                                        "class_names": labels.class_names,
-                                        "train_unknown_share": float((train.targets == UNKNOWN).mean()),
-                                        "label_warnings": warnings})
-        write_json(run_dir / "label_warnings.json", {"classes": warnings})
-        write_sampler_report(cfg, labels, train, weights, run_dir)
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
-    return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, writer,
-               step_budget=[cfg.stop_after_steps])
 
 
 def run_training(cfg: TrainConfig) -> dict:
@@ -277,7 +224,7 @@ def run_training(cfg: TrainConfig) -> dict:
     info = init_distributed(resolve_device(cfg.device))
     with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
         barrier(info)
-        return _train_stages(_start_run(cfg, info))
+        return _train_stages(start_run(cfg, info))
 
 
 def _train_stages(run: Run) -> dict:

@@ -1,0 +1,72 @@
+"""What every stage of one training run shares, and how a run starts: data read and checked, records written."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..data.schema import UNKNOWN
+from .architectures import get_architecture
+from .config import TrainConfig, library_versions, resolve_amp, resolve_device
+from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
+from .distributed import DistInfo, process_device
+from .records import write_json, write_run_config
+from .sampling import training_sample_weights, write_sampler_report
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Run:
+    """What every stage of one training run shares (computed once per run)."""
+
+    cfg: TrainConfig
+    labels: LabelSpace
+    train: LabelledImages
+    val: LabelledImages
+    run_dir: Path
+    device: torch.device
+    dist: DistInfo
+    amp_dtype: torch.dtype | None
+    sample_weights: np.ndarray | None
+    writer: object | None  # TensorBoard SummaryWriter on the primary process, else None
+    history: list[dict] = field(default_factory=list)
+    step_budget: list[int | None] = field(default_factory=lambda: [None])
+
+
+def uses_prior_stage(cfg: TrainConfig) -> bool:
+    """The selective mode of the partial-label loss needs class priors (from a file, or from the prior stage)."""
+    return get_architecture(cfg.arch).uses_priors and cfg.loss == "partial_asl" and cfg.partial_loss_mode == "selective"
+
+
+def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
+    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    run_dir = Path(cfg.output_dir)
+    device = process_device(resolve_device(cfg.device), info)
+    labels, train, val = load_training_data(cfg, run_dir)
+    check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
+    warnings = label_warnings(labels, train)
+    for warning in warnings:
+        log.warning("%s: %s", warning["class"], warning["reason"])
+    amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
+    weights = training_sample_weights(cfg, labels, train)
+    writer = None
+    if info.is_primary:
+        write_run_config(run_dir, cfg, {"device": str(device), "world_size": info.world_size,
+                                        "versions": library_versions(),
+                                        "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype
+                                        else "off", "num_train_images": len(train), "num_val_images": len(val),
+                                        "class_names": labels.class_names,
+                                        "train_unknown_share": float((train.targets == UNKNOWN).mean()),
+                                        "label_warnings": warnings})
+        write_json(run_dir / "label_warnings.json", {"classes": warnings})
+        write_sampler_report(cfg, labels, train, weights, run_dir)
+        writer = SummaryWriter(str(run_dir / "tensorboard"))
+    return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, writer,
+               step_budget=[cfg.stop_after_steps])
