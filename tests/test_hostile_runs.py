@@ -196,3 +196,18 @@ def test_case_14_checkpoints_with_wrong_fields_get_one_clear_message(data, tmp_p
     assert validate_script.main(["--checkpoint", str(bad), "--csv", str(data / "valid.csv"), "--images",
                                  str(data / "images"), "--output-dir", str(tmp_path / "report")]) == 2
     assert message in capsys.readouterr().err
+
+
+def test_export_and_validate_refuse_outputs_that_are_their_inputs(data, tmp_path, capsys):
+    import export as export_script
+
+    run = tmp_path / "run"
+    assert train_script.main(args(data, run, "--partial_loss_mode", "ignore")) == 0
+    best = run / "checkpoints" / "best.pt"
+    digest = tree_digest(run / "checkpoints")
+    assert export_script.main(["--checkpoint", str(best), "--format", "onnx", "--output", str(best)]) == 2
+    assert "refusing to write" in capsys.readouterr().err
+    assert validate_script.main(["--checkpoint", str(best), "--csv", str(data / "valid.csv"), "--images",
+                                 str(data / "images"), "--output-dir", str(data / "images")]) == 2
+    assert "refusing to write" in capsys.readouterr().err
+    assert tree_digest(run / "checkpoints") == digest

@@ -22,6 +22,7 @@ from ..data.labels import read_attribute_csv, write_rejected_rows
 from ..data.partial import simulate_partial, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import build_transform, seed_worker
+from ..safe_io import atomic_write_text
 from .config import TrainConfig
 
 
@@ -133,9 +134,10 @@ def _write_simulation(run_dir: Path, train: LabelledImages, full: np.ndarray, cl
     sim_dir.mkdir(parents=True, exist_ok=True)
     frame = pd.DataFrame(train.targets.astype(np.int8), columns=class_names)
     frame.insert(0, "filename", train.filenames)
-    frame.to_csv(sim_dir / "simulated_targets.csv", index=False, lineterminator="\n")
-    simulation_summary(full, train.targets, class_names).to_csv(sim_dir / "simulation_summary.csv", index=False,
-                                                               float_format="%.6f", lineterminator="\n")
+    atomic_write_text(sim_dir / "simulated_targets.csv", frame.to_csv(index=False, lineterminator="\n"))
+    summary = simulation_summary(full, train.targets, class_names)
+    atomic_write_text(sim_dir / "simulation_summary.csv",
+                      summary.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
 
 
 def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:

@@ -12,6 +12,7 @@ import torch
 from torch import nn
 
 from ..models import logits_to_probabilities
+from ..safe_io import atomic_open, atomic_write_bytes, atomic_write_text, refuse_inputs_as_outputs
 from .checkpoint import load_checkpoint, model_from_checkpoint
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -38,12 +39,13 @@ def export_metadata(ckpt: dict) -> dict:
 def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opset: int = 18) -> dict:
     if fmt not in EXPORT_FORMATS:
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    output = Path(output)
+    sidecar = output.with_suffix(output.suffix + ".json")
+    refuse_inputs_as_outputs([output, sidecar], [checkpoint])
     ckpt = load_checkpoint(checkpoint)
     model = ProbabilityHead(model_from_checkpoint(ckpt, "cpu", norm="torch")).eval()
     size = int(ckpt["image_size"])
     example = torch.rand(2, 3, size, size)
-    output = Path(output)
-    output.parent.mkdir(parents=True, exist_ok=True)
     meta = export_metadata(ckpt)
     if fmt == "onnx":
         import onnx
@@ -53,11 +55,11 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opse
                                     dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True)
         proto = program.model_proto
         onnx.helper.set_model_props(proto, {"partial_label_csl": json.dumps(meta)})
-        onnx.save(proto, str(output))
+        atomic_write_bytes(output, proto.SerializeToString())
     else:
         with torch.no_grad():
             traced = torch.jit.trace(model, example)
-        torch.jit.save(traced, str(output), _extra_files={"metadata.json": json.dumps(meta)})
-    sidecar = output.with_suffix(output.suffix + ".json")
-    sidecar.write_text(json.dumps(meta, indent=2) + "\n")
+        with atomic_open(output, "wb") as f:
+            torch.jit.save(traced, f, _extra_files={"metadata.json": json.dumps(meta)})
+    atomic_write_text(sidecar, json.dumps(meta, indent=2) + "\n")
     return {"output": str(output), "metadata": str(sidecar), "format": fmt}

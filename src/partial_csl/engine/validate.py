@@ -7,6 +7,7 @@ from pathlib import Path
 from ..data.schema import AttributeSchema
 from ..metrics import evaluate_predictions
 from ..reports.evaluation import write_report
+from ..safe_io import refuse_inputs_as_outputs
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
 from .config import resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, coco_paths, make_loader, read_attribute_split, read_coco_split
@@ -42,8 +43,10 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
                         data_root: str | None = None, schema: AttributeSchema | None = None, batch_size: int = 64,
                         workers: int = 2, threshold: float = 0.5, device: str = "auto", on_bad_rows: str = "error",
                         amp: bool | None = None) -> dict:
-    ckpt = load_checkpoint(checkpoint)
     output_dir = Path(output_dir)
+    outputs = [output_dir, *(output_dir / n for n in ("report.json", "report.md", "rejected_rows.csv"))]
+    refuse_inputs_as_outputs(outputs, [p for p in (checkpoint, csv_path, annotations, images, data_root) if p])
+    ckpt = load_checkpoint(checkpoint)
     data = load_eval_data(ckpt, checkpoint, output_dir, dataset, csv_path, images, annotations, data_root, schema,
                           on_bad_rows)
     dev = resolve_device(device)

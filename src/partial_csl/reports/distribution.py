@@ -10,6 +10,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 import pandas as pd
 
+from ..safe_io import atomic_open, atomic_write_text
+
 
 def distribution_markdown(dist: pd.DataFrame) -> str:
     """One Markdown table per attribute: rows are classes (and #N/A), columns are splits, cells 'count (share)'."""
@@ -42,7 +44,8 @@ def plot_distribution(dist: pd.DataFrame, path: str | Path, title: str = "class 
     fig.suptitle(title)
     fig.tight_layout()
     path = Path(path)
-    fig.savefig(path, dpi=100)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, dpi=100, format="png")
     plt.close(fig)
     return path
 
@@ -51,7 +54,7 @@ def write_distribution(dist: pd.DataFrame, out_dir: str | Path, stem: str, title
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     csv_path, md_path = out_dir / f"{stem}.csv", out_dir / f"{stem}.md"
-    dist.to_csv(csv_path, index=False, float_format="%.6f", lineterminator="\n")
-    md_path.write_text(f"# {title}\n\n" + distribution_markdown(dist))
+    atomic_write_text(csv_path, dist.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+    atomic_write_text(md_path, f"# {title}\n\n" + distribution_markdown(dist))
     png_path = plot_distribution(dist, out_dir / f"{stem}.png", title)
     return {"csv": csv_path, "markdown": md_path, "png": png_path}

@@ -6,6 +6,8 @@ import json
 import math
 from pathlib import Path
 
+from ..safe_io import atomic_write_text
+
 
 def _fmt(value: float | None) -> str:
     return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.2f}"
@@ -48,8 +50,8 @@ def write_report(report: dict, out_dir: str | Path, title: str = "Evaluation rep
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    json_path.write_text(json.dumps(report, indent=2, allow_nan=True) + "\n")
-    md_path.write_text(report_markdown(report, title))
+    atomic_write_text(json_path, json.dumps(report, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(md_path, report_markdown(report, title))
     return {"json": json_path, "markdown": md_path}
 
 
