@@ -19,7 +19,7 @@ import time
 from partial_csl.data.labels import LabelFileError
 from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
-from partial_csl.data.transforms import AUGMENTATIONS
+from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
 from partial_csl.engine.architectures import ARCHITECTURES
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
@@ -55,6 +55,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("val_images", help="image folder of the validation data, when it differs from --images")
     add("schema", help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, pattern 10)")
     add("image_size", type=int, help="square input size; TResNet needs a multiple of 32")
+    add("mean", type=float, nargs=3, help="input normalisation mean (default: the model's pretrained config; "
+                                          "TResNet 0 0 0, most timm models ImageNet's)")
+    add("std", type=float, nargs=3, help="input normalisation std (default: the model's pretrained config)")
+    add("interpolation", choices=sorted(INTERPOLATIONS), help="resize interpolation (default: the model's)")
     add("batch_size", type=int)
     add("workers", type=int, help="DataLoader worker processes")
     add("augment", choices=AUGMENTATIONS, help="csl: Cutout + RandAugment (reference); light; none")

@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 
 from partial_csl.data.demo_coco import build_coco_benchmark
+from partial_csl.data.transforms import DataConfig
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig, resolve_device
 from partial_csl.engine.data import load_training_data, make_loader
@@ -59,7 +60,8 @@ def column_priors(cfg: TrainConfig, ignore_dir: Path, column: str, out: Path) ->
     labels, train, _ = load_training_data(replace(cfg, output_dir=str(ignore_dir)), ignore_dir)
     ckpt = load_checkpoint(ignore_dir / "checkpoints" / "best.pt")
     model = model_from_checkpoint(ckpt, device)
-    loader = make_loader(train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers, train=False)
+    loader = make_loader(train.dataset(DataConfig.from_checkpoint(ckpt), train=False), cfg.batch_size, cfg.workers,
+                         train=False)
     paths, rows = {}, []
     naive = (train.targets == 1).sum(axis=0).astype(float)
     for method in ("mean", "em"):

@@ -62,7 +62,7 @@ def test_two_process_ddp_matches_one_process_with_double_batch(data, tmp_path):
     assert json.loads((ddp / "config.json").read_text())["world_size"] == 2
     assert not (ddp / "checkpoints" / "last.pt.tmp").exists()
 
-    ckpt = load_checkpoint(ddp / "checkpoints" / "best.pt")
+    ckpt = load_checkpoint(ddp / "checkpoints" / "last.pt")  # the training state; best.pt holds the weights only
     assert ckpt["world_size"] == 2 and not any(k.startswith("module.") for k in ckpt["model"])
     single_w = load_checkpoint(single / "checkpoints" / "last.pt")["model"]
     ddp_w = load_checkpoint(ddp / "checkpoints" / "last.pt")["model"]

@@ -32,7 +32,7 @@ from partial_csl.data.images import (
 )
 from partial_csl.data.labels import CsvFormatError, LabelFileError, read_attribute_csv, read_filename_column
 from partial_csl.data.schema import default_schema
-from partial_csl.data.transforms import build_transform
+from partial_csl.data.transforms import DataConfig, build_transform
 from partial_csl.engine import split as engine_split
 from partial_csl.engine.predict import Predictor
 from partial_csl.safe_io import (
@@ -55,7 +55,7 @@ class StubPredictor(Predictor):
         self.schema = default_schema()
         self.class_names = self.schema.class_names
         self.image_size = 8
-        self.transform = build_transform(8, train=False)
+        self.transform = build_transform(DataConfig(8), train=False)
 
     def run_batch(self, batch):
         return np.full((len(batch), len(self.class_names)), 0.5, dtype=np.float32)

@@ -52,7 +52,10 @@ def test_tresnet_selective_run_then_validate_and_infer(split_data, tmp_path, cap
     assert ckpt["class_names"][7] == "sleeve_length_0" and ckpt["schema"]["groups"][2]["name"] == "pattern"
     assert ckpt["image_size"] == 32 and ckpt["norm"] == "torch" and ckpt["weights"] in ("regular", "ema")
     assert ckpt["priors"] == pytest.approx(priors["prior"].tolist(), abs=1e-6)
-    assert {"optimizer", "scheduler", "scaler", "epoch", "rng"} <= set(ckpt["train_state"])
+    assert "train_state" not in ckpt and "ema" not in ckpt  # best.pt: the weights and what using them needs
+    last = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert {"optimizer", "scheduler", "scaler", "epoch", "rng"} <= set(last["train_state"])
+    assert not (run / "prior_stage" / "checkpoints" / "best.pt").exists()  # the prior stage keeps its priors only
 
     report_dir = tmp_path / "report"
     assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--csv",

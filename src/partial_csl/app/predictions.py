@@ -71,6 +71,8 @@ def checkpoint_summary(predictor: Predictor, path: str) -> dict:
     metrics = ckpt.get("metrics") or {}
     return {"checkpoint": path, "model": ckpt.get("model_name"), "architecture": ckpt.get("arch", "csl"),
             "classes": len(predictor.class_names), "image size": predictor.image_size,
+            "preprocessing": (f"mean {list(predictor.data_config.mean)}, std {list(predictor.data_config.std)}, "
+                              f"{predictor.data_config.interpolation}"),
             "weights": ckpt.get("weights", "regular"),
             "validation mAP": None if metrics.get("mAP") is None else round(float(metrics["mAP"]), 2),
             "attributes": ", ".join(predictor.schema.group_names) if predictor.schema else "none (multi-label)"}

@@ -32,6 +32,8 @@ class Architecture:
     criterion: Callable[[TrainConfig, str, np.ndarray | None, LabelSpace], nn.Module]
     arch_args: Callable[[TrainConfig, LabelSpace], dict]
     uses_priors: bool = False  # True: the selective mode (and its prior stage) applies
+    # the timm model whose pretrained config says how inputs are normalised (the backbone, or afa's branches)
+    input_model: Callable[[TrainConfig], str] = lambda cfg: cfg.model_name
 
     def model_kwargs(self, arch_args: dict) -> dict:
         """The subset of ``arch_args`` this builder takes (checkpoints of format 1 stored every architecture's)."""
@@ -84,7 +86,8 @@ ARCHITECTURES: dict[str, Architecture] = {
     "afa": Architecture(build_afa, _per_attribute_criterion,
                         lambda cfg, labels: {"group_sizes": _group_sizes(labels), "branch_model": cfg.branch_model,
                                              "afa_stages": tuple(int(s) for s in str(cfg.afa_stages).split(",")),
-                                             "afa_grad_balance": cfg.afa_grad_balance}),
+                                             "afa_grad_balance": cfg.afa_grad_balance},
+                        input_model=lambda cfg: cfg.branch_model),
 }
 
 

@@ -3,13 +3,16 @@
 A checkpoint is a dict of tensors and plain types, written atomically and read with ``weights_only=True``::
 
     format_version, arch, arch_args, model_name, num_classes, norm, class_names, schema (attribute groups or None),
-    image_size, normalization, model (state dict of the weights it was saved for), weights ('regular' or 'ema'),
-    ema (EMA state dict or None), priors (list or None), partial_loss_mode, loss, stage, train_class_counts,
-    metrics, config, history, world_size, train_state (optimizer, scheduler, scaler, criterion, epoch,
-    best_metric, best_weights, rng)
+    image_size, data_config (mean, std, interpolation), normalization (mean, std: format 1's field), model (state
+    dict of the weights it was saved for), weights ('regular' or 'ema'), priors (list or None), partial_loss_mode,
+    loss, stage, train_class_counts, metrics, config, history
 
-:func:`training_payload` writes it, :func:`restore_training` continues a stage from it, :func:`load_checkpoint` and
-:func:`model_from_checkpoint` rebuild the model without any flag (the architecture registry knows how).
+``best.pt`` (:func:`best_payload`) is that and nothing more, plus ``best_metric`` and ``epoch``: the artefact to keep
+and share. ``last.pt`` (:func:`training_payload`) adds the EMA copy and the training state (``ema``, ``world_size``,
+``train_state``: optimizer, scheduler, scaler, criterion, epoch, best_metric, best_weights, rng) that
+:func:`restore_training` continues from. :func:`load_checkpoint` and :func:`model_from_checkpoint` read either and
+rebuild the model without any flag (the architecture registry knows how); format 1 (training state in both files,
+no data_config) still reads.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ import torch
 from torch import nn
 
 from ..data.schema import AttributeSchema
-from ..data.transforms import NORMALIZATION
+from ..data.transforms import DataConfig
 from ..models import norm_backend_of
 from ..safe_io import atomic_open
 from .architectures import ARCHITECTURES, build_model, get_architecture
@@ -34,7 +37,7 @@ from .data import LabelSpace
 if TYPE_CHECKING:
     from .build import TrainingParts
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: data_config; best.pt holds the weights and metadata only (1: always the training state)
 REQUIRED_KEYS = ("format_version", "model_name", "num_classes", "class_names", "image_size", "normalization", "model")
 
 
@@ -116,24 +119,34 @@ def _rng_state() -> dict:
             "torch": torch.get_rng_state()}
 
 
-def model_metadata(cfg: TrainConfig, labels: LabelSpace, model: nn.Module, prior: np.ndarray | None, mode: str,
-                   stage: str) -> dict:
+def model_metadata(cfg: TrainConfig, labels: LabelSpace, model: nn.Module, data_config: DataConfig,
+                   prior: np.ndarray | None, mode: str, stage: str) -> dict:
     """What a checkpoint needs to rebuild and use ``model`` without any flag."""
     return {"format_version": FORMAT_VERSION, "arch": cfg.arch,
             "arch_args": get_architecture(cfg.arch).arch_args(cfg, labels), "model_name": cfg.model_name,
             "num_classes": len(labels.class_names), "norm": norm_backend_of(model), "class_names": labels.class_names,
             "schema": labels.schema.to_dict() if labels.schema else None, "image_size": cfg.image_size,
-            "normalization": NORMALIZATION, "priors": None if prior is None else [float(p) for p in prior],
+            "data_config": data_config.to_dict(),
+            "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
+            "priors": None if prior is None else [float(p) for p in prior],
             "partial_loss_mode": mode, "loss": cfg.loss, "stage": stage,
             "train_class_counts": labels.train_class_counts, "config": cfg.to_dict()}
 
 
-def training_payload(metadata: dict, parts: TrainingParts, weights: str, metrics: dict, progress: StageProgress,
-                     history: list[dict], world_size: int) -> dict:
-    """A full checkpoint: ``metadata``, the ``weights`` ('regular' or 'ema') scored by ``metrics``, and the training
-    state that :func:`restore_training` needs to continue exactly where this one stopped."""
+def best_payload(metadata: dict, parts: TrainingParts, weights: str, metrics: dict, progress: StageProgress,
+                 history: list[dict]) -> dict:
+    """``best.pt``, the file to keep and share: ``metadata`` and the ``weights`` ('regular' or 'ema') that scored
+    ``metrics`` — no optimiser state and no second copy of the network, so it is the size of the weights."""
     state = parts.ema.module.state_dict() if weights == "ema" else parts.model.state_dict()
-    return {**metadata, "model": state, "weights": weights, "metrics": metrics,
+    return {**metadata, "model": state, "weights": weights, "metrics": metrics, "best_metric": progress.best_metric,
+            "epoch": progress.epoch + 1, "history": list(history)}
+
+
+def training_payload(metadata: dict, parts: TrainingParts, metrics: dict, progress: StageProgress,
+                     history: list[dict], world_size: int) -> dict:
+    """``last.pt``: ``metadata``, the regular weights (scored by ``metrics``), the EMA copy and the training state
+    that :func:`restore_training` needs to continue exactly where this one stopped."""
+    return {**metadata, "model": parts.model.state_dict(), "weights": "regular", "metrics": metrics,
             "ema": parts.ema.module.state_dict() if parts.ema is not None else None,
             "history": list(history), "world_size": world_size,
             "train_state": {"optimizer": parts.optimizer.state_dict(), "scheduler": parts.scheduler.state_dict(),

@@ -27,6 +27,9 @@ class TrainConfig:
     simulate_partial_param: float = 1000
     schema: str | None = None
     image_size: int = 224
+    mean: list[float] | None = None  # None: the model's own (its timm pretrained config, or the weights' config.json)
+    std: list[float] | None = None
+    interpolation: str | None = None
     batch_size: int = 32
     workers: int = 2
     augment: str = "csl"

@@ -21,7 +21,7 @@ from ..data.dataset import MultiLabelImageDataset
 from ..data.labels import read_attribute_csv, write_rejected_rows
 from ..data.partial import simulate_partial, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
-from ..data.transforms import build_transform, seed_worker
+from ..data.transforms import DataConfig, build_transform, seed_worker
 from ..safe_io import atomic_write_text
 from .config import TrainConfig
 
@@ -62,9 +62,9 @@ class LabelledImages:
     def __len__(self) -> int:
         return len(self.filenames)
 
-    def dataset(self, image_size: int, train: bool, augment: str = "csl") -> MultiLabelImageDataset:
+    def dataset(self, data_config: DataConfig, train: bool, augment: str = "csl") -> MultiLabelImageDataset:
         return MultiLabelImageDataset(self.image_dir, self.filenames, self.targets,
-                                      build_transform(image_size, train, augment))
+                                      build_transform(data_config, train, augment))
 
 
 def read_attribute_split(csv_path: str | Path, image_dir: str | Path, schema: AttributeSchema,

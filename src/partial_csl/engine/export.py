@@ -11,6 +11,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..data.transforms import DataConfig
 from ..models import logits_to_probabilities
 from ..safe_io import atomic_open, atomic_write_bytes, atomic_write_text, refuse_inputs_as_outputs
 from .checkpoint import load_checkpoint, model_from_checkpoint
@@ -29,11 +30,28 @@ class ProbabilityHead(nn.Module):
         return logits_to_probabilities(self.model, self.model(images))
 
 
-def export_metadata(ckpt: dict) -> dict:
+def postprocessing(model: nn.Module, ckpt: dict) -> dict:
+    """How the exported outputs were made from the logits: a sigmoid per class, or a softmax within each attribute."""
+    if getattr(model, "output_activation", "sigmoid") == "group_softmax":
+        groups = {g["name"]: [int(start), int(stop)] for g, (start, stop) in zip(ckpt["schema"]["groups"],
+                                                                                   model.group_bounds)}
+        return {"activation": "softmax_per_attribute", "attribute_slices": groups}
+    return {"activation": "sigmoid"}
+
+
+def export_metadata(ckpt: dict, model: nn.Module) -> dict:
+    data_config = DataConfig.from_checkpoint(ckpt)
+    post = postprocessing(model, ckpt)
+    output = ("softmax of the logits within each attribute" if post["activation"] == "softmax_per_attribute"
+              else "sigmoid of the logits")
     return {"class_names": list(ckpt["class_names"]), "schema": ckpt.get("schema"),
-            "image_size": int(ckpt["image_size"]), "normalization": ckpt["normalization"],
-            "model_name": ckpt["model_name"], "input": "images: float32 (N, 3, S, S), RGB in [0, 1] then normalised",
-            "output": "probabilities: float32 (N, C), sigmoid of the logits"}
+            "arch": ckpt.get("arch", "csl"), "image_size": data_config.image_size,
+            "data_config": data_config.to_dict(),
+            "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
+            "postprocessing": post, "model_name": ckpt["model_name"],
+            "input": f"images: float32 (N, 3, {data_config.image_size}, {data_config.image_size}), RGB in [0, 1] "
+                     f"resized ({data_config.interpolation}), minus mean, divided by std",
+            "output": f"probabilities: float32 (N, C), {output}"}
 
 
 def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opset: int = 18) -> dict:
@@ -43,10 +61,11 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opse
     sidecar = output.with_suffix(output.suffix + ".json")
     refuse_inputs_as_outputs([output, sidecar], [checkpoint])
     ckpt = load_checkpoint(checkpoint)
-    model = ProbabilityHead(model_from_checkpoint(ckpt, "cpu", norm="torch")).eval()
+    network = model_from_checkpoint(ckpt, "cpu", norm="torch")
+    model = ProbabilityHead(network).eval()
     size = int(ckpt["image_size"])
     example = torch.rand(2, 3, size, size)
-    meta = export_metadata(ckpt)
+    meta = export_metadata(ckpt, network)
     if fmt == "onnx":
         import onnx
 

@@ -13,7 +13,7 @@ from PIL import Image
 
 from ..data.images import ImageLoadError, load_rgb, to_rgb
 from ..data.schema import AttributeSchema
-from ..data.transforms import build_transform
+from ..data.transforms import DataConfig, build_transform
 from ..models import logits_to_probabilities, optimize_for_inference
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
 from .config import resolve_amp, resolve_device
@@ -35,8 +35,9 @@ class Predictor:
                                             compile_model)
         self.class_names: list[str] = list(checkpoint["class_names"])
         self.schema: AttributeSchema | None = checkpoint_schema(checkpoint)
-        self.image_size = int(checkpoint["image_size"])
-        self.transform = build_transform(self.image_size, train=False)
+        self.data_config = DataConfig.from_checkpoint(checkpoint)  # exactly the preprocessing training used
+        self.image_size = self.data_config.image_size
+        self.transform = build_transform(self.data_config, train=False)
 
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", norm: str = "auto", channels_last: bool = False,
@@ -107,8 +108,9 @@ class OnnxPredictor(Predictor):
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         self.class_names = list(meta["class_names"])
         self.schema = checkpoint_schema(meta)
-        self.image_size = int(meta["image_size"])
-        self.transform = build_transform(self.image_size, train=False)
+        self.data_config = DataConfig.from_checkpoint(meta)
+        self.image_size = self.data_config.image_size
+        self.transform = build_transform(self.data_config, train=False)
 
     def run_batch(self, batch: torch.Tensor) -> np.ndarray:
         return self.session.run(["probabilities"], {"images": batch.numpy()})[0]

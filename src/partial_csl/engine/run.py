@@ -10,6 +10,8 @@ import numpy as np
 import torch
 
 from ..data.schema import UNKNOWN
+from ..data.transforms import DataConfig, resolve_data_config
+from ..models.pretrained import pretrained_data_config
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
@@ -33,6 +35,7 @@ class Run:
     dist: DistInfo
     amp_dtype: torch.dtype | None
     sample_weights: np.ndarray | None
+    data_config: DataConfig  # the model's preprocessing, stored in every checkpoint
     writer: object | None  # TensorBoard SummaryWriter on the primary process, else None
     history: list[dict] = field(default_factory=list)
     step_budget: list[int | None] = field(default_factory=lambda: [None])
@@ -56,6 +59,10 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
         log.warning("%s: %s", warning["class"], warning["reason"])
     amp_dtype = resolve_amp(cfg.amp, cfg.amp_dtype, device)
     weights = training_sample_weights(cfg, labels, train)
+    data_config = resolve_data_config(get_architecture(cfg.arch).input_model(cfg), cfg.image_size,
+                                      pretrained_data_config(cfg.model_path) if cfg.model_path else None,
+                                      cfg.mean, cfg.std, cfg.interpolation)
+    log.info("preprocessing: %s", data_config)
     writer = None
     if info.is_primary:
         write_run_config(run_dir, cfg, {"device": str(device), "world_size": info.world_size,
@@ -64,9 +71,9 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
                                         else "off", "num_train_images": len(train), "num_val_images": len(val),
                                         "class_names": labels.class_names,
                                         "train_unknown_share": float((train.targets == UNKNOWN).mean()),
-                                        "label_warnings": warnings})
+                                        "label_warnings": warnings, "data_config": data_config.to_dict()})
         write_json(run_dir / "label_warnings.json", {"classes": warnings})
         write_sampler_report(cfg, labels, train, weights, run_dir)
         writer = SummaryWriter(str(run_dir / "tensorboard"))
-    return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, writer,
+    return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, data_config, writer,
                step_budget=[cfg.stop_after_steps])

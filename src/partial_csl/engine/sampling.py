@@ -15,7 +15,7 @@ from ..data.sampling import (
     repeat_factors,
     sampling_weights,
 )
-from ..data.transforms import build_strong_transform
+from ..data.transforms import DataConfig, build_strong_transform
 from ..reports.distribution import write_distribution
 from .config import TrainConfig
 from .data import LabelledImages, LabelSpace, make_loader
@@ -52,13 +52,13 @@ def _sampler(n: int, weights: np.ndarray | None, seed: int, info: DistInfo):
     return RepeatAwareSampler(weights, n, seed, info.rank, info.world_size)
 
 
-def train_loader(cfg: TrainConfig, train: LabelledImages, weights: np.ndarray | None, seed: int,
-                 info: DistInfo) -> DataLoader:
+def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfig, weights: np.ndarray | None,
+                 seed: int, info: DistInfo) -> DataLoader:
     """This epoch's loader: seeded shuffling or weighted draws (repeats get a stronger augmentation), this rank's
     shard of every global batch."""
-    dataset = train.dataset(cfg.image_size, train=True, augment=cfg.augment)
+    dataset = train.dataset(data_config, train=True, augment=cfg.augment)
     if weights is not None:
-        dataset = RepeatAwareDataset(dataset, build_strong_transform(cfg.image_size))
+        dataset = RepeatAwareDataset(dataset, build_strong_transform(data_config))
     return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed,
                        sampler=_sampler(len(train), weights, seed, info))
 

@@ -15,6 +15,7 @@ the regular and EMA weights scored higher) and then ``last.pt``, both atomically
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import math
 import time
@@ -33,6 +34,7 @@ from ..priors import load_priors, prior_quality_report, priors_from_probabilitie
 from .build import TrainingParts, build_training
 from .checkpoint import (
     StageProgress,
+    best_payload,
     load_checkpoint,
     model_from_checkpoint,
     model_metadata,
@@ -147,19 +149,19 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
     steps = steps_per_epoch(cfg, len(run.train), run.sample_weights, run.dist)
     parts = build_training(cfg, run.labels, mode, prior, run.device, run.dist, epochs, steps, run.amp_dtype)
     progress = StageProgress()
-    metadata = model_metadata(cfg, run.labels, parts.model, prior, mode, stage)
+    metadata = model_metadata(cfg, run.labels, parts.model, run.data_config, prior, mode, stage)
     if cfg.resume and last_path.is_file():
         progress, run.history[:] = restore_training(last_path, parts, metadata)
         if run.dist.is_primary:  # a kill may have come between last.pt and metrics.csv
             write_metrics_csv(run.history, run.run_dir / "metrics.csv")
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, progress.epoch + 2)
-    val_dataset = run.val.dataset(cfg.image_size, train=False)
+    val_dataset = run.val.dataset(run.data_config, train=False)
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
                       initial=progress.epoch + 1, total=epochs, disable=None if run.dist.is_primary else True):
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
         started = time.time()
-        loader = train_loader(cfg, run.train, run.sample_weights, epoch_seed, run.dist)
+        loader = train_loader(cfg, run.train, run.data_config, run.sample_weights, epoch_seed, run.dist)
         stats = train_one_epoch(parts.train_model, loader, parts.criterion, parts.optimizer, parts.scheduler,
                                 run.device, epoch=epoch, stage=stage, ema=parts.ema, scaler=parts.scaler,
                                 amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip, step_budget=run.step_budget,
@@ -175,9 +177,9 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
             progress.best_metric, progress.best_weights = reports["chosen"]["mAP"], "ema" if use_ema else "regular"
         if run.dist.is_primary:
             if improved:  # best first: a crash before last.pt is written replays this epoch and rewrites it
-                save_checkpoint(training_payload(metadata, parts, progress.best_weights, reports["chosen"], progress,
-                                                 run.history, run.dist.world_size), best_path)
-            save_checkpoint(training_payload(metadata, parts, "regular", reports["regular"], progress, run.history,
+                save_checkpoint(best_payload(metadata, parts, progress.best_weights, reports["chosen"], progress,
+                                             run.history), best_path)
+            save_checkpoint(training_payload(metadata, parts, reports["regular"], progress, run.history,
                                              run.dist.world_size), last_path)
             append_epoch(run.run_dir, run.history, row, run.writer, epochs, improved)
         barrier(run.dist)
@@ -187,18 +189,20 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
 
 
 def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
-    """Stage 1: temporary ignore-mode model -> priors CSV (skipped when a finished one is in the run folder)."""
+    """Stage 1: temporary ignore-mode model -> priors CSV (skipped when a finished one is in the run folder).
+
+    Only the priors (and the stage's metric rows) are kept: the temporary model's checkpoints go once the CSV is
+    written, since nothing re-uses them and they are several times the size of the target model's best.pt.
+    """
     cfg, labels = run.cfg, run.labels
-    prior_path = run.run_dir / "priors" / "prior_ignore.csv"
+    prior_path, stage_dir = run.run_dir / "priors" / "prior_ignore.csv", run.run_dir / "prior_stage"
     if cfg.resume and prior_path.is_file():
-        stage_last = run.run_dir / "prior_stage" / "checkpoints" / "last.pt"
-        if stage_last.is_file():
-            run.history[:] = load_checkpoint(stage_last)["history"]
+        run.history[:] = json.loads((stage_dir / "history.json").read_text())["history"]
+        _remove_stage_checkpoints(stage_dir)  # left behind by a kill just after the CSV
         return load_priors(prior_path, labels.class_names), str(prior_path)
-    best_path, progress = fit(run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None,
-                              run.run_dir / "prior_stage")
+    best_path, progress = fit(run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, stage_dir)
     model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm)
-    probs = predict_dataset(model, run.train.dataset(cfg.image_size, train=False), cfg.batch_size, cfg.workers,
+    probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                             run.device, run.amp_dtype, run.dist, desc="estimating priors")
     groups = list(labels.groups.values()) if labels.groups else None
     priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate, groups)
@@ -206,13 +210,20 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
         quality = prior_quality_report(priors, run.train.targets, labels.class_names, labels.true_frequency,
                                        details["mean_posterior"])
         write_json(prior_path.parent / "prior_quality.json", quality)  # before the CSV, which marks the stage done
+        write_json(stage_dir / "history.json", {"history": run.history})
         save_priors(prior_path, labels.class_names, priors, details.pop("n_images"), cfg.prior_estimate, details)
+        _remove_stage_checkpoints(stage_dir)
         top = np.argsort(-priors)[:10]
         log.info("%s priors from the ignore-mode model (%s weights): %s; Spearman vs %s: %.3f", cfg.prior_estimate,
                  progress.best_weights, ", ".join(f"{labels.class_names[i]} {priors[i]:.3f}" for i in top),
                  quality["reference"], quality["estimate"]["spearman"])
     barrier(run.dist)
     return priors, str(prior_path)
+
+
+def _remove_stage_checkpoints(stage_dir: Path) -> None:
+    for name in ("best.pt", "last.pt"):
+        (stage_dir / "checkpoints" / name).unlink(missing_ok=True)
 
 
 def run_training(cfg: TrainConfig) -> dict:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..data.schema import AttributeSchema
+from ..data.transforms import DataConfig
 from ..metrics import evaluate_predictions
 from ..reports.evaluation import write_report
 from ..safe_io import refuse_inputs_as_outputs
@@ -51,7 +52,7 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
                           on_bad_rows)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)
-    loader = make_loader(data.dataset(int(ckpt["image_size"]), train=False), batch_size, workers, train=False)
+    loader = make_loader(data.dataset(DataConfig.from_checkpoint(ckpt), train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
     labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)

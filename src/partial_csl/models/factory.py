@@ -84,7 +84,7 @@ def create_model(name: str, num_classes: int, pretrained: str | None = None, nor
     elif norm == "inplace_abn":
         raise ValueError(f"--norm inplace_abn applies to TResNet models only, not {name!r}")
     if pretrained:
-        load_pretrained(model, pretrained, abn_keys=abn_weight_keys(model))
+        load_pretrained(model, pretrained, abn_keys=abn_weight_keys(model), model_name=name)
     return model.to(device)
 
 

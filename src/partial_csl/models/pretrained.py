@@ -1,6 +1,11 @@
-"""Load pretrained weights from a local file into a model (no download, ``weights_only=True``).
+"""Load pretrained weights from a local file or folder into a model (nothing is downloaded, nothing unpickled).
 
-Accepted layouts:
+Accepted files: ``*.safetensors`` (read with the ``safetensors`` library), ``*.pth`` / ``*.pt`` / ``*.bin``
+(``torch.load(weights_only=True)``: tensors and plain types only), or a folder in the Hugging Face hub layout
+(``model.safetensors`` or ``pytorch_model.bin``, with the ``config.json`` whose ``architecture`` must match the model
+and whose ``pretrained_cfg`` says how inputs are normalised; see :func:`pretrained_data_config`).
+
+Accepted layouts of the tensors:
 
 * a timm state dict (``body.conv1.conv.weight`` ...). Its norm weights have BatchNorm semantics (the effective
   scale); for ABN layers they are converted to ``|w| + eps`` semantics with ``w = scale - eps``;
@@ -15,6 +20,7 @@ first bad key. Missing and unexpected keys are summarised in the log and returne
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 from dataclasses import dataclass, field
@@ -50,16 +56,62 @@ class PretrainedLoadError(RuntimeError):
     pass
 
 
-def read_weights_file(path: str | Path) -> dict:
-    """``torch.load(weights_only=True)`` with errors that name the file."""
+HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+
+
+def weights_file(path: str | Path) -> Path:
+    """The weights file of ``path``: the file itself, or the weights of a hub-layout folder."""
     path = Path(path)
+    if path.is_dir():
+        for name in HUB_WEIGHT_FILES:
+            if (path / name).is_file():
+                return path / name
+        raise PretrainedLoadError(f"{path}: a folder without {' or '.join(HUB_WEIGHT_FILES)} (the hub layout)")
     if not path.is_file():
         raise FileNotFoundError(f"weights file not found: {path} (see pretrained_weights/README.md)")
+    return path
+
+
+def hub_config(path: str | Path) -> dict | None:
+    """The ``config.json`` of a hub-layout folder (None for a plain file or a folder without one)."""
+    path = Path(path)
+    config = path / "config.json"
+    if not path.is_dir() or not config.is_file():
+        return None
     try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as err:
+        raise PretrainedLoadError(f"{config}: not a readable JSON file ({err})") from err
+    if not isinstance(data, dict):
+        raise PretrainedLoadError(f"{config}: expected a JSON object (timm's hub config)")
+    return data
+
+
+def pretrained_data_config(path: str | Path) -> dict | None:
+    """The preprocessing of downloaded weights (``pretrained_cfg`` of the hub folder's config.json), or None."""
+    config = hub_config(path)
+    cfg = (config or {}).get("pretrained_cfg")
+    return cfg if isinstance(cfg, dict) else None
+
+
+def read_weights_file(path: str | Path) -> dict:
+    """The tensors of ``path`` (a file or a hub folder), with errors that name the file."""
+    path = weights_file(path)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            return load_file(str(path), device="cpu")
         return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zip, pickle with code objects, not a torch file ...
-        raise PretrainedLoadError(f"{path}: cannot be read as a PyTorch weights file ({type(err).__name__}: {err})"
-                                  ) from err
+    except Exception as err:  # truncated file, pickle with code objects, not a weights file ...
+        raise PretrainedLoadError(f"{path}: cannot be read as a weights file ({type(err).__name__}: {err})") from err
+
+
+def check_architecture(path: str | Path, model_name: str | None) -> None:
+    """A hub folder names its architecture; refuse weights of another one before any tensor is compared."""
+    declared = (hub_config(path) or {}).get("architecture")
+    if declared and model_name and declared.split(".")[0] != model_name.split(".")[0]:
+        raise PretrainedLoadError(f"{path}: holds weights of {declared!r} (config.json), not of {model_name!r}")
 
 
 def unwrap_state_dict(obj: object, path: str | Path = "<weights>") -> dict[str, torch.Tensor]:
@@ -87,8 +139,11 @@ def miil_to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def load_pretrained(model: nn.Module, path: str | Path, abn_keys: set[str] | frozenset = frozenset()) -> LoadReport:
-    """Load ``path`` into ``model``. ``abn_keys``: state-dict keys of ABN weights (``|w| + eps`` semantics)."""
+def load_pretrained(model: nn.Module, path: str | Path, abn_keys: set[str] | frozenset = frozenset(),
+                    model_name: str | None = None) -> LoadReport:
+    """Load ``path`` into ``model``. ``abn_keys``: state-dict keys of ABN weights (``|w| + eps`` semantics);
+    ``model_name``: checked against a hub folder's declared architecture."""
+    check_architecture(path, model_name)
     raw = read_weights_file(path)
     state = unwrap_state_dict(raw, path)
     if isinstance(raw, dict) and "format_version" in raw:
