@@ -139,11 +139,11 @@ def test_mismatched_weights_are_refused_naming_the_file_and_the_first_bad_key(tm
     with pytest.raises(PretrainedLoadError, match=r"holds weights of 'resnet50' \(config.json\), not of 'resnet18'"):
         create_model("resnet18", num_classes=21, pretrained=str(folder))
     (tmp_path / "empty").mkdir()
-    with pytest.raises(PretrainedLoadError, match="a folder without model.safetensors or pytorch_model.bin"):
+    with pytest.raises(PretrainedLoadError, match=r"a folder without model\.safetensors or pytorch_model\.bin"):
         create_model("resnet18", num_classes=21, pretrained=str(tmp_path / "empty"))
     broken = tmp_path / "broken.safetensors"
     broken.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
-    with pytest.raises(PretrainedLoadError, match="broken.safetensors: cannot be read as a weights file"):
+    with pytest.raises(PretrainedLoadError, match=r"broken\.safetensors: cannot be read as a weights file"):
         create_model("resnet18", num_classes=21, pretrained=str(broken))
 
 
