@@ -61,6 +61,8 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("interpolation", choices=sorted(INTERPOLATIONS), help="resize interpolation (default: the model's)")
     add("batch_size", type=int)
     add("workers", type=int, help="DataLoader worker processes")
+    add("cache_images", action="store_true",
+        help="decode and resize every image once, in memory, for all epochs (N x size^2 x 3 bytes; small images)")
     add("augment", choices=AUGMENTATIONS, help="csl: Cutout + RandAugment (reference); light; none")
     add("sampler", choices=SAMPLERS, help="uniform; balanced: LVIS repeat factors of the known positives; "
                                           "raking: per-image weights matching sqrt-frequency per attribute")

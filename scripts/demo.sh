@@ -16,7 +16,7 @@ $PY images_train_test_valid_split.py --csv "$DATA/attributes.csv" --images "$DAT
     --seed 0 > "$OUT/split.log" 2>&1 || { cat "$OUT/split.log"; exit 1; }
 echo "split: $OUT/split (distribution table $OUT/split/split_distribution.md)"
 $PY train.py --train-csv "$OUT/split/train.csv" --val-csv "$OUT/split/valid.csv" --images "$DATA/images" \
-    --model-name tresnet_m --image-size 64 --batch-size 32 --workers 2 \
+    --model-name tresnet_m --image-size 64 --batch-size 32 --workers 0 --cache-images \
     --partial_loss_mode selective --gamma_pos 0 --gamma_neg 1 --gamma_unann 4 --likelihood_topk 3 \
     --prior_threshold 0.5 --prior_epochs "$PRIOR_EPOCHS" --epochs "$EPOCHS" --lr 5e-4 --augment light --ema-decay 0.99 \
     --seed 0 --output-dir "$OUT/run" --resume ${TRAIN_ARGS:-}

@@ -192,3 +192,15 @@ def test_checkpoints_of_format_1_with_every_architectures_args_still_load(split_
     images = torch.rand(2, 3, 32, 32)
     reference = model_from_checkpoint(ckpt)
     torch.testing.assert_close(model(images), reference(images))
+
+
+def test_the_run_announces_its_training_time_from_the_first_steps(caplog):
+    import logging
+
+    from partial_csl.engine.records import RunClock
+
+    clock = RunClock(total_steps=600, warmup=1, measure=2)
+    with caplog.at_level(logging.INFO):
+        for _ in range(3):
+            clock.step()
+    assert "estimated training time" in caplog.text and "x 600 steps in all stages" in caplog.text

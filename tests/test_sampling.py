@@ -125,3 +125,20 @@ def test_offline_rebalance_writes_only_new_files(tmp_path):
         assert row[["neck", "sleeve_length", "pattern"]].tolist() == source[["neck", "sleeve_length",
                                                                              "pattern"]].tolist()
     assert set(pd.read_csv(out / "rebalance_distribution.csv")["split"]) == {"train", "train + copies"}
+
+
+def test_the_image_cache_gives_the_pixels_of_the_files(tmp_path):
+    from conftest import make_attribute_dataset
+
+    from partial_csl.data.schema import default_schema
+    from partial_csl.data.transforms import DataConfig
+    from partial_csl.engine.data import read_attribute_split
+
+    csv_path = make_attribute_dataset(tmp_path, n=6, size=40)
+    split = read_attribute_split(csv_path, tmp_path / "images", default_schema())
+    config = DataConfig(24, interpolation="bicubic")
+    plain = split.dataset(config, train=False)
+    assert split.cache_images(config) == 6 * 24 * 24 * 3
+    cached = split.dataset(config, train=False)
+    for i in range(6):
+        assert torch.equal(plain[i][0], cached[i][0])

@@ -32,6 +32,7 @@ class TrainConfig:
     interpolation: str | None = None
     batch_size: int = 32
     workers: int = 2
+    cache_images: bool = False
     augment: str = "csl"
     on_bad_rows: str = "error"
     sampler: str = "uniform"

@@ -17,11 +17,11 @@ import torch
 from torch.utils.data import DataLoader
 
 from ..data.coco import coco_2014_paths, load_coco
-from ..data.dataset import MultiLabelImageDataset
+from ..data.dataset import ImageCache, MultiLabelImageDataset
 from ..data.labels import read_attribute_csv, write_rejected_rows
 from ..data.partial import simulate_partial, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
-from ..data.transforms import DataConfig, build_transform, seed_worker
+from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
 from ..safe_io import atomic_write_text
 from .config import TrainConfig
 
@@ -58,13 +58,20 @@ class LabelledImages:
     filenames: list[str]
     targets: np.ndarray
     values: np.ndarray | None = None
+    cache: ImageCache | None = field(default=None, repr=False)  # see cache_images
 
     def __len__(self) -> int:
         return len(self.filenames)
 
     def dataset(self, data_config: DataConfig, train: bool, augment: str = "csl") -> MultiLabelImageDataset:
         return MultiLabelImageDataset(self.image_dir, self.filenames, self.targets,
-                                      build_transform(data_config, train, augment))
+                                      build_transform(data_config, train, augment), self.cache)
+
+    def cache_images(self, data_config: DataConfig) -> int:
+        """Decode and resize every image once for all the epochs of a run (``--cache-images``); returns bytes used."""
+        self.cache = ImageCache(data_config.image_size, PIL_RESAMPLING[data_config.interpolation])
+        self.cache.fill(MultiLabelImageDataset(self.image_dir, self.filenames, self.targets))
+        return self.cache.nbytes()
 
 
 def read_attribute_split(csv_path: str | Path, image_dir: str | Path, schema: AttributeSchema,

@@ -5,12 +5,30 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import time
 from pathlib import Path
 
 from ..safe_io import atomic_open, atomic_write_text
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
+
+
+class RunClock:
+    """Announces, once the first steps are timed, how long the run's training steps will take in all."""
+
+    def __init__(self, total_steps: int, warmup: int = 2, measure: int = 8):
+        self.total_steps, self.warmup, self.measure = total_steps, warmup, measure
+        self.steps, self.started = 0, 0.0
+
+    def step(self) -> None:
+        self.steps += 1
+        if self.steps == self.warmup:  # the first steps pay for allocation and thread start-up
+            self.started = time.perf_counter()
+        elif self.steps == self.warmup + self.measure:
+            per_step = (time.perf_counter() - self.started) / self.measure
+            log.info("estimated training time: %.1f min (%.2f s per step x %d steps in all stages; validation adds "
+                     "a little per epoch)", per_step * self.total_steps / 60, per_step, self.total_steps)
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, facts: dict) -> Path:

@@ -16,8 +16,8 @@ from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
 from .distributed import DistInfo, process_device
-from .records import write_json, write_run_config
-from .sampling import training_sample_weights, write_sampler_report
+from .records import RunClock, write_json, write_run_config
+from .sampling import steps_per_epoch, training_sample_weights, write_sampler_report
 
 log = logging.getLogger(__name__)
 
@@ -39,6 +39,7 @@ class Run:
     writer: object | None  # TensorBoard SummaryWriter on the primary process, else None
     history: list[dict] = field(default_factory=list)
     step_budget: list[int | None] = field(default_factory=lambda: [None])
+    clock: RunClock = field(default_factory=lambda: RunClock(0))
 
 
 def uses_prior_stage(cfg: TrainConfig) -> bool:
@@ -63,6 +64,9 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
                                       pretrained_data_config(cfg.model_path) if cfg.model_path else None,
                                       cfg.mean, cfg.std, cfg.interpolation)
     log.info("preprocessing: %s", data_config)
+    if cfg.cache_images:
+        used = train.cache_images(data_config) + val.cache_images(data_config)
+        log.info("cached %d images in memory (%.0f MB)", len(train) + len(val), used / 2**20)
     writer = None
     if info.is_primary:
         write_run_config(run_dir, cfg, {"device": str(device), "world_size": info.world_size,
@@ -75,5 +79,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
         write_json(run_dir / "label_warnings.json", {"classes": warnings})
         write_sampler_report(cfg, labels, train, weights, run_dir)
         writer = SummaryWriter(str(run_dir / "tensorboard"))
+    epochs = cfg.epochs + (cfg.prior_epochs or cfg.epochs if uses_prior_stage(cfg) and not cfg.prior_path else 0)
+    clock = RunClock(epochs * steps_per_epoch(cfg, len(train), weights, info))
     return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, data_config, writer,
-               step_budget=[cfg.stop_after_steps])
+               step_budget=[cfg.stop_after_steps], clock=clock)

@@ -66,7 +66,8 @@ class TrainingInterrupted(RuntimeError):
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
-                    step_budget: list[int | None], regulariser: Callable[[], torch.Tensor] | None = None) -> dict:
+                    step_budget: list[int | None], regulariser: Callable[[], torch.Tensor] | None = None,
+                    on_step: Callable[[], None] | None = None) -> dict:
     """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples'}.
 
     ``step_budget`` is one counter shared by every stage of a run (a list, so that it survives across calls): when it
@@ -104,6 +105,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         seen += len(images)
         steps += 1
         bar.set_postfix(loss=f"{per_sample:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
+        if on_step is not None:
+            on_step()
         if step_budget[0] is not None:
             step_budget[0] -= 1
             if step_budget[0] <= 0:
@@ -165,7 +168,7 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
         stats = train_one_epoch(parts.train_model, loader, parts.criterion, parts.optimizer, parts.scheduler,
                                 run.device, epoch=epoch, stage=stage, ema=parts.ema, scaler=parts.scaler,
                                 amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip, step_budget=run.step_budget,
-                                regulariser=parts.regulariser)
+                                regulariser=parts.regulariser, on_step=run.clock.step)
         if isinstance(parts.criterion, MultiTaskLoss):
             parts.criterion.end_epoch()
         stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
