@@ -28,6 +28,7 @@ from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, 
 from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
 from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
+from partial_csl.models.heads import HEAD_NAMES
 from partial_csl.priors import PRIOR_ESTIMATES
 
 DEFAULTS = TrainConfig()
@@ -88,6 +89,14 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add("model_name", help="tresnet_m / tresnet_l / tresnet_xl / tresnet_v2_l, or any timm model")
     add("model_path", help="pretrained weights (timm or MIIL format), see pretrained_weights/README.md")
     add("norm", choices=NORM_BACKENDS, help="TResNet ABN backend: inplace_abn kernels or exact pure PyTorch")
+    add("head", choices=HEAD_NAMES, help="--arch csl: linear (pooled features + linear layer), ml_decoder "
+                                         "(cross-attention group queries), label_graph (graph attention over class "
+                                         "co-occurrence), cosine (normalised features and weights, for --loss aam)")
+    add("decoder_queries", type=int, help="ml_decoder: number of group queries (default min(100, classes))")
+    add("decoder_embed", type=int, help="ml_decoder: embedding size of the decoder")
+    add("decoder_layers", type=int, help="ml_decoder: number of cross-attention decoder layers")
+    add("graph_threshold", type=float, help="label_graph: link j to i when P(j | i) over known labels is at least this")
+    add("cosine_scale", type=float, help="cosine head: the scale s of its s cos(theta) logits")
     add("task_weighting", choices=TASK_WEIGHTINGS, help="multi-head archs: equal, dwa or uncertainty")
     add("dwa_temperature", type=float, help="DWA temperature T")
     add("latent_tasks", type=int, help="latent: number K of shared latent tasks")
@@ -121,6 +130,8 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
         add(name, type=float)
     add("clip", type=float, help="probability shift for negatives (ASL clip)")
     add("focal_gamma", type=float, help="--loss focal: the focusing exponent of positives and negatives")
+    add("label_smoothing", type=float, help="--loss label_smoothing: targets become 1 - eps/2 and eps/2")
+    add("aam_margin", type=float, help="--loss aam: the additive angular margin m (radians) on positives")
     add("likelihood_topk", type=int, help="selective: ignore the k most likely unknowns (per sample budget)")
     add("likelihood_topk_scope", choices=TOPK_SCOPES, help="batch: k*B over the batch (reference); sample")
     add("prior_threshold", type=float, help="selective: ignore unknowns of classes with a prior above this")

@@ -19,6 +19,7 @@ from torch import nn
 
 from ..losses import MultiTaskLoss, build_loss
 from ..models import build_afa, build_latent, build_multihead, create_model
+from ..models.heads import HeadedModel, build_head
 from .config import TrainConfig
 from .data import LabelSpace
 
@@ -48,16 +49,21 @@ def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> dict
             "alpha_unann": cfg.alpha_unann, "clip": cfg.clip, "likelihood_topk": cfg.likelihood_topk,
             "likelihood_topk_scope": cfg.likelihood_topk_scope, "prior_threshold": cfg.prior_threshold,
             "prior": None if prior is None else torch.as_tensor(prior), "reduction": cfg.loss_reduction,
-            "focal_gamma": cfg.focal_gamma}
+            "focal_gamma": cfg.focal_gamma, "label_smoothing": cfg.label_smoothing, "margin": cfg.aam_margin,
+            "scale": cfg.cosine_scale}
 
 
 def _single_head_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+    if cfg.loss == "aam" and cfg.head != "cosine":
+        raise ValueError("--loss aam (additive angular margin) needs cosine logits: use it with --head cosine")
     return build_loss(cfg.loss, **loss_settings(cfg, mode, prior))
 
 
 def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
     if labels.schema is None:
         raise ValueError(f"--arch {cfg.arch} needs attribute data (one head per attribute)")
+    if cfg.head != "linear":
+        raise ValueError(f"--head applies to --arch csl; --arch {cfg.arch} has one linear head per attribute")
     if cfg.loss != "partial_asl":
         raise ValueError(f"--loss applies to --arch csl; --arch {cfg.arch} trains a softmax cross-entropy per "
                          "attribute")
@@ -68,14 +74,26 @@ def _group_sizes(labels: LabelSpace) -> list[int] | None:
     return [g.num_classes for g in labels.schema.groups] if labels.schema else None
 
 
-def _build_csl(model_name: str, num_classes: int, pretrained: str | None = None, norm: str = "auto",
-               device: torch.device | str = "cpu") -> nn.Module:
-    return create_model(model_name, num_classes, pretrained=pretrained, norm=norm, device=device)
+def _build_csl(model_name: str, num_classes: int, head: str = "linear", head_options: dict | None = None,
+               pretrained: str | None = None, norm: str = "auto", device: torch.device | str = "cpu") -> nn.Module:
+    """One head over all classes: the backbone's own pooled linear classifier, or a head of ``HEADS``."""
+    if head == "linear":
+        return create_model(model_name, num_classes, pretrained=pretrained, norm=norm, device=device)
+    backbone = create_model(model_name, 0, pretrained=pretrained, norm=norm, device=device)
+    return HeadedModel(backbone, build_head(head, backbone.num_features, num_classes, **(head_options or {}))
+                       ).to(device)
+
+
+def _csl_args(cfg: TrainConfig, labels: LabelSpace) -> dict:
+    if cfg.head == "linear":
+        return {"head": "linear"}
+    return {"head": cfg.head, "head_options": {"num_queries": cfg.decoder_queries, "embed_dim": cfg.decoder_embed,
+                                               "layers": cfg.decoder_layers, "scale": cfg.cosine_scale}}
 
 
 ARCHITECTURES: dict[str, Architecture] = {
     # one sigmoid head over all classes, trained under --loss (the partial-label loss by default)
-    "csl": Architecture(_build_csl, _single_head_criterion, lambda cfg, labels: {}, uses_priors=True),
+    "csl": Architecture(_build_csl, _single_head_criterion, _csl_args, uses_priors=True),
     # a shared backbone and one softmax head per attribute
     "mtl": Architecture(build_multihead, _per_attribute_criterion,
                         lambda cfg, labels: {"group_sizes": _group_sizes(labels)}),

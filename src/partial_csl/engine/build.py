@@ -54,8 +54,11 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.o
 def build_stage_model(cfg: TrainConfig, labels: LabelSpace, device: torch.device) -> nn.Module:
     """A fresh model of ``cfg.arch`` for ``labels`` (pretrained weights loaded when ``cfg.model_path`` is set)."""
     arch_args = get_architecture(cfg.arch).arch_args(cfg, labels)
-    return build_model(cfg.arch, cfg.model_name, len(labels.class_names), pretrained=cfg.model_path, norm=cfg.norm,
-                       device=device, **arch_args)
+    model = build_model(cfg.arch, cfg.model_name, len(labels.class_names), pretrained=cfg.model_path, norm=cfg.norm,
+                        device=device, **arch_args)
+    if hasattr(model, "set_label_graph") and labels.label_graph is not None:  # a label-graph head
+        model.set_label_graph(labels.label_graph)
+    return model
 
 
 def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:

@@ -40,6 +40,12 @@ class TrainConfig:
     sampler_max_weight: float = 10.0
     # model
     arch: str = "csl"
+    head: str = "linear"
+    decoder_queries: int | None = None  # ml_decoder: None = min(100, number of classes)
+    decoder_embed: int = 768
+    decoder_layers: int = 1
+    graph_threshold: float = 0.4
+    cosine_scale: float = 30.0
     model_name: str = "tresnet_m"
     model_path: str | None = None
     norm: str = "auto"
@@ -71,6 +77,8 @@ class TrainConfig:
     alpha_unann: float = 1.0
     clip: float = 0.0
     focal_gamma: float = 2.0
+    label_smoothing: float = 0.1
+    aam_margin: float = 0.5
     likelihood_topk: int = 5
     likelihood_topk_scope: str = "batch"
     prior_threshold: float = 0.5

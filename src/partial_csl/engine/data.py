@@ -22,6 +22,7 @@ from ..data.labels import read_attribute_csv, write_rejected_rows
 from ..data.partial import simulate_partial, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
+from ..models.heads import cooccurrence_graph
 from ..safe_io import atomic_write_text
 from .config import TrainConfig
 
@@ -35,6 +36,7 @@ class LabelSpace:
     schema: AttributeSchema | None = None
     train_class_counts: list[int] = field(default_factory=list)
     true_frequency: np.ndarray | None = None  # known only for simulated partial labels
+    label_graph: np.ndarray | None = None  # (C, C) co-occurrence of the known training labels (label_graph head)
 
     @property
     def groups(self) -> dict[str, slice] | None:
@@ -175,7 +177,10 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
         raise ValueError(f"unknown dataset type {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
     if cfg.simulate_partial_type and cfg.dataset != "coco":
         raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
-    return DATASETS[cfg.dataset](cfg, run_dir)
+    labels, train, val = DATASETS[cfg.dataset](cfg, run_dir)
+    if cfg.head == "label_graph":
+        labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
+    return labels, train, val
 
 
 def check_validation_labels(val: LabelledImages, source: str | Path | None) -> None:

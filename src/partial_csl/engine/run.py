@@ -11,6 +11,7 @@ import torch
 
 from ..data.schema import UNKNOWN
 from ..data.transforms import DataConfig, resolve_data_config
+from ..losses import loss_uses_priors
 from ..models.pretrained import pretrained_data_config
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
@@ -43,8 +44,9 @@ class Run:
 
 
 def uses_prior_stage(cfg: TrainConfig) -> bool:
-    """The selective mode of the partial-label loss needs class priors (from a file, or from the prior stage)."""
-    return get_architecture(cfg.arch).uses_priors and cfg.loss == "partial_asl" and cfg.partial_loss_mode == "selective"
+    """The selective mode of a loss that takes priors needs them (from a file, or from the prior stage)."""
+    return (get_architecture(cfg.arch).uses_priors and loss_uses_priors(cfg.loss)
+            and cfg.partial_loss_mode == "selective")
 
 
 def start_run(cfg: TrainConfig, info: DistInfo) -> Run:

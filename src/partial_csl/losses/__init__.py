@@ -7,6 +7,7 @@ constructor only the settings its signature names, so a run hands every loss the
 
 import inspect
 
+from .margin import AdditiveAngularMarginLoss, LabelSmoothingLoss
 from .multitask import TASK_WEIGHTINGS, MultiTaskLoss, dwa_weights
 from .partial import PARTIAL_LOSS_MODES, TOPK_SCOPES, PartialSelectiveLoss, likelihood_topk_mask
 from .plain import GroupSoftmaxCrossEntropy, ZLPRLoss, asl_loss, bce_loss, focal_loss
@@ -17,7 +18,14 @@ LOSSES = {
     "focal": focal_loss,  # focal loss (--focal-gamma) on annotated labels; unknowns ignored
     "asl": asl_loss,  # asymmetric loss (--gamma_neg, --gamma_pos, --clip) on annotated labels; unknowns ignored
     "zlpr": ZLPRLoss,  # zero-bounded log-sum-exp pairwise loss; unknowns in neither sum
+    "label_smoothing": LabelSmoothingLoss,  # BCE on 1 - eps/2 / eps/2 targets (--label-smoothing); modes apply
+    "aam": AdditiveAngularMarginLoss,  # additive angular margin on cosine logits (--head cosine); modes apply
 }
+
+
+def loss_uses_priors(name: str) -> bool:
+    """Whether the loss takes class priors (its selective mode needs them, from a file or the prior stage)."""
+    return "prior" in inspect.signature(LOSSES[name]).parameters
 
 
 def build_loss(name: str, **settings):
@@ -34,7 +42,9 @@ __all__ = [
     "PARTIAL_LOSS_MODES",
     "TASK_WEIGHTINGS",
     "TOPK_SCOPES",
+    "AdditiveAngularMarginLoss",
     "GroupSoftmaxCrossEntropy",
+    "LabelSmoothingLoss",
     "MultiTaskLoss",
     "PartialSelectiveLoss",
     "ZLPRLoss",
@@ -44,4 +54,5 @@ __all__ = [
     "dwa_weights",
     "focal_loss",
     "likelihood_topk_mask",
+    "loss_uses_priors",
 ]

@@ -1,0 +1,146 @@
+"""Heads beyond a linear classifier (ML-Decoder, label graph, cosine) and the label-smoothing and angular-margin losses."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from conftest import make_attribute_dataset
+
+import export as export_script
+import infer as infer_script
+import train as train_script
+import validate as validate_script
+from partial_csl.engine.architectures import build_model
+from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from partial_csl.losses import AdditiveAngularMarginLoss, LabelSmoothingLoss, build_loss
+from partial_csl.models.heads import LabelGraphHead, MLDecoderHead, cooccurrence_graph
+
+
+def test_ml_decoder_uses_group_queries_cross_attention_only_and_a_group_fc():
+    head = MLDecoderHead(in_features=16, num_classes=21, num_queries=5, embed_dim=32, layers=2, heads=4)
+    assert head.num_queries == 5 and head.per_query == 5  # ceil(21 / 5) logits per query
+    assert head.group_weight.shape == (5, 32, 5)
+    assert not any("self_attn" in name for name, _ in head.named_modules())  # no self-attention among queries
+    features = torch.randn(3, 16, 4, 4)
+    assert head(features).shape == (3, 21)
+    # the queries see the image only through cross-attention: other positions, other logits
+    assert not torch.allclose(head.eval()(features), head(torch.randn(3, 16, 4, 4)))
+    assert MLDecoderHead(16, 21).num_queries == 21 and MLDecoderHead(16, 300).num_queries == 100
+
+
+def test_cooccurrence_graph_counts_known_labels_only():
+    targets = np.array([[1, 1, -1], [1, 0, 1], [1, -1, 1], [0, 1, 1]])
+    graph = cooccurrence_graph(targets, threshold=0.5)
+    # P(1 | 0): class 0 positive and class 1 known in images 0, 1 -> 1 of 2 positive = 0.5 -> linked
+    # P(2 | 0): class 0 positive and class 2 known in images 1, 2 -> 2 of 2 = 1.0 -> linked
+    # P(0 | 1): class 1 positive in images 0, 3 -> class 0 positive in 1 of 2 -> 0.5 -> linked
+    # P(2 | 1): class 1 positive in images 0, 3, class 2 known only in image 3, positive there -> 1.0 (image 0 does
+    # not count: its class 2 is unknown)
+    # P(0 | 2): class 2 positive in images 1, 2, 3 -> class 0 positive in 2 of 3; P(1 | 2): 1 of the 2 known
+    np.testing.assert_array_equal(graph, [[1, 1, 1], [1, 1, 1], [1, 1, 1]])
+    np.testing.assert_array_equal(cooccurrence_graph(targets, threshold=0.9), [[1, 0, 1], [0, 1, 1], [0, 0, 1]])
+
+
+def test_label_graph_attention_follows_the_graph():
+    torch.manual_seed(0)
+    head = LabelGraphHead(in_features=8, num_classes=3, graph_dim=16, heads=2).eval()
+    features = torch.randn(2, 8, 2, 2)
+    isolated = head(features)
+    head.set_label_graph(np.array([[1, 1, 0], [1, 1, 0], [0, 0, 1]]))
+    linked = head(features)
+    assert torch.allclose(isolated[:, 2], linked[:, 2], atol=1e-6)  # class 2 has no neighbours in either graph
+    assert not torch.allclose(isolated[:, :2], linked[:, :2])
+    assert "adjacency" in head.state_dict()  # the graph travels with the checkpoint
+
+
+def test_label_smoothing_matches_a_hand_computation():
+    logits = torch.tensor([[2.0, -1.0, 0.5]])
+    targets = torch.tensor([[1.0, 0.0, -1.0]])
+    eps = 0.2
+    def bce(x, t):
+        return -(t * math.log(1 / (1 + math.exp(-x))) + (1 - t) * math.log(1 - 1 / (1 + math.exp(-x))))
+    expected_negative = bce(2.0, 1 - eps / 2) + bce(-1.0, eps / 2) + bce(0.5, eps / 2)
+    loss = LabelSmoothingLoss("negative", label_smoothing=eps, reduction="sum")
+    assert loss(logits, targets).item() == pytest.approx(expected_negative, rel=1e-6)
+    ignore = LabelSmoothingLoss("ignore", label_smoothing=eps, reduction="sum")
+    assert ignore(logits, targets).item() == pytest.approx(bce(2.0, 1 - eps / 2) + bce(-1.0, eps / 2), rel=1e-6)
+    plain = LabelSmoothingLoss("ignore", label_smoothing=0.0, reduction="sum")
+    known = targets != -1
+    assert plain(logits, targets).item() == pytest.approx(
+        F.binary_cross_entropy_with_logits(logits[known], targets[known], reduction="sum").item(), rel=1e-6)
+
+
+def test_additive_angular_margin_matches_a_hand_computation():
+    scale, margin = 10.0, 0.3
+    cosines = torch.tensor([[0.8, 0.1, -0.5, -0.99]])
+    targets = torch.tensor([[1.0, 0.0, -1.0, 1.0]])
+    loss = AdditiveAngularMarginLoss("negative", margin=margin, scale=scale, reduction="none")
+    theta = math.acos(0.8)
+    logits = loss.margin_logits(scale * cosines, targets)[0]
+    assert logits[0].item() == pytest.approx(scale * math.cos(theta + margin), rel=1e-5)
+    assert logits[1].item() == pytest.approx(scale * 0.1, rel=1e-5)  # negatives keep s cos(theta)
+    assert logits[2].item() == pytest.approx(scale * -0.5, rel=1e-5)  # unknown as negative
+    # theta + m past pi: the linear continuation cos(theta) - m sin(pi - m)
+    assert logits[3].item() == pytest.approx(scale * (-0.99 - margin * math.sin(math.pi - margin)), rel=1e-5)
+    ignored = AdditiveAngularMarginLoss("ignore", margin=margin, scale=scale, reduction="none")(scale * cosines,
+                                                                                             targets)
+    assert ignored[0, 2].item() == 0.0 and ignored[0, 0].item() > 0
+    assert isinstance(build_loss("aam", margin=0.1, scale=5.0, gamma_neg=4), AdditiveAngularMarginLoss)
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    root = tmp_path_factory.mktemp("heads")
+    csv_path = make_attribute_dataset(root, n=24, seed=8)
+    lines = csv_path.read_text().splitlines()
+    (root / "train.csv").write_text("\n".join([lines[0], *lines[1:17]]) + "\n")
+    (root / "valid.csv").write_text("\n".join([lines[0], *lines[17:]]) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("head,extra", [("ml_decoder", ["--decoder-queries", "7", "--decoder-embed", "32"]),
+                                        ("label_graph", ["--loss", "label_smoothing"]),
+                                        ("cosine", ["--loss", "aam", "--partial_loss_mode", "ignore"])])
+def test_each_head_trains_and_round_trips_through_validate_infer_and_export(data, tmp_path, head, extra):
+    run = tmp_path / "run"
+    assert train_script.main(["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"),
+                              "--images", str(data / "images"), "--model-name", "test_resnet", "--image-size", "32",
+                              "--batch-size", "8", "--workers", "0", "--epochs", "1", "--prior-epochs", "1",
+                              "--no-amp", "--head", head, *extra, "--output-dir", str(run)]) == 0
+    best = run / "checkpoints" / "best.pt"
+    ckpt = load_checkpoint(best)
+    assert ckpt["arch_args"]["head"] == head
+    model = model_from_checkpoint(ckpt)
+    if head == "label_graph":
+        assert model.head.adjacency.sum() > 21  # the training labels' graph, not the identity it starts from
+    assert validate_script.main(["--checkpoint", str(best), "--csv", str(data / "valid.csv"), "--images",
+                                 str(data / "images"), "--output-dir", str(tmp_path / "report")]) == 0
+    assert infer_script.main(["--checkpoint", str(best), "--images", str(data / "images"), "--output",
+                              str(tmp_path / "pred.csv")]) == 0
+    assert export_script.main(["--checkpoint", str(best), "--format", "onnx", "--output",
+                               str(tmp_path / "m.onnx")]) == 0
+    import onnxruntime as ort
+
+    images = torch.rand(2, 3, 32, 32)
+    session = ort.InferenceSession(str(tmp_path / "m.onnx"), providers=["CPUExecutionProvider"])
+    exported = session.run(["probabilities"], {"images": images.numpy()})[0]
+    with torch.no_grad():
+        expected = torch.sigmoid(model(images)).numpy()
+    np.testing.assert_allclose(exported, expected, atol=1e-5)
+
+
+def test_heads_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
+    common = ["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
+              str(data / "images"), "--model-name", "test_resnet", "--image-size", "32", "--workers", "0",
+              "--epochs", "1"]
+    assert train_script.main([*common, "--loss", "aam", "--output-dir", str(tmp_path / "a")]) == 2
+    assert "--loss aam (additive angular margin) needs cosine logits" in capsys.readouterr().err
+    assert train_script.main([*common, "--arch", "mtl", "--head", "ml_decoder", "--output-dir",
+                              str(tmp_path / "b")]) == 2
+    assert "--head applies to --arch csl" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="unknown head 'mlp'"):
+        build_model("csl", "test_resnet", 21, head="mlp")
