@@ -4,6 +4,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import onnxruntime as ort
@@ -74,6 +75,41 @@ def test_two_process_ddp_matches_one_process_with_double_batch(data, tmp_path):
                               str(data / "s" / "test.csv"), "--images", str(data / "d" / "images"), "--output",
                               str(out)]) == 0
     assert len(pd.read_csv(out)) == len(pd.read_csv(data / "s" / "test.csv"))
+
+
+def _torchrun(args: list[str], timeout: int = 600) -> subprocess.CompletedProcess:
+    """train.py under torchrun with 2 CPU processes. A hang fails the test: the launcher gets SIGTERM, on which it
+    stops its workers (they run in their own sessions, out of reach of a process-group kill)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(ROOT / "train.py"), *args]
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:  # no pipe a worker could hold
+        process = subprocess.Popen(command, env=env, stdout=out, stderr=err, text=True)
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.terminate()
+            process.wait(timeout=60)
+            pytest.fail(f"torchrun did not finish in {timeout} s (a rank waiting for the others?)")
+        out.seek(0)
+        err.seek(0)
+        return subprocess.CompletedProcess(command, process.returncode, out.read(), err.read())
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_two_process_ddp_matches_one_process_with_weight_decay(data, tmp_path, reduction):
+    """DDP averages the gradients of the ranks; the L2 term must still be the reference's for the global batch."""
+    # a decay large enough to steer Adam's steps, so that a coefficient off by the number of ranks shows
+    extra = ["--loss_reduction", reduction, "--weight-decay", "0.05", "--lr", "1e-2", "--epochs", "1"]
+    single, ddp = tmp_path / "single", tmp_path / "ddp"
+    assert train_script.main([*args_for(data, single, 8), *extra]) == 0
+    result = _torchrun([*args_for(data, ddp, 4), *extra])
+    assert result.returncode == 0, result.stderr[-3000:]
+    single_w = load_checkpoint(single / "checkpoints" / "last.pt")["model"]
+    ddp_w = load_checkpoint(ddp / "checkpoints" / "last.pt")["model"]
+    for key in single_w:
+        if single_w[key].is_floating_point():
+            torch.testing.assert_close(ddp_w[key], single_w[key], rtol=1e-3, atol=1e-4, msg=key)
 
 
 @pytest.fixture(scope="module")

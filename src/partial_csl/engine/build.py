@@ -6,6 +6,12 @@ The choices come from registries: the architecture (:data:`.architectures.ARCHIT
 checkpoint args), the loss (:data:`partial_csl.losses.LOSSES`), the dataset format (:data:`.data.DATASETS`) and the
 partial-label simulator (:data:`partial_csl.data.partial.SIMULATORS`). The optimiser is the CSL recipe: Adam with L2
 decay on weights only, OneCycle stepped per iteration, an EMA copy of the weights.
+
+``--weight-decay`` means what it means in the reference, which sums the loss over the batch and adds the L2 term to
+that gradient. A per-sample mean (our default), or DDP's averaging of gradients over processes, makes the loss
+gradient smaller by a constant factor; Adam's step does not depend on that scale (once its ``eps`` is scaled with
+it), but it does on the ratio of the L2 term to the loss gradient. So the L2 coefficient and ``eps`` are scaled by the
+same factor (:func:`reference_gradient_scale`), and every step is the reference's step.
 """
 
 from __future__ import annotations
@@ -25,6 +31,8 @@ from .config import TrainConfig
 from .data import LabelSpace
 from .distributed import DistInfo
 
+ADAM_EPS = 1e-8  # torch.optim.Adam's default, the reference's value
+
 
 @dataclass
 class TrainingParts:
@@ -41,14 +49,33 @@ class TrainingParts:
     regulariser: Callable[[], torch.Tensor] | None
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float) -> torch.optim.Adam:
-    """Adam with L2 decay on weights only; biases and norm parameters (1-D) get none (the CSL recipe)."""
+def reference_gradient_scale(reduction: str, batch_size: int, world_size: int = 1) -> float:
+    """How much smaller our gradient is than the reference's (a loss summed over the global batch).
+
+    A per-process ``mean`` divides by the per-process batch ``batch_size``, and DDP averages over the ``world_size``
+    processes: 1 / (W * b). A per-process ``sum`` is only averaged by DDP: 1 / W. The configured batch size is used;
+    an epoch smaller than one batch (whose only batch is smaller) is then decayed slightly less than the reference.
+    """
+    if reduction == "sum":
+        return 1.0 / world_size
+    if reduction == "mean":
+        return 1.0 / (batch_size * world_size)
+    raise ValueError(f"unknown loss reduction {reduction!r}; expected mean or sum")
+
+
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, gradient_scale: float = 1.0) -> torch.optim.Adam:
+    """Adam with coupled L2 decay on weights only; biases and norm parameters (1-D) get none (the CSL recipe).
+
+    ``gradient_scale`` (see :func:`reference_gradient_scale`) multiplies the L2 coefficient and Adam's ``eps``, so
+    that training on a gradient that many times the reference's takes exactly the reference's steps.
+    """
     decay, no_decay = [], []
     for name, param in model.named_parameters():
         if param.requires_grad:
             (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
     return torch.optim.Adam([{"params": no_decay, "weight_decay": 0.0},
-                             {"params": decay, "weight_decay": weight_decay}], lr=lr)
+                             {"params": decay, "weight_decay": weight_decay * gradient_scale}],
+                            lr=lr, eps=ADAM_EPS * gradient_scale)
 
 
 def build_stage_model(cfg: TrainConfig, labels: LabelSpace, device: torch.device) -> nn.Module:
@@ -79,13 +106,18 @@ def _wrap_for_training(model: nn.Module, cfg: TrainConfig, device: torch.device,
 
 def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.ndarray | None, device: torch.device,
                    info: DistInfo, epochs: int, steps_per_epoch: int, amp_dtype: torch.dtype | None) -> TrainingParts:
-    """Model, criterion, optimiser, OneCycle schedule over ``epochs * steps_per_epoch`` steps, EMA and scaler."""
+    """Model, criterion, optimiser, OneCycle schedule over ``epochs * steps_per_epoch`` steps, EMA and scaler.
+
+    The L2 decay and Adam's eps are scaled to the loss reduction and the number of processes (see
+    :func:`reference_gradient_scale`)."""
     model = build_stage_model(cfg, labels, device)
     train_model = _wrap_for_training(model, cfg, device, info)
     model = getattr(train_model, "module", train_model)  # the wrapped copy when sync-norm layers were swapped in
     criterion = build_criterion(cfg, mode, prior, labels).to(device)
     # the criterion's parameters (e.g. uncertainty weighting's log-variances) train with the model
-    optimizer = build_optimizer(nn.ModuleList([model, criterion]), cfg.lr, cfg.weight_decay)
+    scale = reference_gradient_scale(getattr(criterion, "reduction", cfg.loss_reduction), cfg.batch_size,
+                                     info.world_size)
+    optimizer = build_optimizer(nn.ModuleList([model, criterion]), cfg.lr, cfg.weight_decay, scale)
     pct_start = 0.2
     if pct_start * epochs * steps_per_epoch == 1:  # OneCycleLR divides by (pct_start * steps - 1): 5 steps crash
         pct_start = 0.3
