@@ -112,6 +112,21 @@ def test_two_process_ddp_matches_one_process_with_weight_decay(data, tmp_path, r
             torch.testing.assert_close(ddp_w[key], single_w[key], rtol=1e-3, atol=1e-4, msg=key)
 
 
+def test_two_process_ddp_with_the_balanced_sampler_and_an_odd_number_of_images_finishes(data, tmp_path):
+    """31 images on 2 ranks, batch 8: unpadded, rank 1 would draw 15 images (one batch) and rank 0 16 (two), and
+    rank 0 would wait forever in the second batch's all-reduce."""
+    lines = (data / "s" / "train.csv").read_text().splitlines()
+    lines += (data / "s" / "valid.csv").read_text().splitlines()[1:]
+    train_csv = tmp_path / "train31.csv"
+    train_csv.write_text("\n".join(lines[:32]) + "\n")
+    args = args_for(data, tmp_path / "run", 8)
+    args[1] = str(train_csv)
+    result = _torchrun([*args, "--sampler", "balanced", "--epochs", "1"], timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv")
+    assert len(metrics) == 1 and np.isfinite(metrics["train_loss"]).all()
+
+
 @pytest.fixture(scope="module")
 def checkpoints(data, tmp_path_factory):
     out = {}

@@ -76,6 +76,21 @@ def test_sampler_is_seeded_counts_repeats_and_splits_across_ranks():
     assert sorted(ranks[0] + ranks[1]) == sorted(a) and len(ranks[0]) == 25
 
 
+@pytest.mark.parametrize("n", [1, 7, 30, 31, 50])
+@pytest.mark.parametrize("world_size", [1, 2, 3, 4])
+def test_every_rank_draws_the_same_number_of_samples(n, world_size):
+    """DDP needs every rank to take the same number of steps; an uneven slice of an odd epoch hung the run."""
+    weights = np.linspace(1.0, 3.0, 9)
+    single = list(RepeatAwareSampler(weights, n, seed=5))
+    samplers = [RepeatAwareSampler(weights, n, seed=5, rank=r, world_size=world_size) for r in range(world_size)]
+    drawn = [list(s) for s in samplers]
+    per_rank = math.ceil(n / world_size)
+    assert all(len(s) == per_rank for s in samplers) and all(len(d) == per_rank for d in drawn)
+    # every draw of the epoch is on some rank; the padding only repeats the first draws, as DistributedSampler does
+    union = [pair for d in drawn for pair in d]
+    assert sorted(set(union)) == sorted(set(single)) and len(union) - n < world_size
+
+
 def test_repeats_get_the_strong_transform_through_worker_processes(tmp_path):
     csv_path = make_attribute_dataset(tmp_path / "d", n=4)
     names = pd.read_csv(csv_path)["filename"].tolist()

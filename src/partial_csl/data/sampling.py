@@ -140,9 +140,10 @@ class RepeatAwareSampler(Sampler):
         for index in draws:
             pairs.append((index, seen.get(index, 0)))
             seen[index] = seen.get(index, 0) + 1
-        # pad like DistributedSampler so that every rank yields len(self) items (ranks that differ hang DDP)
-        total = len(self) * self.world_size
-        pairs += pairs[:total - len(pairs)]
+        # pad like DistributedSampler so that every rank yields len(self) items (ranks that differ hang DDP); the
+        # padding can be longer than the epoch (fewer draws than ranks), so the draws are repeated as often as needed
+        padding = len(self) * self.world_size - len(pairs)
+        pairs += (pairs * math.ceil(padding / len(pairs)))[:padding]
         return iter(pairs[self.rank::self.world_size])
 
 
