@@ -8,6 +8,7 @@ the batch). Our default recipe averages the loss over the batch; ``--weight-deca
 from __future__ import annotations
 
 import copy
+import logging
 from dataclasses import replace
 
 import numpy as np
@@ -93,3 +94,21 @@ def test_gradient_scale_of_each_reduction_and_world_size():
     assert reference_gradient_scale("sum", 16, world_size=2) == pytest.approx(1 / 2)
     with pytest.raises(ValueError, match="unknown loss reduction"):
         reference_gradient_scale("none", 8)
+
+
+def _stage_warnings(caplog, **overrides) -> list[str]:
+    cfg = TrainConfig(**{**STRONG, **overrides})
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="partial_csl.engine.build"):
+        build_training(cfg, LabelSpace(NAMES), "negative", None, torch.device("cpu"), DistInfo(), epochs=30,
+                       steps_per_epoch=44, amp_dtype=None)
+    return [r.getMessage() for r in caplog.records if "EMA" in r.getMessage()]
+
+
+def test_a_run_too_short_for_the_ema_decay_is_warned_about(caplog):
+    # 1,320 steps at the reference decay: 0.9997^1320 = 0.67 of the EMA still on the initial weights
+    (message,) = _stage_warnings(caplog, ema_decay=0.9997)
+    assert "1320 steps" in message and "67%" in message and "--ema-warmup" in message and "--ema-decay" in message
+    assert not _stage_warnings(caplog, ema_decay=0.99)  # 0.99^1320: nothing left of the start
+    assert not _stage_warnings(caplog, ema_decay=0.9997, ema_warmup=True)
+    assert not _stage_warnings(caplog, ema_decay=0.0)

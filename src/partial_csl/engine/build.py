@@ -16,6 +16,7 @@ same factor (:func:`reference_gradient_scale`), and every step is the reference'
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -31,7 +32,10 @@ from .config import TrainConfig
 from .data import LabelSpace
 from .distributed import DistInfo
 
+log = logging.getLogger(__name__)
+
 ADAM_EPS = 1e-8  # torch.optim.Adam's default, the reference's value
+EMA_START_WEIGHT_LIMIT = 0.1  # warn when the EMA would still hold more than this share of the initial weights
 
 
 @dataclass
@@ -78,6 +82,24 @@ def build_optimizer(model: nn.Module, lr: float, weight_decay: float, gradient_s
                             lr=lr, eps=ADAM_EPS * gradient_scale)
 
 
+def ema_start_weight(decay: float, steps: int) -> float:
+    """Share of an EMA (without warm-up) that is still the weights it started from after ``steps`` updates."""
+    return decay ** steps
+
+
+def warn_if_ema_too_slow(decay: float, warmup: bool, steps: int) -> None:
+    """A decay made for reference-sized runs (0.9997 over COCO's ~40k steps) leaves a short run's EMA mostly at its
+    initial weights, and its score is then noise; say so at the start of the stage, with a decay that would fit."""
+    if decay <= 0 or warmup or steps <= 0:
+        return
+    left = ema_start_weight(decay, steps)
+    if left > EMA_START_WEIGHT_LIMIT:
+        fitting = 0.01 ** (1.0 / steps)  # 1 % left on the initial weights at the end
+        log.warning("EMA decay %g over this stage's %d steps leaves %.0f%% of the EMA on the initial weights "
+                    "(decay^steps); its weights will hardly have trained: use --ema-warmup, or --ema-decay %.4f or "
+                    "lower (1%% left)", decay, steps, 100 * left, fitting)
+
+
 def build_stage_model(cfg: TrainConfig, labels: LabelSpace, device: torch.device) -> nn.Module:
     """A fresh model of ``cfg.arch`` for ``labels`` (pretrained weights loaded when ``cfg.model_path`` is set)."""
     arch_args = get_architecture(cfg.arch).arch_args(cfg, labels)
@@ -109,7 +131,7 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
     """Model, criterion, optimiser, OneCycle schedule over ``epochs * steps_per_epoch`` steps, EMA and scaler.
 
     The L2 decay and Adam's eps are scaled to the loss reduction and the number of processes (see
-    :func:`reference_gradient_scale`)."""
+    :func:`reference_gradient_scale`); a warning says when the run is too short for the EMA decay."""
     model = build_stage_model(cfg, labels, device)
     train_model = _wrap_for_training(model, cfg, device, info)
     model = getattr(train_model, "module", train_model)  # the wrapped copy when sync-norm layers were swapped in
@@ -124,6 +146,7 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
     scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
                            pct_start=pct_start)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
+    warn_if_ema_too_slow(cfg.ema_decay, cfg.ema_warmup, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)
     regulariser = (lambda: cfg.latent_reg * model.regulariser()) if hasattr(model, "regulariser") else None
     return TrainingParts(model, train_model, criterion, optimizer, scheduler, ema, scaler, regulariser)
