@@ -62,6 +62,11 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("interpolation", choices=sorted(INTERPOLATIONS), help="resize interpolation (default: the model's)")
     add("batch_size", type=int)
     add("workers", type=int, help="DataLoader worker processes")
+    add("freeze_backbone", action="store_true",
+        help="train the head only, on backbone features computed once (eval mode, no augmentation)")
+    add("cache_embeddings", action="store_true",
+        help="--freeze-backbone: keep the features on disk, keyed by model, weights and images (reused when equal)")
+    add("embeddings_dir", help="--cache-embeddings: where (default <run>/embeddings; share it across a sweep)")
     add("cache_images", action="store_true",
         help="decode and resize every image once, in memory, for all epochs (N x size^2 x 3 bytes; small images)")
     add("augment", choices=AUGMENTATIONS, help="csl: Cutout + RandAugment (reference); light; none")

@@ -1,8 +1,9 @@
-"""Heads beyond a linear classifier (ML-Decoder, label graph, cosine) and the label-smoothing and angular-margin losses."""
+"""Heads beyond a linear classifier (ML-Decoder, label graph, cosine), label smoothing and the angular margin."""
 
 from __future__ import annotations
 
 import math
+import os
 
 import numpy as np
 import pytest
@@ -144,3 +145,74 @@ def test_heads_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
     assert "--head applies to --arch csl" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown head 'mlp'"):
         build_model("csl", "test_resnet", 21, head="mlp")
+
+
+def _frozen_args(data, run, *extra):
+    return ["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
+            str(data / "images"), "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
+            "--workers", "0", "--epochs", "2", "--prior-epochs", "1", "--no-amp", "--lr", "1e-2",
+            "--freeze-backbone", "--output-dir", str(run), *extra]
+
+
+def test_a_frozen_backbone_trains_the_head_only_from_cached_features(data, tmp_path, caplog):
+    import logging
+
+    import timm
+
+    weights = tmp_path / "backbone.pth"
+    torch.save(timm.create_model("test_resnet", num_classes=21).state_dict(), weights)
+    shared = tmp_path / "embeddings"
+    run = tmp_path / "run"
+    with caplog.at_level(logging.INFO):
+        assert train_script.main(_frozen_args(data, run, "--model-path", str(weights), "--head", "ml_decoder",
+                                              "--decoder-embed", "32", "--cache-embeddings", "--embeddings-dir",
+                                              str(shared))) == 0
+    assert len(list(shared.glob("*.pt"))) == 2  # train and validation features; the prior stage reused them
+    assert "backbone features from" in caplog.text
+    saved, best = torch.load(weights, weights_only=True), load_checkpoint(run / "checkpoints" / "best.pt")["model"]
+    for key, value in saved.items():
+        if not key.startswith("fc."):
+            assert torch.equal(best[f"backbone.{key}"], value), key  # the backbone did not move
+    assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--csv",
+                                 str(data / "valid.csv"), "--images", str(data / "images"), "--output-dir",
+                                 str(tmp_path / "report")]) == 0
+    caplog.clear()
+    with caplog.at_level(logging.INFO):  # a sweep: another head setting, the same features
+        assert train_script.main(_frozen_args(data, tmp_path / "run2", "--model-path", str(weights), "--head",
+                                              "ml_decoder", "--decoder-embed", "16", "--cache-embeddings",
+                                              "--embeddings-dir", str(shared))) == 0
+    assert caplog.text.count("backbone features from") >= 2 and len(list(shared.glob("*.pt"))) == 2
+
+
+def test_cached_features_are_keyed_by_weights_and_images(data, tmp_path):
+    from partial_csl.data.schema import default_schema
+    from partial_csl.engine.data import read_attribute_split
+    from partial_csl.engine.embeddings import cache_key
+
+    images = read_attribute_split(data / "valid.csv", data / "images", default_schema())
+    torch.manual_seed(0)
+    model = build_model("csl", "test_resnet", 21)
+    key = cache_key(model, {"model_name": "test_resnet"}, images)
+    assert cache_key(model, {"model_name": "test_resnet"}, images) == key
+    assert cache_key(model, {"model_name": "test_resnet", "image_size": 64}, images) != key
+    with torch.no_grad():
+        model.get_classifier().weight.add_(1.0)
+    assert cache_key(model, {"model_name": "test_resnet"}, images) == key  # the head does not change the features
+    with torch.no_grad():
+        next(model.parameters()).add_(1e-3)
+    assert cache_key(model, {"model_name": "test_resnet"}, images) != key  # other backbone weights
+    torch.manual_seed(0)
+    model = build_model("csl", "test_resnet", 21)
+    first = data / "images" / images.filenames[0]
+    stat = first.stat()
+    os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # the image was replaced
+    try:
+        assert cache_key(model, {"model_name": "test_resnet"}, images) != key
+    finally:
+        os.utime(first, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+
+def test_freeze_backbone_is_refused_for_afa(data, tmp_path, capsys):
+    assert train_script.main(_frozen_args(data, tmp_path / "r", "--arch", "afa", "--branch-model",
+                                          "test_resnet")) == 2
+    assert "needs a model with a separable backbone" in capsys.readouterr().err

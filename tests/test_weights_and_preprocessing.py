@@ -158,3 +158,11 @@ def test_best_is_the_size_of_the_weights_and_files_follow_the_umask(data, tmp_pa
     assert (best.parent / "last.pt").stat().st_size > 2.5 * weights  # EMA + Adam moments for --resume
     for path in (best, best.parent / "last.pt", tmp_path / "run" / "metrics.csv", tmp_path / "run" / "config.json"):
         assert stat.S_IMODE(path.stat().st_mode) == 0o640, path
+
+
+def test_a_timm_state_dict_with_a_sequential_stem_is_not_mistaken_for_miil(tmp_path):
+    torch.manual_seed(1)
+    state = timm.create_model("test_resnet", num_classes=21).state_dict()  # conv1.0.weight: a deep stem
+    torch.save(state, tmp_path / "w.pth")
+    loaded = create_model("test_resnet", num_classes=21, pretrained=str(tmp_path / "w.pth")).state_dict()
+    assert all(torch.equal(loaded[k], v) for k, v in state.items())

@@ -31,6 +31,7 @@ from .architectures import build_model, get_architecture
 from .config import TrainConfig
 from .data import LabelSpace
 from .distributed import DistInfo
+from .embeddings import freeze_backbone
 
 log = logging.getLogger(__name__)
 
@@ -133,6 +134,8 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
     The L2 decay and Adam's eps are scaled to the loss reduction and the number of processes (see
     :func:`reference_gradient_scale`); a warning says when the run is too short for the EMA decay."""
     model = build_stage_model(cfg, labels, device)
+    if cfg.freeze_backbone:
+        freeze_backbone(model)  # the optimiser below then holds the head's parameters only
     train_model = _wrap_for_training(model, cfg, device, info)
     model = getattr(train_model, "module", train_model)  # the wrapped copy when sync-norm layers were swapped in
     criterion = build_criterion(cfg, mode, prior, labels).to(device)

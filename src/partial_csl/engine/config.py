@@ -33,6 +33,9 @@ class TrainConfig:
     batch_size: int = 32
     workers: int = 2
     cache_images: bool = False
+    freeze_backbone: bool = False  # train the head only, on backbone features computed once
+    cache_embeddings: bool = False  # keep those features on disk (<run>/embeddings or --embeddings-dir)
+    embeddings_dir: str | None = None
     augment: str = "csl"
     on_bad_rows: str = "error"
     sampler: str = "uniform"
@@ -86,6 +89,11 @@ class TrainConfig:
     prior_epochs: int | None = None
     prior_estimate: str = "em"
     loss_reduction: str = "mean"
+    # thresholds tuned on the validation split at the end of training (off by default)
+    class_thresholds: str = "none"  # multi-label data: none, f1 or precision (see partial_csl.thresholds)
+    target_precision: float = 0.9
+    abstain_accuracy: float | None = None  # attributes: answer #N/A below the confidence reaching this accuracy
+    abstain_coverage: float | None = None  # ... or answering this share of the images
     # run
     output_dir: str = ""
     seed: int = 0

@@ -31,7 +31,9 @@ from pathlib import Path
 from ..safe_io import refuse_inputs_as_outputs
 from .config import TrainConfig
 
-MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "stop_after_steps", "workers", "device", "cache_images"})
+MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "stop_after_steps", "workers", "device", "cache_images",
+                                  "cache_embeddings", "embeddings_dir", "class_thresholds", "target_precision",
+                                  "abstain_accuracy", "abstain_coverage"})
 PATH_KEYS = ("train_csv", "val_csv", "images", "val_images", "schema", "data", "train_annotations",
              "val_annotations", "train_images", "model_path", "prior_path", "output_dir")
 # what a run writes in its folder; --overwrite deletes these and nothing else

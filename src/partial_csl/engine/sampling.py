@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.sampling import (
     RepeatAwareDataset,
@@ -61,6 +61,13 @@ def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfi
         dataset = RepeatAwareDataset(dataset, build_strong_transform(data_config))
     return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed,
                        sampler=_sampler(len(train), weights, seed, info))
+
+
+def feature_loader(cfg: TrainConfig, features: Dataset, weights: np.ndarray | None, seed: int,
+                   info: DistInfo) -> DataLoader:
+    """This epoch's loader over cached backbone features (``--freeze-backbone``): the same sampling as images."""
+    return make_loader(features, cfg.batch_size, 0, train=True, seed=seed,
+                       sampler=_sampler(len(features), weights, seed, info))
 
 
 def steps_per_epoch(cfg: TrainConfig, n_images: int, weights: np.ndarray | None, info: DistInfo) -> int:

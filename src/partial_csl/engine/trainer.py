@@ -44,11 +44,12 @@ from .checkpoint import (
 )
 from .config import TrainConfig, derive_seed, resolve_device, seed_everything
 from .distributed import barrier, init_distributed, mean_across_ranks
+from .embeddings import StageInputs, stage_inputs
 from .inference import predict_dataset
 from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
-from .sampling import steps_per_epoch, train_loader
+from .sampling import steps_per_epoch
 
 log = logging.getLogger(__name__)
 
@@ -123,11 +124,11 @@ def evaluate(model: nn.Module, dataset, run: Run) -> dict:
                                 cfg.threshold)
 
 
-def _validate_epoch(run: Run, parts: TrainingParts, val_dataset, stage: str, epoch: int, stats: dict,
+def _validate_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: str, epoch: int, stats: dict,
                     started: float) -> tuple[dict, dict, bool]:
     """Score the regular and EMA weights; returns (metrics row, the better report, whether it is the EMA's)."""
-    report = evaluate(parts.model, val_dataset, run)
-    report_ema = evaluate(parts.ema.module, val_dataset, run) if parts.ema is not None else None
+    report = evaluate(inputs.view(parts.model), inputs.val, run)
+    report_ema = evaluate(inputs.view(parts.ema.module), inputs.val, run) if parts.ema is not None else None
     use_ema = report_ema is not None and report_ema["mAP"] > report["mAP"]
     chosen = report_ema if use_ema else report
     row = {"stage": stage, "epoch": epoch + 1, "train_loss": round(stats["loss"], 6), "lr": stats["lr"],
@@ -158,21 +159,20 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
         if run.dist.is_primary:  # a kill may have come between last.pt and metrics.csv
             write_metrics_csv(run.history, run.run_dir / "metrics.csv")
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, progress.epoch + 2)
-    val_dataset = run.val.dataset(run.data_config, train=False)
+    inputs = stage_inputs(run, parts)
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
                       initial=progress.epoch + 1, total=epochs, disable=None if run.dist.is_primary else True):
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
         started = time.time()
-        loader = train_loader(cfg, run.train, run.data_config, run.sample_weights, epoch_seed, run.dist)
-        stats = train_one_epoch(parts.train_model, loader, parts.criterion, parts.optimizer, parts.scheduler,
-                                run.device, epoch=epoch, stage=stage, ema=parts.ema, scaler=parts.scaler,
-                                amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip, step_budget=run.step_budget,
-                                regulariser=parts.regulariser, on_step=run.clock.step)
+        stats = train_one_epoch(inputs.step_model, inputs.loader(epoch_seed), parts.criterion, parts.optimizer,
+                                parts.scheduler, run.device, epoch=epoch, stage=stage, ema=parts.ema,
+                                scaler=parts.scaler, amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip,
+                                step_budget=run.step_budget, regulariser=parts.regulariser, on_step=run.clock.step)
         if isinstance(parts.criterion, MultiTaskLoss):
             parts.criterion.end_epoch()
         stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
-        row, reports, use_ema = _validate_epoch(run, parts, val_dataset, stage, epoch, stats, started)
+        row, reports, use_ema = _validate_epoch(run, parts, inputs, stage, epoch, stats, started)
         run.history.append(row)
         improved = reports["chosen"]["mAP"] > progress.best_metric
         progress.epoch = epoch

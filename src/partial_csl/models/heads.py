@@ -127,7 +127,14 @@ class HeadedModel(nn.Module):
         self.backbone, self.head = backbone, head
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.backbone.forward_features(x))
+        return self.classify(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's spatial feature map (what a frozen-backbone run caches)."""
+        return self.backbone.forward_features(x)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.head(features)
 
     def set_label_graph(self, adjacency: np.ndarray) -> None:
         if isinstance(self.head, LabelGraphHead):

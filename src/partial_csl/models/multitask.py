@@ -50,7 +50,13 @@ class MultiHeadModel(_GroupOutput):
         self.heads = nn.ModuleList(nn.Linear(num_features, n) for n in group_sizes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        features = self.backbone(x)
+        return self.classify(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        """The shared backbone's pooled features (what a frozen-backbone run caches)."""
+        return self.backbone(x)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
         return torch.cat([head(features) for head in self.heads], dim=1)
 
 
@@ -80,7 +86,13 @@ class LatentTaskModel(_GroupOutput):
         self.heads = LatentTaskHeads(num_features, group_sizes, latent_tasks)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.heads(self.backbone(x))
+        return self.classify(self.embed(x))
+
+    def embed(self, x: torch.Tensor) -> torch.Tensor:
+        return self.backbone(x)
+
+    def classify(self, features: torch.Tensor) -> torch.Tensor:
+        return self.heads(features)
 
     def regulariser(self) -> torch.Tensor:
         return self.heads.regulariser()

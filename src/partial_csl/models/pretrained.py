@@ -127,7 +127,10 @@ def unwrap_state_dict(obj: object, path: str | Path = "<weights>") -> dict[str, 
 
 
 def is_miil_layout(state: dict[str, torch.Tensor]) -> bool:
-    return any(re.search(r"(conv\d+|downsample\.\d+)\.\d", k) for k in state) and "body.conv1.conv.weight" not in state
+    """MIIL's TResNet names (``body.conv1.0.weight``); a timm model whose stem is a Sequential (``conv1.0.weight``
+    of a ResNet-D) is not one."""
+    return (any(k.startswith("body.") and re.search(r"(conv\d+|downsample\.\d+)\.\d", k) for k in state)
+            and "body.conv1.conv.weight" not in state)
 
 
 def miil_to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
