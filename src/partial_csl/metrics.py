@@ -1,10 +1,15 @@
 """Multi-label metrics as plain functions of arrays. Targets use {1, 0, -1 unknown}; scores are probabilities.
 
-* :func:`average_precision`: non-interpolated AP with tied scores grouped (a tie block counts as one threshold), the
-  same value as ``sklearn.metrics.average_precision_score``. The reference broke ties by argsort order instead.
-* partial-aware mAP (the default): per class, AP over the images where that class is *known*; the mean is over the
-  classes with at least one known positive, and the others are listed as excluded.
-* ``unknown_as_negative``: the reference convention (unknown counted as negative), to compare with CSL's tables.
+Two mAPs, each with its own convention (:data:`CONVENTIONS` is what the reports print):
+
+* ``mAP``, partial-aware (the default): per class, :func:`average_precision` over the images where that class is
+  *known*, with tied scores grouped (a tie block counts as one threshold, the value of
+  ``sklearn.metrics.average_precision_score``); the mean is over the classes with a known positive *and* a known
+  negative, the others are listed in ``excluded_classes`` with the reason. This is CSL's ``AP_partial`` (which the
+  maintainers recommend for partially labelled evaluation sets) except for the ties.
+* ``mAP_unknown_as_negative``: exactly the reference's ``mAP`` (:func:`reference_map`), to compare with CSL's
+  tables: unknown counted as negative, ties broken by numpy's argsort order, AP 0 for a class without a positive,
+  the mean over every class.
 """
 
 from __future__ import annotations
@@ -12,6 +17,20 @@ from __future__ import annotations
 import numpy as np
 
 UNKNOWN = -1
+REFERENCE_AP_EPS = 1e-8  # the reference divides by (#positives + 1e-8)
+
+CONVENTIONS = {
+    "mAP": "partial-aware: per class, AP over the images where the class is known, tied scores one threshold "
+           "(as sklearn's average_precision_score); mean over the classes with a known positive and a known "
+           "negative (the others are in excluded_classes, with the reason); CSL's AP_partial except for the ties",
+    "mAP_unknown_as_negative": "the reference's mAP (CSL/ASL helper_functions.mAP): unknown counted as negative, "
+                               "ties broken by numpy argsort order, AP 0 for a class without a positive, mean over "
+                               "every class",
+    "CP, CR, CF1": "known entries only, positive when the probability >= threshold; CP and CR are means over every "
+                   "class of its precision and recall, 0 for a class without a true positive (as the reference's "
+                   "validate.py); CF1 = 2 CP CR / (CP + CR)",
+    "OP, OR, OF1": "known entries only, counts pooled over the classes; OF1 = 2 OP OR / (OP + OR)",
+}
 
 
 def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -29,30 +48,64 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
     return float((recall_gain * precision).sum())
 
 
-def ap_per_class(targets: np.ndarray, scores: np.ndarray, unknown_as_negative: bool = False) -> np.ndarray:
-    """(C,) AP of every class; NaN for a class without a (known) positive."""
+def reference_average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
+    """The reference's AP, bit for bit, so that its tables can be compared: the ranking is numpy's default argsort
+    of the scores reversed (tied scores keep that arbitrary order), the precision at each rank holding a positive
+    (``labels == 1``; anything else is a negative) is summed and divided by (#positives + 1e-8); 0 without one."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    hits = labels[np.argsort(scores)[::-1]] == 1
+    precision_at_hits = np.where(hits, np.cumsum(hits), 0) / np.arange(1, len(hits) + 1, dtype=np.float64)
+    return float(precision_at_hits.sum() / (hits.sum() + REFERENCE_AP_EPS))
+
+
+def reference_map(targets: np.ndarray, scores: np.ndarray) -> float:
+    """The reference's ``mAP`` in percent: the mean over every class of :func:`reference_average_precision`, unknown
+    (-1) targets counting as negatives and a class without a positive counting as AP 0."""
+    targets, scores = np.asarray(targets), np.asarray(scores)
+    if scores.size == 0:
+        return 0.0
+    return float(100 * np.mean([reference_average_precision(scores[:, c], targets[:, c])
+                                for c in range(scores.shape[1])]))
+
+
+def exclusion_reasons(targets: np.ndarray) -> list[str | None]:
+    """Why each class has no partial-aware AP (None where it has one): AP needs a known positive to rank, and a
+    known negative to rank it against (with positives only, any ranking scores 1.0)."""
+    targets = np.asarray(targets)
+    known, positives = (targets != UNKNOWN).sum(axis=0), (targets == 1).sum(axis=0)
+    reasons: list[str | None] = []
+    for n_known, n_pos in zip(known, positives):
+        if n_known == 0:
+            reasons.append("no known label")
+        elif n_pos == 0:
+            reasons.append("no known positive")
+        elif n_pos == n_known:
+            reasons.append("no known negative")
+        else:
+            reasons.append(None)
+    return reasons
+
+
+def ap_per_class(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """(C,) partial-aware AP of every class over its known images; NaN for a class :func:`exclusion_reasons`
+    excludes."""
     targets, scores = np.asarray(targets), np.asarray(scores)
     out = np.full(targets.shape[1], np.nan)
-    for c in range(targets.shape[1]):
-        t, s = targets[:, c], scores[:, c]
-        if unknown_as_negative:
-            t = np.where(t == UNKNOWN, 0, t)
-        else:
-            known = t != UNKNOWN
-            t, s = t[known], s[known]
-        out[c] = average_precision(s, t)
+    for c, reason in enumerate(exclusion_reasons(targets)):
+        if reason is None:
+            known = targets[:, c] != UNKNOWN
+            out[c] = average_precision(scores[known, c], targets[known, c])
     return out
 
 
-def mean_average_precision(targets: np.ndarray, scores: np.ndarray, class_names: list[str] | None = None,
-                           unknown_as_negative: bool = False) -> dict:
-    """``{'mAP': percent, 'ap_per_class': [...], 'excluded_classes': [...]}``."""
-    ap = ap_per_class(targets, scores, unknown_as_negative)
+def mean_average_precision(targets: np.ndarray, scores: np.ndarray, class_names: list[str] | None = None) -> dict:
+    """Partial-aware ``{'mAP': percent, 'ap_per_class': {name: percent or None}, 'excluded_classes': {name: why}}``."""
+    ap = ap_per_class(targets, scores)
     names = class_names or [str(c) for c in range(len(ap))]
     valid = ~np.isnan(ap)
     return {"mAP": float(100 * ap[valid].mean()) if valid.any() else float("nan"),
             "ap_per_class": {n: (None if np.isnan(a) else float(100 * a)) for n, a in zip(names, ap)},
-            "excluded_classes": [n for n, v in zip(names, valid) if not v]}
+            "excluded_classes": {n: r for n, r in zip(names, exclusion_reasons(targets)) if r is not None}}
 
 
 def group_accuracy(targets: np.ndarray, scores: np.ndarray, group_slice: slice) -> tuple[float, int]:
@@ -87,9 +140,10 @@ def class_counts(targets: np.ndarray) -> np.ndarray:
 
 
 def threshold_metrics(targets: np.ndarray, scores: np.ndarray, threshold: float = 0.5) -> dict:
-    """CP, CR, CF1 (per class, averaged over classes with a known positive) and OP, OR, OF1 (over all known entries).
+    """CP, CR, CF1 (per class, averaged over every class) and OP, OR, OF1 (pooled), at ``threshold``.
 
-    Unknown entries take part in nothing. A class that predicts no positive has precision 0 (as in the reference).
+    Unknown entries take part in nothing. A class without a true positive has precision and recall 0 and still
+    counts in the class average, as in the reference's validate.py (which had no unknowns to leave out).
     """
     targets, pred = np.asarray(targets), np.asarray(scores) >= threshold
     known = targets != UNKNOWN
@@ -97,7 +151,6 @@ def threshold_metrics(targets: np.ndarray, scores: np.ndarray, threshold: float 
     tp = (pred & pos).sum(axis=0).astype(float)
     fp = (pred & known & ~pos).sum(axis=0).astype(float)
     fn = (~pred & pos).sum(axis=0).astype(float)
-    included = pos.sum(axis=0) > 0
 
     def ratio(a: np.ndarray | float, b: np.ndarray | float) -> np.ndarray:
         a, b = np.asarray(a, float), np.asarray(b, float)
@@ -106,8 +159,8 @@ def threshold_metrics(targets: np.ndarray, scores: np.ndarray, threshold: float 
     def f1(p: float, r: float) -> float:
         return 2 * p * r / (p + r) if p + r > 0 else 0.0
 
-    cp = float(ratio(tp, tp + fp)[included].mean()) if included.any() else float("nan")
-    cr = float(ratio(tp, tp + fn)[included].mean()) if included.any() else float("nan")
+    cp = float(ratio(tp, tp + fp).mean()) if tp.size else float("nan")
+    cr = float(ratio(tp, tp + fn).mean()) if tp.size else float("nan")
     op = float(ratio(tp.sum(), tp.sum() + fp.sum()))
     o_r = float(ratio(tp.sum(), tp.sum() + fn.sum()))
     return {"threshold": threshold, "CP": 100 * cp, "CR": 100 * cr, "CF1": 100 * f1(cp, cr),
@@ -117,7 +170,7 @@ def threshold_metrics(targets: np.ndarray, scores: np.ndarray, threshold: float 
 def evaluate_predictions(targets: np.ndarray, scores: np.ndarray, class_names: list[str],
                          groups: dict[str, slice] | None = None, majority: dict[str, int] | None = None,
                          threshold: float = 0.5) -> dict:
-    """Every metric of the evaluation report, on the same predictions.
+    """Every metric of the evaluation report, on the same predictions, with the convention each follows.
 
     ``groups`` (attribute name -> class slice) adds per-attribute mAP and accuracy; ``majority`` (attribute name ->
     index of the training set's most frequent class) adds the majority-class baseline.
@@ -126,11 +179,12 @@ def evaluate_predictions(targets: np.ndarray, scores: np.ndarray, class_names: l
     report = {
         "num_images": len(targets),
         "mAP": partial["mAP"],
-        "mAP_unknown_as_negative": mean_average_precision(targets, scores, class_names, True)["mAP"],
+        "mAP_unknown_as_negative": reference_map(targets, scores),
         "ap_per_class": partial["ap_per_class"],
         "excluded_classes": partial["excluded_classes"],
         "known_positives_per_class": dict(zip(class_names, class_counts(targets).tolist())),
         **threshold_metrics(targets, scores, threshold),
+        "conventions": dict(CONVENTIONS),
     }
     if groups:
         report["mAP_per_attribute"] = {}

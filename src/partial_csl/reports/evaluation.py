@@ -22,7 +22,7 @@ def report_markdown(report: dict, title: str = "Evaluation report") -> str:
     lines += [f"- evaluated images: {report['num_images']}", "",
               "| metric | value |", "|---|---:|",
               f"| mAP (partial-aware: unknown labels left out) | {_fmt(report['mAP'])} |",
-              f"| mAP (unknown counted as negative, the CSL convention) | {_fmt(report['mAP_unknown_as_negative'])} |"]
+              f"| mAP_unknown_as_negative (the reference's mAP) | {_fmt(report['mAP_unknown_as_negative'])} |"]
     for key in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
         lines.append(f"| {key} @ {report['threshold']} | {_fmt(report[key])} |")
     lines.append("")
@@ -42,8 +42,12 @@ def report_markdown(report: dict, title: str = "Evaluation report") -> str:
     for name, ap in report["ap_per_class"].items():
         lines.append(f"| {name} | {report['known_positives_per_class'][name]} | {_fmt(ap)} |")
     if report["excluded_classes"]:
-        lines += ["", f"Excluded from mAP (no known positive): {', '.join(report['excluded_classes'])}"]
+        lines += ["", "Excluded from mAP: " + ", ".join(f"{name} ({why})"
+                                                       for name, why in report["excluded_classes"].items())]
+    if report.get("conventions"):
+        lines += ["", "## Conventions", "", *(f"- {key}: {text}" for key, text in report["conventions"].items())]
     return "\n".join(lines) + "\n"
+
 
 
 def write_report(report: dict, out_dir: str | Path, title: str = "Evaluation report") -> dict[str, Path]:
