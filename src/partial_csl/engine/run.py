@@ -43,10 +43,27 @@ class Run:
     clock: RunClock = field(default_factory=lambda: RunClock(0))
 
 
-def uses_prior_stage(cfg: TrainConfig) -> bool:
-    """The selective mode of a loss that takes priors needs them (from a file, or from the prior stage)."""
+def _selective_with_priors(cfg: TrainConfig) -> bool:
     return (get_architecture(cfg.arch).uses_priors and loss_uses_priors(cfg.loss)
             and cfg.partial_loss_mode == "selective")
+
+
+def uses_prior_stage(cfg: TrainConfig) -> bool:
+    """The selective mode of a loss that takes priors needs them (from a file, or from the prior stage), unless
+    ``--prior_threshold 0`` turns its prior step off: the loss then ignores no class by its prior (only the most
+    likely unknowns), so priors would be estimated, or read, for nothing."""
+    return _selective_with_priors(cfg) and cfg.prior_threshold != 0
+
+
+def _log_prior_plan(cfg: TrainConfig) -> None:
+    """Say why a selective run trains no prior stage when the threshold switches the priors off."""
+    if not _selective_with_priors(cfg) or uses_prior_stage(cfg):
+        return
+    unused = f"; --prior_path {cfg.prior_path} is not read" if cfg.prior_path else ""
+    (log.warning if cfg.prior_path else log.info)(
+        "--prior_threshold 0: the selective loss ignores only the most likely unknowns (--likelihood_topk %d, "
+        "scope %s) and no class by its prior, so no priors are needed and the ignore-mode prior stage is skipped%s",
+        cfg.likelihood_topk, cfg.likelihood_topk_scope, unused)
 
 
 def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
@@ -54,6 +71,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
     from torch.utils.tensorboard import SummaryWriter
 
     run_dir = Path(cfg.output_dir)
+    _log_prior_plan(cfg)
     device = process_device(resolve_device(cfg.device), info)
     labels, train, val = load_training_data(cfg, run_dir)
     check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
