@@ -1,3 +1,5 @@
+import logging
+
 import numpy as np
 import pytest
 import torch
@@ -64,10 +66,40 @@ def test_bad_prior_files_are_refused_with_the_reason(tmp_path, body, message):
     assert message in str(info.value) and "bad.csv" in str(info.value)
 
 
-def test_reference_column_names_are_refused_with_a_hint(tmp_path):
+def test_the_reference_prior_file_is_read_by_class_name(tmp_path, caplog):
+    # CSL's layout (ComputePrior.save_prior): Classes,avg_pred, no index column; its shipped prior_fpc_1000.csv
+    # ends with a stray one-field line
+    path = tmp_path / "prior_fpc_1000.csv"
+    path.write_text("Classes,avg_pred\nsleeve_0,0.25\nneck_0,0.1\nneck_1,0.7\n1542867\n")
+    with caplog.at_level(logging.WARNING, logger="partial_csl.priors"):
+        np.testing.assert_allclose(load_priors(path, NAMES), [0.1, 0.7, 0.25])
+    assert "line 5 ('1542867') has no prior value and is skipped" in caplog.text
+    train_avg_preds = tmp_path / "train_avg_preds.csv"
+    train_avg_preds.write_text("Classes,avg_pred\nneck_0,0.1\nneck_1,0.7\nsleeve_0,0.25\n")
+    np.testing.assert_allclose(load_priors(train_avg_preds, NAMES), [0.1, 0.7, 0.25])
+
+
+@pytest.mark.parametrize("body,message", [
+    ("neck_0,0.1\nneck_0,0.2\nneck_1,0.3\nsleeve_0,0.3\n", "class 'neck_0' is duplicated (first on line 2)"),
+    ("neck_0,0.1\nneck_1,0.2\n", "missing class(es) of the model: ['sleeve_0']"),
+    ("neck_0,0.1\nneck_1,0.2\nsleeve_0,0.3\nhat,0.3\n", "unknown class(es) not in the model: ['hat']"),
+    ("neck_0,nan\nneck_1,0.2\nsleeve_0,0.3\n", "class 'neck_0' has a NaN prior"),
+    ("neck_0,1.5\nneck_1,0.2\nsleeve_0,0.3\n", "class 'neck_0' has prior 1.5 outside [0, 1]"),
+    ("neck_0\nneck_1,0.2\nsleeve_0,0.3\n", "line 2: class 'neck_0' has a non-numeric prior ''"),
+])
+def test_reference_prior_files_get_the_same_checks(tmp_path, body, message):
     path = tmp_path / "train_avg_preds.csv"
-    path.write_text("Classes,avg_pred\nneck_0,0.1\n")
-    with pytest.raises(PriorFileError, match=r"expected the columns \['class', 'prior'\]"):
+    path.write_text("Classes,avg_pred\n" + body)
+    with pytest.raises(PriorFileError) as info:
+        load_priors(path, NAMES)
+    assert message in str(info.value)
+
+
+def test_other_column_names_are_refused_naming_both_layouts(tmp_path):
+    path = tmp_path / "p.csv"
+    path.write_text("name,value\nneck_0,0.1\n")
+    with pytest.raises(PriorFileError, match=r"expected the columns \['class', 'prior'\] \(or the reference's "
+                                             r"\['Classes', 'avg_pred'\]\), found \['name', 'value'\]"):
         load_priors(path, NAMES)
 
 

@@ -6,14 +6,18 @@ images (no augmentation; the engine computes them) into one prior per class. (Th
 mean over every training step since the first, near-random one; :class:`RunningPrior` reproduces it for comparisons.)
 
 The prior CSV has one row per class, ``class,prior``, with the class *names* in model order; the number of images
-and the method go to a JSON sidecar (``<file>.json``). Loading matches rows to the model's classes by name and refuses a
-missing, unknown or duplicated class, a NaN and a value outside [0, 1]: the reference matched by row order through a
-name-keyed dict, and a fork whose first seven rows were all named ``Neck 0`` ignored the wrong classes.
+and the method go to a JSON sidecar (``<file>.json``). Loading also reads the reference's files (``Classes,avg_pred``:
+``train_avg_preds.csv``, the shipped ``outputs/priors/prior_fpc_1000.csv``). Either way rows are matched to the
+model's classes by name, and a missing, unknown or duplicated class, a NaN and a value outside [0, 1] are refused:
+the reference matched by row order through a name-keyed dict, and a fork whose first seven rows were all named
+``Neck 0`` ignored the wrong classes.
 """
 
 from __future__ import annotations
 
+import csv
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -24,7 +28,10 @@ from scipy.stats import spearmanr
 
 from .safe_io import atomic_write_text
 
+log = logging.getLogger(__name__)
+
 PRIOR_COLUMNS = ("class", "prior")
+REFERENCE_PRIOR_COLUMNS = ("Classes", "avg_pred")  # CSL's ComputePrior.save_prior
 PRIOR_ESTIMATES = ("mean", "em")
 
 
@@ -189,22 +196,43 @@ def save_priors(path: str | Path, class_names: list[str], priors: np.ndarray, n_
     return path
 
 
+def _prior_rows(path: Path) -> list[tuple[int, list[str]]]:
+    """(physical line, fields) of the data rows of a prior CSV in our layout or the reference's.
+
+    The reference's shipped ``prior_fpc_1000.csv`` ends with a stray one-field line (``1542867``) that its loader
+    read as an 81st class with a NaN prior; in that layout a last row without a value is skipped, with a warning.
+    """
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as f:
+            reader = csv.reader(f)
+            rows = [(reader.line_num, row) for row in reader if row]
+    except (OSError, UnicodeDecodeError, csv.Error) as err:
+        raise PriorFileError(f"{path}: not a readable CSV ({err})") from err
+    if not rows:
+        raise PriorFileError(f"{path}: the file is empty")
+    (_, header), data = rows[0], rows[1:]
+    if tuple(header[:2]) == REFERENCE_PRIOR_COLUMNS:
+        if data and len(data[-1][1]) == 1:
+            line, stray = data.pop()
+            log.warning("%s: line %d (%r) has no prior value and is skipped (the reference's prior files end with "
+                        "such a line)", path, line, stray[0])
+    elif tuple(header[:2]) != PRIOR_COLUMNS:
+        raise PriorFileError(f"{path}: expected the columns {list(PRIOR_COLUMNS)} (or the reference's "
+                             f"{list(REFERENCE_PRIOR_COLUMNS)}), found {header}")
+    return data
+
+
 def load_priors(path: str | Path, class_names: list[str]) -> np.ndarray:
-    """Priors (C,) in the order of ``class_names``, matched by name; every inconsistency is an error."""
+    """Priors (C,) in the order of ``class_names``, matched by name, from a ``class,prior`` CSV (ours) or a
+    ``Classes,avg_pred`` one (the reference's); every inconsistency is an error."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"prior file not found: {path}")
-    try:
-        frame = pd.read_csv(path, dtype={"class": str}, keep_default_na=False)
-    except Exception as err:
-        raise PriorFileError(f"{path}: not a readable CSV ({err})") from err
-    if list(frame.columns[:2]) != list(PRIOR_COLUMNS):
-        raise PriorFileError(f"{path}: expected the columns {list(PRIOR_COLUMNS)}, found {list(frame.columns)}")
     problems = []
     seen: dict[str, int] = {}
     values: dict[str, float] = {}
-    for i, (name, raw) in enumerate(zip(frame["class"], frame["prior"])):
-        line = i + 2
+    for line, row in _prior_rows(path):
+        name, raw = row[0], (row[1] if len(row) > 1 else "")
         if name in seen:
             problems.append(f"line {line}: class {name!r} is duplicated (first on line {seen[name]})")
             continue
