@@ -3,6 +3,7 @@ what the cache saves against end-to-end training of the same head.
 
     .venv/bin/python benchmarks/heads_compare.py --backbone outputs/demo/run/checkpoints/best.pt   # after make demo
     .venv/bin/python benchmarks/heads_compare.py --backbone B.pt --seeds 0 1 2 --epochs 15 --end-to-end-epochs 3
+    .venv/bin/python benchmarks/heads_compare.py --backbone R.pt --model-name resnet18 --coco data/coco_bench
 
 Every head trains on the same backbone features (``train.py --freeze-backbone --cache-embeddings`` with one shared
 ``--embeddings-dir``; the backbone weights come from ``--backbone``, a checkpoint of this project or any weights file
@@ -52,11 +53,11 @@ def backbone_weights(path: str, out: Path) -> str:
     return str(target)
 
 
-def one_run(cfg: TrainConfig, out: Path, test_csv: str, images: str) -> dict:
+def one_run(cfg: TrainConfig, out: Path, test: dict) -> dict:
     started = time.perf_counter()
     summary = run_training(cfg)
     seconds = time.perf_counter() - started
-    report = validate_checkpoint(summary["best_checkpoint"], out / "test_report", csv_path=test_csv, images=images)
+    report = validate_checkpoint(summary["best_checkpoint"], out / "test_report", **test)
     model = model_from_checkpoint(load_checkpoint(summary["best_checkpoint"]))
     batch = torch.rand(32, 3, cfg.image_size, cfg.image_size)
     return {"mAP": report["mAP"], "seconds": seconds, "head_params": head_parameters(model),
@@ -69,6 +70,7 @@ def main() -> None:
     p.add_argument("--model-name", default="tresnet_m")
     p.add_argument("--split", type=Path, default=Path("outputs/demo/split"))
     p.add_argument("--images", default="data/demo/images")
+    p.add_argument("--coco", help="a COCO-format root (2014 layout) instead of the attribute split: val is the test")
     p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/heads"))
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -76,8 +78,14 @@ def main() -> None:
     p.add_argument("--end-to-end-epochs", type=int, default=0, help="0: skip the end-to-end row")
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    base = TrainConfig(train_csv=str(args.split / "train.csv"), val_csv=str(args.split / "valid.csv"),
-                       images=args.images, model_name=args.model_name,
+    if args.coco:
+        data = {"dataset": "coco", "data": args.coco}
+        test = {"dataset": "coco", "data_root": args.coco}
+    else:
+        data = {"train_csv": str(args.split / "train.csv"), "val_csv": str(args.split / "valid.csv"),
+                "images": args.images}
+        test = {"csv_path": str(args.split / "test.csv"), "images": args.images}
+    base = TrainConfig(**data, model_name=args.model_name,
                        model_path=backbone_weights(args.backbone, args.out),
                        image_size=args.image_size, batch_size=64, epochs=args.epochs, lr=1e-3, ema_decay=0.0,
                        partial_loss_mode="negative", freeze_backbone=True, cache_embeddings=True,
@@ -86,14 +94,13 @@ def main() -> None:
     for head in HEADS:
         for seed in args.seeds:
             run = args.out / f"{head}-seed{seed}"
-            results[f"{head}/{seed}"] = one_run(replace(base, head=head, seed=seed, output_dir=str(run)), run,
-                                                str(args.split / "test.csv"), args.images)
+            results[f"{head}/{seed}"] = one_run(replace(base, head=head, seed=seed, output_dir=str(run)), run, test)
             (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if args.end_to_end_epochs:
         run = args.out / "ml_decoder-end-to-end"
         cfg = replace(base, head="ml_decoder", freeze_backbone=False, cache_embeddings=False,
                       epochs=args.end_to_end_epochs, lr=5e-4, batch_size=32, augment="light", output_dir=str(run))
-        results["ml_decoder end to end/0"] = one_run(cfg, run, str(args.split / "test.csv"), args.images)
+        results["ml_decoder end to end/0"] = one_run(cfg, run, test)
         (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     print_table(results, args)
 
