@@ -45,6 +45,14 @@ def make_attribute_dataset(root: Path, n: int = 60, seed: int = 0, size: int = 3
     return csv_path
 
 
+def make_train_val(root: Path, seed: int, n_train: int = 16, n_val: int = 8) -> Path:
+    """The tiny attribute set split into ``root/train.csv`` and ``root/valid.csv`` (images in ``root/images``)."""
+    lines = make_attribute_dataset(root, n=n_train + n_val, seed=seed).read_text().splitlines()
+    (root / "train.csv").write_text("\n".join([lines[0], *lines[1:n_train + 1]]) + "\n")
+    (root / "valid.csv").write_text("\n".join([lines[0], *lines[n_train + 1:]]) + "\n")
+    return root
+
+
 @pytest.fixture
 def attribute_data(tmp_path: Path) -> tuple[Path, Path]:
     csv_path = make_attribute_dataset(tmp_path / "data")

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_attribute_dataset
+from conftest import make_train_val
 
 import export as export_script
 import infer as infer_script
@@ -95,12 +95,7 @@ def test_additive_angular_margin_matches_a_hand_computation():
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
-    root = tmp_path_factory.mktemp("heads")
-    csv_path = make_attribute_dataset(root, n=24, seed=8)
-    lines = csv_path.read_text().splitlines()
-    (root / "train.csv").write_text("\n".join([lines[0], *lines[1:17]]) + "\n")
-    (root / "valid.csv").write_text("\n".join([lines[0], *lines[17:]]) + "\n")
-    return root
+    return make_train_val(tmp_path_factory.mktemp("heads"), seed=8)
 
 
 @pytest.mark.parametrize("head,extra", [("ml_decoder", ["--decoder-queries", "7", "--decoder-embed", "32"]),

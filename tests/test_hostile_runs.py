@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
-from conftest import ROOT, make_attribute_dataset, tree_digest
+from conftest import ROOT, make_train_val, tree_digest
 
 import infer as infer_script
 import train as train_script
@@ -29,12 +29,7 @@ from partial_csl.engine.run_folder import claim_run_folder
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """16 training and 8 validation rows of the tiny attribute set."""
-    root = tmp_path_factory.mktemp("hostile-runs")
-    csv_path = make_attribute_dataset(root, n=24, seed=4)
-    lines = csv_path.read_text().splitlines()
-    (root / "train.csv").write_text("\n".join([lines[0], *lines[1:17]]) + "\n")
-    (root / "valid.csv").write_text("\n".join([lines[0], *lines[17:]]) + "\n")
-    return root
+    return make_train_val(tmp_path_factory.mktemp("hostile-runs"), seed=4)
 
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import make_attribute_dataset
+from conftest import make_train_val
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -27,12 +27,7 @@ IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("weights")
-    csv_path = make_attribute_dataset(root, n=24, seed=6)
-    lines = csv_path.read_text().splitlines()
-    (root / "train.csv").write_text("\n".join([lines[0], *lines[1:17]]) + "\n")
-    (root / "valid.csv").write_text("\n".join([lines[0], *lines[17:]]) + "\n")
-    return root
+    return make_train_val(tmp_path_factory.mktemp("weights"), seed=6)
 
 
 def train(data: Path, out: Path, model: str, *extra: str) -> Path:
