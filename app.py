@@ -14,14 +14,15 @@ from pathlib import Path
 import streamlit as st
 
 from partial_csl.app.predictions import checkpoint_summary, describe, open_upload
+from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.predict import Predictor, list_images
 
 
 def parse_args() -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--images-dir", default=None, help="also offer the images of this folder")
-    p.add_argument("--device", default="auto")
+    p = make_parser(__doc__)
+    add_option(p, "checkpoint", required=True, help="a checkpoint written by train.py (best.pt)")
+    add_option(p, "images_dir", default=None, help="also offer the images of this folder")
+    add_option(p, "device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     return p.parse_args(sys.argv[1:])
 
 
@@ -35,13 +36,21 @@ def show_result(result, threshold: float) -> None:
     left, right = st.columns([1, 2])
     left.image(result.image, width=192)
     if result.attributes is not None:
-        right.table(result.attributes.style.format({"probability": "{:.3f}"}))
+        table = result.attributes
+        if "unsure" in table:
+            unsure = table.loc[table["unsure"], "attribute"].tolist()
+            if unsure:
+                right.warning(f"unsure: {', '.join(unsure)} (infer.py would write #N/A: the probability is below "
+                              "the checkpoint's threshold)")
+            table = table.assign(unsure=table["unsure"].map({True: "unsure", False: ""}))
+        right.table(table.style.format({c: "{:.3f}" for c in ("probability", "threshold") if c in table}))
         for attribute, series in result.class_probabilities.items():
             right.caption(attribute)
             right.bar_chart(series, height=160)
     else:
-        shown = result.labels[result.labels["probability"] >= threshold]
-        right.table(shown.style.format({"probability": "{:.3f}"}))
+        cut = result.labels["threshold"] if "threshold" in result.labels else threshold  # tuned per class, if any
+        shown = result.labels[result.labels["probability"] >= cut]
+        right.table(shown.style.format({c: "{:.3f}" for c in ("probability", "threshold") if c in shown}))
         right.bar_chart(result.class_probabilities["labels"], height=200)
 
 
@@ -58,7 +67,9 @@ def main() -> None:
         st.header("Checkpoint")
         for key, value in checkpoint_summary(predictor, args.checkpoint).items():
             st.markdown(f"**{key}**: {value}")
-        threshold = st.slider("label threshold", 0.0, 1.0, 0.5, 0.01) if predictor.schema is None else 0.5
+        tuned = (predictor.checkpoint.get("thresholds") or {}).get("classes")
+        threshold = st.slider("label threshold", 0.0, 1.0, 0.5, 0.01) if predictor.schema is None and not tuned \
+            else 0.5
     uploads = st.file_uploader("Garment photos", accept_multiple_files=True,
                                help="JPEG, PNG, ... (anything Pillow reads)")
     named = []

@@ -1,9 +1,10 @@
-"""Export a trained checkpoint to ONNX or TorchScript.
+r"""Export a trained checkpoint to ONNX or TorchScript.
 
 Input: a normalised image batch (any batch size, images at the checkpoint's size); output: per-class probabilities.
-The class names, schema and preprocessing go to a JSON sidecar ``<output>.json``.
+The class names, schema, preprocessing and tuned thresholds go to a JSON sidecar ``<output>.json``.
 
-    python export.py --checkpoint outputs/run/checkpoints/best.pt --format onnx --output outputs/run/model.onnx
+    python export.py --checkpoint outputs/run/checkpoints/best.pt --format onnx \
+        --output outputs/run/model.onnx
     python infer.py --onnx outputs/run/model.onnx --images photos/ --output predictions.csv
 """
 
@@ -12,17 +13,22 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.export import EXPORT_FORMATS, export_checkpoint
 
 
+def get_args_parser() -> argparse.ArgumentParser:
+    p = make_parser(__doc__)
+    add_option(p, "checkpoint", required=True, help="a checkpoint written by train.py")
+    add_option(p, "format", choices=EXPORT_FORMATS, required=True, help="onnx (ONNX Runtime) or torchscript")
+    add_option(p, "output", required=True, help="the model file to write (metadata: <output>.json)")
+    add_option(p, "opset", type=int, default=18, help="ONNX opset")
+    return p
+
+
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True)
-    p.add_argument("--format", choices=EXPORT_FORMATS, required=True)
-    p.add_argument("--output", required=True)
-    p.add_argument("--opset", type=int, default=18, help="ONNX opset")
-    args = p.parse_args(argv)
+    args = get_args_parser().parse_args(argv)
     try:
         result = export_checkpoint(args.checkpoint, args.format, args.output, args.opset)
     except (CheckpointError, ValueError, FileNotFoundError) as err:

@@ -1,9 +1,11 @@
-"""Split an attribute CSV into train/valid/test CSVs, stratified and seeded; images and the input CSV are only read.
+r"""Split an attribute CSV into train/valid/test CSVs, stratified and seeded; images and the input CSV are only read.
 
-An output that would land on an input (``--csv DIR/train.csv --out-dir DIR``, or a link to it) is refused before
+An output that would land on an input (``--csv DIR/train.csv --output-dir DIR``, or a link to it) is refused before
 anything is written.
 
-    python images_train_test_valid_split.py --csv attributes.csv --images images/ --out-dir data/split
+    python images_train_test_valid_split.py --csv attributes.csv --images images/ --output-dir data/split
+    python images_train_test_valid_split.py --csv attributes.csv --images images/ --output-dir data/split \
+        --ratios 0.7 0.15 0.15 --seed 1 --rebalance balanced --rebalance-max-copies 5
 """
 
 from __future__ import annotations
@@ -11,40 +13,43 @@ from __future__ import annotations
 import argparse
 import sys
 
+from partial_csl.cli import add_option, make_parser
 from partial_csl.data.schema import load_schema
 from partial_csl.engine.split import check_split_paths, rebalance_train_split, split_attribute_csv
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--csv", required=True, help="attributes CSV: filename plus one column per attribute")
-    p.add_argument("--images", required=True, help="folder holding the images named in the CSV")
-    p.add_argument("--out-dir", required=True, help="where train.csv, valid.csv, test.csv and the report go")
-    p.add_argument("--schema", default=None, help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, "
-                                                  "pattern 10)")
-    p.add_argument("--ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST"))
-    p.add_argument("--seed", type=int, default=0, help="same inputs and seed give byte-identical files")
-    p.add_argument("--on-bad-rows", choices=("error", "skip"), default="error",
-                   help="skip: leave bad rows out and list them in OUT_DIR/rejected_rows.csv")
-    p.add_argument("--rebalance", choices=("balanced", "raking"), default=None,
-                   help="also write augmented copies of rare-class training images to OUT_DIR/rebalanced_images/ "
-                        "and OUT_DIR/train_rebalanced.csv (originals untouched)")
-    p.add_argument("--repeat-threshold", type=float, default=0.3, help="balanced: LVIS frequency threshold t")
-    p.add_argument("--rebalance-max-copies", type=int, default=10, help="at most this many copies of one image")
-    p.add_argument("--rebalance-max-total", type=int, default=None, help="at most this many copies in all "
-                                                                         "(default: the training set's size)")
+    p = make_parser(__doc__)
+    add_option(p, "csv", required=True, help="attributes CSV: filename plus one column per attribute")
+    add_option(p, "images", required=True, help="folder holding the images named in the CSV")
+    add_option(p, "output_dir", "out_dir", required=True,
+               help="where train.csv, valid.csv, test.csv and the report go (--out-dir: the old name)")
+    add_option(p, "schema", default=None, help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, "
+                                               "pattern 10)")
+    add_option(p, "ratios", type=float, nargs=3, default=(0.8, 0.1, 0.1), metavar=("TRAIN", "VALID", "TEST"),
+               help="shares of the three splits")
+    add_option(p, "seed", type=int, default=0, help="same inputs and seed give byte-identical files")
+    add_option(p, "on_bad_rows", choices=("error", "skip"), default="error",
+               help="skip: leave bad rows out and list them in OUTPUT_DIR/rejected_rows.csv")
+    add_option(p, "rebalance", choices=("balanced", "raking"), default=None,
+               help="also write augmented copies of rare-class training images to OUTPUT_DIR/rebalanced_images/ "
+                    "and OUTPUT_DIR/train_rebalanced.csv (originals untouched)")
+    add_option(p, "repeat_threshold", type=float, default=0.3, help="balanced: LVIS frequency threshold t")
+    add_option(p, "rebalance_max_copies", type=int, default=10, help="at most this many copies of one image")
+    add_option(p, "rebalance_max_total", type=int, default=None,
+               help="at most this many copies in all (default: the training set's size)")
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     try:
-        check_split_paths(args.csv, args.images, args.out_dir, bool(args.rebalance),
+        check_split_paths(args.csv, args.images, args.output_dir, bool(args.rebalance),
                           [args.schema] if args.schema else [])
         schema = load_schema(args.schema)
-        summary = split_attribute_csv(args.csv, args.images, args.out_dir, schema, tuple(args.ratios), args.seed,
+        summary = split_attribute_csv(args.csv, args.images, args.output_dir, schema, tuple(args.ratios), args.seed,
                                       args.on_bad_rows)
-        rebalanced = rebalance_train_split(summary["files"]["train"], args.images, args.out_dir, schema,
+        rebalanced = rebalance_train_split(summary["files"]["train"], args.images, args.output_dir, schema,
                                            args.rebalance, args.repeat_threshold, args.rebalance_max_copies,
                                            args.rebalance_max_total, args.seed) if args.rebalance else None
     except (ValueError, FileNotFoundError) as err:

@@ -1,9 +1,15 @@
-"""Predict with a trained checkpoint; needs nothing but the checkpoint and the images.
+r"""Predict with a trained checkpoint; needs nothing but the checkpoint and the images.
 
     python infer.py --checkpoint outputs/run/checkpoints/best.pt --images photos/ --output predictions.csv
     python infer.py --checkpoint best.pt --image shirt.jpg --output shirt.csv
-    python infer.py --checkpoint best.pt --csv data/split/test.csv --images data/images --output test_predictions.csv
+    python infer.py --checkpoint best.pt --csv data/split/test.csv --images data/images --output test_predictions.csv \
+        --batch-size 64 --workers 4 --tta --names --no-probabilities
     python infer.py --onnx model.onnx --images photos/ --output predictions.csv
+
+An attribute is written as its class index (its name with --names), or #N/A where the checkpoint holds abstention
+thresholds (train.py / validate.py --tune-thresholds with --abstain-accuracy or --abstain-coverage) and the model is
+less sure than that; multi-label checkpoints write the labels at their tuned per-class thresholds, else at
+--threshold.
 """
 
 from __future__ import annotations
@@ -12,25 +18,35 @@ import argparse
 import logging
 import sys
 
+from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.infer import run_inference
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", help="a checkpoint written by train.py")
-    p.add_argument("--onnx", help="instead of --checkpoint: a model written by export.py (run with ONNX Runtime)")
-    p.add_argument("--image", help="one image file")
-    p.add_argument("--images", help="an image folder (all images in it), or the folder of --csv's filenames")
-    p.add_argument("--csv", help="predict the filenames listed in this CSV (relative to --images)")
-    p.add_argument("--output", required=True, help="predictions CSV to write")
-    p.add_argument("--threshold", type=float, default=0.5, help="label threshold for non-attribute models")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=32)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: on for CUDA and for CPUs with native bfloat16)")
-    p.add_argument("--channels-last", action="store_true", help="NHWC memory format (often faster on GPU)")
-    p.add_argument("--compile", action="store_true", help="torch.compile the model (slow start, faster batches)")
+    p = make_parser(__doc__)
+    add_option(p, "checkpoint", help="a checkpoint written by train.py (best.pt)")
+    add_option(p, "onnx", help="instead of --checkpoint: a model written by export.py (run with ONNX Runtime)")
+    add_option(p, "image", help="one image file")
+    add_option(p, "images", help="an image folder (all images in it), or the folder of --csv's filenames")
+    add_option(p, "csv", help="predict the filenames listed in this CSV (relative to --images)")
+    add_option(p, "output", required=True, help="predictions CSV to write")
+    add_option(p, "threshold", type=float, default=None,
+               help="label threshold of multi-label models (default: the checkpoint's tuned per-class thresholds, "
+                    "else 0.5)")
+    add_option(p, "ignore_thresholds", action="store_true",
+               help="ignore the checkpoint's tuned thresholds: no #N/A answers, labels at --threshold or 0.5")
+    add_option(p, "names", action="store_true", help="write class names instead of class indices")
+    add_option(p, "probabilities", action=argparse.BooleanOptionalAction, default=True,
+               help="one prob_<class> column per class (--no-probabilities leaves them out)")
+    add_option(p, "tta", action="store_true", help="test-time augmentation: average with the mirrored image")
+    add_option(p, "batch_size", type=int, default=32, help="images per forward pass")
+    add_option(p, "workers", type=int, default=2, help="DataLoader processes that decode and resize the images")
+    add_option(p, "device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_option(p, "amp", action=argparse.BooleanOptionalAction, default=None,
+               help="mixed precision (default: on for CUDA and for CPUs with native bfloat16)")
+    add_option(p, "channels_last", action="store_true", help="NHWC memory format (often faster on GPU)")
+    add_option(p, "compile", action="store_true", help="torch.compile the model (slow start, faster batches)")
     return p
 
 
@@ -39,7 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         result = run_inference(args.checkpoint, args.output, args.image, args.images, args.csv, args.threshold,
-                               args.batch_size, args.device, args.channels_last, args.compile, args.amp, args.onnx)
+                               args.batch_size, args.device, args.channels_last, args.compile, args.amp, args.onnx,
+                               workers=args.workers, tta=args.tta, probabilities=args.probabilities,
+                               class_names=args.names, use_thresholds=not args.ignore_thresholds)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -1,12 +1,16 @@
-"""Train a multi-label classifier on partially labelled data (CSL: selective loss + class priors).
+r"""Train a multi-label classifier on partially labelled data (CSL: selective loss + class priors).
 
     python train.py --train-csv data/split/train.csv --val-csv data/split/valid.csv --images data/images \
         --partial_loss_mode selective --epochs 30 --output-dir outputs/my-run
     python train.py --dataset coco --data COCO_ROOT --simulate_partial_type fpc --simulate_partial_param 1000 \
         --gamma_unann 4 --gamma_neg 3 --gamma_pos 0 --image-size 448 --output-dir outputs/coco-fpc
+    python train.py --config outputs/my-run/config.json --output-dir outputs/my-run-again
+    python train.py --config run.yaml --epochs 5 --abstain-accuracy 0.9 --output-dir outputs/short
 
 Every flag accepts both spellings (``--partial_loss_mode`` and ``--partial-loss-mode``). A ``selective`` run without
 ``--prior_path`` first trains a temporary ignore-mode model for ``--prior_epochs`` to estimate the class priors.
+``--config FILE`` (YAML, or JSON such as a run's own config.json) gives any flag (key ``a_b`` or ``a-b`` for
+``--a-b``); flags on the command line override it, and a run's config.json repeats that run.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ import logging
 import sys
 import time
 
+from partial_csl.cli import CONFIG_FLAG, HelpFormatter, config_file_argv
 from partial_csl.data.labels import LabelFileError
 from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
@@ -30,6 +35,7 @@ from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.models.heads import HEAD_NAMES
 from partial_csl.priors import PRIOR_ESTIMATES
+from partial_csl.thresholds import CLASS_MODES
 
 DEFAULTS = TrainConfig()
 
@@ -43,6 +49,8 @@ def _adder(group: argparse._ArgumentGroup):
     """``add(name, ...)``: an option in both spellings whose default is TrainConfig's."""
     def add(name: str, **kwargs) -> None:
         dest = name.replace("-", "_")
+        if kwargs.get("action") == "store_true":  # --no-x too, so that the command line can undo a --config file
+            kwargs["action"] = argparse.BooleanOptionalAction
         group.add_argument(*spellings(name), dest=dest, default=getattr(DEFAULTS, dest, None), **kwargs)
     return add
 
@@ -158,15 +166,34 @@ def _run_options(p: argparse.ArgumentParser) -> None:
     add("stop_after_steps", type=int, help="stop (as if killed) after this many steps; for crash tests")
 
 
+def _threshold_options(p: argparse.ArgumentParser) -> None:
+    add = _adder(p.add_argument_group("thresholds, tuned on the validation split when training ends (default: off)"))
+    add("class_thresholds", choices=CLASS_MODES,
+        help="multi-label data: per-class thresholds maximising F1, or reaching --target-precision")
+    add("target_precision", type=float, help="--class-thresholds precision: the precision each class should reach")
+    add("abstain_accuracy", type=float,
+        help="attributes: infer.py answers #N/A below the confidence at which the answers reach this accuracy")
+    add("abstain_coverage", type=float,
+        help="attributes: infer.py answers this share of the images, #N/A for the least confident others")
+
+
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    for options in (_data_options, _model_options, _optim_options, _loss_options, _run_options):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
+    p.add_argument(CONFIG_FLAG, help="YAML or JSON file of settings (a run's config.json too); flags override it")
+    for options in (_data_options, _model_options, _optim_options, _loss_options, _threshold_options, _run_options):
         options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = get_args_parser().parse_args(argv)
+    parser = get_args_parser()
+    try:
+        argv = config_file_argv(parser, sys.argv[1:] if argv is None else list(argv))
+    except ValueError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    args = parser.parse_args(argv)
+    del args.config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     if not args.output_dir:
         args.output_dir = f"outputs/{args.model_name}-{args.partial_loss_mode}-{time.strftime('%Y%m%d-%H%M%S')}"

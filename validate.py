@@ -1,8 +1,17 @@
-"""Evaluate a checkpoint on labelled data; writes report.json and report.md (and prints the summary).
+r"""Evaluate a checkpoint on labelled data: report.json and report.md (the numbers), report.html (the error analysis
+a person reads, self-contained: confusion matrices, per-class precision/recall/F1, AP and precision-recall curves,
+calibration, training curves, accuracy against coverage, the most confident mistakes), its PNGs under figures/,
+and predictions.csv (per image: truth, prediction, confidence, right or wrong).
 
     python validate.py --checkpoint outputs/run/checkpoints/best.pt --csv data/split/test.csv --images data/images \
         --output-dir outputs/run/test-report
     python validate.py --checkpoint best.pt --dataset coco --data COCO_ROOT --output-dir outputs/run/val-report
+    python validate.py --checkpoint outputs/run/checkpoints/best.pt --csv data/split/valid.csv \
+        --images data/images --output-dir outputs/run/tuned --tune-thresholds --abstain-accuracy 0.9
+
+--tune-thresholds tunes the thresholds on the given data (use the validation split, not the test split) and writes
+them to OUTPUT_DIR/thresholds.json and OUTPUT_DIR/best.pt, a copy of the checkpoint that holds them (the given
+checkpoint is never written); settings not given are those the checkpoint was tuned or trained with.
 """
 
 from __future__ import annotations
@@ -11,46 +20,74 @@ import argparse
 import logging
 import sys
 
+from partial_csl.cli import add_option, make_parser
 from partial_csl.data.schema import load_schema
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.data import DATASETS
 from partial_csl.engine.validate import validate_checkpoint
 from partial_csl.reports.evaluation import summary_line
+from partial_csl.thresholds import CLASS_MODES
+
+
+def _threshold_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("thresholds (with --tune-thresholds; default: as the checkpoint was tuned or trained)")
+    add_option(g, "tune_thresholds", action="store_true",
+               help="tune thresholds on this data; writes thresholds.json and a best.pt that holds them")
+    add_option(g, "class_thresholds", choices=CLASS_MODES, default=None,
+               help="multi-label data: per-class thresholds maximising F1, or reaching --target-precision")
+    add_option(g, "target_precision", type=float, default=None, help="--class-thresholds precision: the target")
+    add_option(g, "abstain_accuracy", type=float, default=None,
+               help="attributes: answer #N/A below the confidence at which the answers reach this accuracy")
+    add_option(g, "abstain_coverage", type=float, default=None,
+               help="attributes: answer this share of the images, #N/A for the least confident others")
 
 
 def get_args_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--checkpoint", required=True, help="a checkpoint written by train.py")
-    p.add_argument("--output-dir", "--output_dir", dest="output_dir", required=True, help="where the report goes")
-    p.add_argument("--dataset", choices=DATASETS, default="attributes")
-    p.add_argument("--csv", help="attributes CSV with the ground truth (#N/A allowed)")
-    p.add_argument("--images", help="image folder of the CSV (or of the COCO annotations)")
-    p.add_argument("--annotations", help="COCO-format JSON (with --dataset coco)")
-    p.add_argument("--data", help="COCO 2014 root: annotations/instances_val2014.json and val2014/")
-    p.add_argument("--schema", default=None, help="optional: refuse the checkpoint unless it has this schema")
-    p.add_argument("--batch-size", "--batch_size", dest="batch_size", type=int, default=64)
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--threshold", type=float, default=0.5, help="decision threshold of CP/CR/CF1/OP/OR/OF1")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                   help="mixed precision (default: on for CUDA and for CPUs with native bfloat16)")
-    p.add_argument("--on-bad-rows", "--on_bad_rows", dest="on_bad_rows", choices=("error", "skip"), default="error")
+    p = make_parser(__doc__)
+    add_option(p, "checkpoint", required=True, help="a checkpoint written by train.py")
+    add_option(p, "output_dir", required=True, help="where the report goes")
+    add_option(p, "dataset", choices=DATASETS, default="attributes", help="attributes: a CSV; coco: COCO JSON")
+    add_option(p, "csv", help="attributes CSV with the ground truth (#N/A allowed)")
+    add_option(p, "images", help="image folder of the CSV (or of the COCO annotations)")
+    add_option(p, "annotations", help="COCO-format JSON (with --dataset coco)")
+    add_option(p, "data", help="COCO 2014 root: annotations/instances_val2014.json and val2014/")
+    add_option(p, "schema", default=None, help="optional: refuse the checkpoint unless it has this schema")
+    add_option(p, "batch_size", type=int, default=64, help="images per forward pass")
+    add_option(p, "workers", type=int, default=2, help="DataLoader worker processes")
+    add_option(p, "threshold", type=float, default=0.5, help="decision threshold of CP/CR/CF1/OP/OR/OF1")
+    add_option(p, "device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    add_option(p, "amp", action=argparse.BooleanOptionalAction, default=None,
+               help="mixed precision (default: on for CUDA and for CPUs with native bfloat16)")
+    add_option(p, "on_bad_rows", choices=("error", "skip"), default="error",
+               help="skip: leave bad CSV rows out, listed in OUTPUT_DIR/rejected_rows.csv")
+    add_option(p, "html", action=argparse.BooleanOptionalAction, default=True,
+               help="also write report.html, its figures and predictions.csv")
+    _threshold_options(p)
     return p
 
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    tune = {k: getattr(args, k) for k in ("class_thresholds", "target_precision", "abstain_accuracy",
+                                          "abstain_coverage")}
+    if not args.tune_thresholds and any(v is not None for v in tune.values()):
+        print("error: the threshold settings apply with --tune-thresholds only", file=sys.stderr)
+        return 2
     try:
         schema = load_schema(args.schema) if args.schema else None
         report = validate_checkpoint(args.checkpoint, args.output_dir, args.dataset, args.csv, args.images,
                                      args.annotations, args.data, schema, args.batch_size, args.workers,
-                                     args.threshold, args.device, args.on_bad_rows, args.amp)
+                                     args.threshold, args.device, args.on_bad_rows, args.amp, html=args.html,
+                                     tune_thresholds=tune if args.tune_thresholds else None)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(summary_line(report))
-    print(f"report: {report['files']['markdown']} and {report['files']['json']}")
+    files = report["files"]
+    print(f"report: {files['markdown']} and {files['json']}" + (f"; {files['html']}" if "html" in files else ""))
+    if "thresholds" in files:
+        print(f"thresholds: {files['thresholds']}; checkpoint with them: {files['checkpoint']}")
     return 0
 
 

@@ -1,7 +1,9 @@
 """What the web page shows for one image, computed without Streamlit (so it can be unit-tested).
 
 Prediction goes through :class:`partial_csl.engine.predict.Predictor`, the code path of ``infer.py``: the
-preprocessing and the classes come from the checkpoint.
+preprocessing, the classes and the tuned thresholds come from the checkpoint. Where ``infer.py`` would write ``#N/A``
+(the predicted class's probability is below its attribute's abstention threshold) the page flags the answer as
+unsure; multi-label checkpoints with tuned per-class thresholds show the labels that reach their own threshold.
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from PIL import Image
 
 from ..data.images import ImageLoadError, ImageTooLargeError, describe_error, load_rgb
 from ..engine.predict import Predictor
+from ..engine.thresholds import abstain_values
 
 
 @dataclass
@@ -53,14 +56,22 @@ def _result(predictor: Predictor, name: str, img: Image.Image, row: np.ndarray) 
     if predictor.schema is None:
         order = np.argsort(-row, kind="stable")
         labels = pd.DataFrame({"label": [names[i] for i in order], "probability": row[order]})
+        tuned = (predictor.checkpoint.get("thresholds") or {}).get("classes")
+        if tuned:
+            labels["threshold"] = np.asarray(tuned["values"])[order]
         return ImageResult(name, img, labels=labels,
                            class_probabilities={"labels": pd.Series(row, index=names)})
     records, per_group = [], {}
+    cuts = abstain_values(predictor.checkpoint.get("thresholds"))
     for group, sl in zip(predictor.schema.groups, predictor.schema.group_slices().values()):
         block = row[sl]
         best = int(block.argmax())
-        records.append({"attribute": group.name, "predicted class": group.class_names[best],
-                        "probability": float(block[best])})
+        record = {"attribute": group.name, "predicted class": group.class_names[best],
+                  "probability": float(block[best])}
+        if cuts is not None:  # the same rule as infer.py's #N/A
+            record.update({"threshold": float(cuts.get(group.name, 0.0)),
+                           "unsure": bool(block[best] < cuts.get(group.name, 0.0))})
+        records.append(record)
         per_group[group.name] = pd.Series(block, index=list(group.class_names))
     return ImageResult(name, img, attributes=pd.DataFrame(records), class_probabilities=per_group)
 
@@ -75,4 +86,18 @@ def checkpoint_summary(predictor: Predictor, path: str) -> dict:
                               f"{predictor.data_config.interpolation}"),
             "weights": ckpt.get("weights", "regular"),
             "validation mAP": None if metrics.get("mAP") is None else round(float(metrics["mAP"]), 2),
-            "attributes": ", ".join(predictor.schema.group_names) if predictor.schema else "none (multi-label)"}
+            "attributes": ", ".join(predictor.schema.group_names) if predictor.schema else "none (multi-label)",
+            "thresholds": thresholds_text(ckpt.get("thresholds"))}
+
+
+def thresholds_text(entry: dict | None) -> str:
+    """What the sidebar says about the checkpoint's tuned thresholds."""
+    if not entry:
+        return "none tuned (every attribute answered; labels at the slider's threshold)"
+    parts = []
+    if entry.get("abstain"):
+        parts.append(f"unsure below a per-attribute confidence (tuned for {entry['abstain']['mode']} "
+                     f"{entry['abstain']['target']})")
+    if entry.get("classes"):
+        parts.append(f"per-class label thresholds ({entry['classes']['mode']})")
+    return "; ".join(parts)

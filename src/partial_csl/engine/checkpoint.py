@@ -8,7 +8,8 @@ A checkpoint is a dict of tensors and plain types, written atomically and read w
     loss, stage, train_class_counts, metrics, config, history
 
 ``best.pt`` (:func:`best_payload`) is that and nothing more, plus ``best_metric`` and ``epoch``: the artefact to keep
-and share. ``last.pt`` (:func:`training_payload`) adds the EMA copy and the training state (``ema``, ``world_size``,
+and share; a run that tunes thresholds adds ``thresholds`` (see :mod:`partial_csl.thresholds`) when it ends.
+``last.pt`` (:func:`training_payload`) adds the EMA copy and the training state (``ema``, ``world_size``,
 ``train_state``: optimizer, scheduler, scaler, criterion, epoch, best_metric, best_weights, rng) that
 :func:`restore_training` continues from. :func:`load_checkpoint` and :func:`model_from_checkpoint` read either and
 rebuild the model without any flag (the architecture registry knows how); format 1 (training state in both files,
@@ -30,6 +31,7 @@ from ..data.schema import AttributeSchema
 from ..data.transforms import DataConfig
 from ..models import norm_backend_of
 from ..safe_io import atomic_open
+from ..thresholds import thresholds_problem
 from .architectures import ARCHITECTURES, build_model, get_architecture
 from .config import TrainConfig
 from .data import LabelSpace
@@ -83,6 +85,11 @@ def _check_fields(ckpt: dict, path: Path) -> None:
         raise CheckpointError(f"{path}: num_classes {count!r} does not match its {len(names)} class names")
     if not isinstance(ckpt["model_name"], str) or not ckpt["model_name"]:
         raise CheckpointError(f"{path}: model_name {ckpt['model_name']!r} is not a model name")
+    if ckpt.get("thresholds") is not None:
+        groups = [g["name"] for g in ckpt["schema"]["groups"]] if ckpt.get("schema") else None
+        problem = thresholds_problem(ckpt["thresholds"], names, groups)
+        if problem:
+            raise CheckpointError(f"{path}: its thresholds cannot be used ({problem})")
 
 
 def check_same_model(ckpt: dict, path: Path, metadata: dict) -> None:

@@ -1,6 +1,7 @@
 """Export a checkpoint for deployment: ONNX or TorchScript, taking a normalised image batch (any batch size) and
 returning per-class probabilities. What inference needs besides the weights (class names, attribute schema, image
-size, normalisation) goes to a JSON sidecar ``<output>.json`` and, for ONNX, into the model's metadata too.
+size, normalisation, the tuned thresholds) goes to a JSON sidecar ``<output>.json`` and, for ONNX, into the model's
+metadata too.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def export_metadata(ckpt: dict, model: nn.Module) -> dict:
             "arch": ckpt.get("arch", "csl"), "image_size": data_config.image_size,
             "data_config": data_config.to_dict(),
             "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
-            "postprocessing": post, "model_name": ckpt["model_name"],
+            "postprocessing": post, "model_name": ckpt["model_name"], "thresholds": ckpt.get("thresholds"),
             "input": f"images: float32 (N, 3, {data_config.image_size}, {data_config.image_size}), RGB in [0, 1] "
                      f"resized ({data_config.interpolation}), minus mean, divided by std",
             "output": f"probabilities: float32 (N, C), {output}"}

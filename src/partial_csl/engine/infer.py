@@ -10,11 +10,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from ..data.labels import FILENAME_COLUMN, read_filename_column
 from ..safe_io import atomic_open, atomic_write_text, refuse_inputs_as_outputs
 from .predict import OnnxPredictor, Predictor, list_images
+from .thresholds import abstained, label_thresholds
+
+MISSING = "#N/A"  # the CSV format's unknown value: also what the model answers when it is unsure
 
 
 def collect_inputs(image: str | None, images: str | None, csv_path: str | None) -> tuple[list[Path], list[str]]:
@@ -75,11 +79,43 @@ def write_predictions(output: Path, rows: dict[str, list], failed: dict[str, str
         failures_path(output).unlink(missing_ok=True)
 
 
+def prediction_rows(predictor: Predictor, names: list[str], probs: np.ndarray, threshold: float | None = None,
+                    probabilities: bool = True, class_names: bool = False, use_thresholds: bool = True) -> dict:
+    """The CSV's columns. Attributes: the predicted class index (its name with ``class_names``), ``#N/A`` where
+    the checkpoint's abstention thresholds say the model is unsure; multi-label data: the labels at the tuned
+    per-class thresholds (or ``threshold``). Then, with ``probabilities``, one ``prob_<class>`` column per class."""
+    entry = predictor.checkpoint.get("thresholds") if use_thresholds else None
+    rows: dict[str, list] = {FILENAME_COLUMN: names}
+    if predictor.schema is not None:
+        unsure = abstained(entry, probs, predictor.schema.group_slices()) or {}
+        predicted = predictor.attribute_predictions(probs)
+        for group in predictor.schema.groups:
+            classes = predicted[group.name]
+            values = [group.class_names[c] for c in classes] if class_names else classes.tolist()
+            if group.name in unsure:
+                values = [MISSING if unsure_here else v for v, unsure_here in zip(values, unsure[group.name])]
+            rows[group.name] = values
+    else:
+        cut = label_thresholds(entry, len(predictor.class_names), threshold)
+        rows["labels"] = [";".join(c for c, p, t in zip(predictor.class_names, row, cut) if p >= t) for row in probs]
+    if probabilities:
+        for c, name in enumerate(predictor.class_names):
+            rows[f"prob_{name}"] = [round(float(v), 6) for v in probs[:, c]]
+    return rows
+
+
 def run_inference(checkpoint: str | Path | None, output: str | Path, image: str | None = None,
-                  images: str | None = None, csv_path: str | None = None, threshold: float = 0.5,
+                  images: str | None = None, csv_path: str | None = None, threshold: float | None = None,
                   batch_size: int = 32, device: str = "auto", channels_last: bool = False,
-                  compile_model: bool = False, amp: bool | None = None, onnx: str | Path | None = None) -> dict:
-    """Predict with a checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), same pre/post-processing."""
+                  compile_model: bool = False, amp: bool | None = None, onnx: str | Path | None = None,
+                  workers: int = 2, tta: bool = False, probabilities: bool = True, class_names: bool = False,
+                  use_thresholds: bool = True) -> dict:
+    """Predict with a checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), same pre/post-processing.
+
+    Images are decoded by ``workers`` processes in batches of ``batch_size``; ``tta`` averages each image with its
+    mirror image. ``threshold`` (multi-label data) overrides the tuned per-class thresholds; ``use_thresholds=False``
+    ignores every stored threshold (no ``#N/A`` answers, 0.5 for labels).
+    """
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of --checkpoint and --onnx")
     paths, names = collect_inputs(image, images, csv_path)
@@ -90,15 +126,9 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, image: str 
     else:
         predictor = Predictor.from_checkpoint(checkpoint, device, channels_last=channels_last,
                                               compile_model=compile_model, amp=amp)
-    done, probs, failures = predictor.predict_files(paths, batch_size)
-    rows: dict[str, list] = {FILENAME_COLUMN: _names_done(paths, names, done)}
-    if predictor.schema is not None:
-        for attribute, classes in predictor.attribute_predictions(probs).items():
-            rows[attribute] = classes.tolist()
-    else:
-        rows["labels"] = [";".join(c for c, p in zip(predictor.class_names, row) if p >= threshold) for row in probs]
-    for c, name in enumerate(predictor.class_names):
-        rows[f"prob_{name}"] = [round(float(v), 6) for v in probs[:, c]]
+    done, probs, failures = predictor.predict_files(paths, batch_size, workers=workers, tta=tta)
+    rows = prediction_rows(predictor, _names_done(paths, names, done), probs, threshold, probabilities, class_names,
+                           use_thresholds)
     name_of = {str(p): n for p, n in zip(paths, names)}
     failed = {name_of.get(p, p): reason for p, reason in failures.items()}
     write_predictions(Path(output), rows, failed)

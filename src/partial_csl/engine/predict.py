@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
 from PIL import Image
+from torch.utils.data import DataLoader, Dataset
 
 from ..data.images import ImageLoadError, load_rgb, to_rgb
 from ..data.schema import AttributeSchema
@@ -54,33 +55,41 @@ class Predictor:
             logits = self.model(batch)
         return logits_to_probabilities(self.model, logits).cpu().numpy()
 
-    def predict(self, images: Sequence[Image.Image], batch_size: int = 32) -> np.ndarray:
+    def predict_batch(self, batch: torch.Tensor, tta: bool = False) -> np.ndarray:
+        """Probabilities of a preprocessed batch; with ``tta``, the mean of the image's and its mirror image's."""
+        probs = self.run_batch(batch)
+        if tta:
+            probs = (probs + self.run_batch(torch.flip(batch, dims=[3]))) / 2
+        return probs
+
+    def predict(self, images: Sequence[Image.Image], batch_size: int = 32, tta: bool = False) -> np.ndarray:
         out = []
         for start in range(0, len(images), batch_size):
             chunk = images[start:start + batch_size]
             batch = torch.stack([self.transform(img if img.mode == "RGB" else to_rgb(img)) for img in chunk])
-            out.append(self.run_batch(batch))
+            out.append(self.predict_batch(batch, tta))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
-    def predict_files(self, paths: Sequence[Path], batch_size: int = 32) -> tuple[list[Path], np.ndarray, dict]:
+    def predict_files(self, paths: Sequence[Path], batch_size: int = 32, workers: int = 0,
+                      tta: bool = False) -> tuple[list[Path], np.ndarray, dict]:
         """Predict every readable file; returns (predicted paths, probabilities, {unreadable path: reason}).
 
-        One bad file (corrupt, truncated, over the pixel limit) is a failure of that file only: it goes to the
-        returned failures and every other file is still predicted.
+        Files are decoded and preprocessed by a DataLoader (``workers`` processes, none for a single batch, whose
+        start-up would cost more than it saves) while the model runs on the previous batch. One bad file (corrupt,
+        truncated, over the pixel limit) is a failure of that file only: it goes to the returned failures and every
+        other file is still predicted.
         """
+        loader = DataLoader(ImageFiles(paths, self.transform), batch_size=batch_size, collate_fn=collate_images,
+                            num_workers=workers if len(paths) > batch_size else 0,
+                            pin_memory=getattr(self, "device", torch.device("cpu")).type == "cuda")
         done, probs, failures = [], [], {}
-        for start in range(0, len(paths), batch_size):
-            images, names = [], []
-            for path in paths[start:start + batch_size]:
-                try:
-                    images.append(load_rgb(path))
-                    names.append(Path(path))
-                except ImageLoadError as err:  # load_rgb reports every failure of one file as this
-                    failures[str(path)] = str(err)
-                    log.warning("skipping unreadable image %s (%s)", path, err)
-            if images:
-                probs.append(self.predict(images, batch_size))
-                done.extend(names)
+        for batch, indices, failed in loader:
+            for index, reason in failed.items():
+                failures[str(paths[index])] = reason
+                log.warning("skipping unreadable image %s (%s)", paths[index], reason)
+            if batch is not None:
+                probs.append(self.predict_batch(batch, tta))
+                done.extend(Path(paths[i]) for i in indices)
         empty = np.zeros((0, len(self.class_names)), dtype=np.float32)
         return done, np.concatenate(probs) if probs else empty, failures
 
@@ -114,6 +123,31 @@ class OnnxPredictor(Predictor):
 
     def run_batch(self, batch: torch.Tensor) -> np.ndarray:
         return self.session.run(["probabilities"], {"images": batch.numpy()})[0]
+
+
+class ImageFiles(Dataset):
+    """Image files as preprocessed tensors, for a DataLoader; a file that cannot be read gives its reason instead
+    (an exception in a worker process would end the whole run)."""
+
+    def __init__(self, paths: Sequence[Path], transform: Callable):
+        self.paths, self.transform = list(paths), transform
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor | None, int, str | None]:
+        try:
+            return self.transform(load_rgb(self.paths[index])), index, None
+        except ImageLoadError as err:  # load_rgb reports every failure of one file as this
+            return None, index, str(err)
+
+
+def collate_images(items: list[tuple]) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
+    """A batch of the readable files (None when there is none), their indices, and {index: reason} of the others."""
+    good = [(tensor, index) for tensor, index, reason in items if reason is None]
+    failed = {index: reason for _, index, reason in items if reason is not None}
+    batch = torch.stack([tensor for tensor, _ in good]) if good else None
+    return batch, [index for _, index in good], failed
 
 
 def list_images(folder: str | Path) -> list[Path]:

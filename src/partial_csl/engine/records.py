@@ -54,9 +54,12 @@ def append_epoch(run_dir: Path, history: list[dict], row: dict, writer, epochs: 
     """Record the epoch ``row`` (already in ``history``): metrics.csv, TensorBoard and one log line."""
     write_metrics_csv(history, run_dir / "metrics.csv")
     stage, epoch = row["stage"], row["epoch"]
-    for key in ("train_loss", "val_mAP", "val_mAP_ema"):
-        if row[key] != "":
+    for key in ("train_loss", "val_mAP", "val_mAP_ema", "lr"):
+        if row.get(key, "") != "":
             writer.add_scalar(f"{stage}/{key}", row[key], epoch)
+    for key, value in row.items():
+        if key.startswith("acc_"):
+            writer.add_scalar(f"{stage}/accuracy/{key[4:]}", value, epoch)
     acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
     log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch, epochs,
              row["train_loss"], row["lr"], row["val_mAP"], row["val_mAP_ema"], acc_text, row["seconds"],

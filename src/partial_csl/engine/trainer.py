@@ -45,6 +45,7 @@ from .checkpoint import (
 from .config import TrainConfig, derive_seed, resolve_device, seed_everything
 from .distributed import barrier, init_distributed, mean_across_ranks
 from .embeddings import StageInputs, stage_inputs
+from .finish import check_run_settings, finish_training
 from .inference import predict_dataset
 from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, start_run, uses_prior_stage
@@ -245,6 +246,7 @@ def _train_stages(run: Run) -> dict:
     cfg = run.cfg
     summary: dict = {"run_dir": str(run.run_dir)}
     prior = None
+    thresholds = check_run_settings(run)  # refused now rather than after the training
     try:
         if uses_prior_stage(cfg):
             if cfg.prior_path:
@@ -252,6 +254,7 @@ def _train_stages(run: Run) -> dict:
             else:
                 prior, summary["prior_path"] = _prior_stage(run)
         best_path, progress = fit(run, "main", cfg.partial_loss_mode, cfg.epochs, prior, run.run_dir)
+        summary["thresholds"] = finish_training(run, best_path, thresholds)
     finally:
         if run.writer is not None:
             run.writer.close()

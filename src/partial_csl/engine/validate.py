@@ -1,18 +1,32 @@
-"""Evaluate a checkpoint on labelled data (an attribute CSV or a COCO-format set); writes report.json/report.md."""
+"""Evaluate a checkpoint on labelled data (an attribute CSV or a COCO-format set): report.json and report.md (the
+numbers), report.html with its figures and predictions.csv (the error analysis a person reads); optionally tune the
+checkpoint's thresholds on that data first."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+
+import numpy as np
 
 from ..data.schema import AttributeSchema
 from ..data.transforms import DataConfig
 from ..metrics import evaluate_predictions
 from ..reports.evaluation import write_report
-from ..safe_io import refuse_inputs_as_outputs
-from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
+from ..safe_io import atomic_write_text, refuse_inputs_as_outputs
+from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, coco_paths, make_loader, read_attribute_split, read_coco_split
+from .evaluation_report import (
+    build_view,
+    coverage_curves,
+    predictions_frame,
+    report_outputs,
+    run_metrics_csv,
+    write_html_report,
+)
 from .inference import predict_probabilities
+from .thresholds import abstain_values, abstained, settings_for_checkpoint, thresholds_summary, tune_checkpoint
 
 
 def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeSchema | None, where: str) -> None:
@@ -39,26 +53,78 @@ def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, dataset
     raise ValueError(f"unknown dataset type {dataset!r}")
 
 
+def _outputs(output_dir: Path, ckpt: dict | None, html: bool, tune: bool) -> list[Path]:
+    """Every path validation may write (refused when it is an input)."""
+    out = [output_dir, *(output_dir / n for n in ("report.json", "report.md", "rejected_rows.csv"))]
+    if html:
+        out += report_outputs(output_dir, checkpoint_schema(ckpt) if ckpt else None)
+    if tune:
+        out += [output_dir / "thresholds.json", output_dir / "best.pt"]
+    return out
+
+
+def _tune(ckpt: dict, targets: np.ndarray, scores: np.ndarray, overrides: dict, source: str, output_dir: Path,
+          threshold: float) -> dict:
+    """``--tune-thresholds``: tune on this data, write thresholds.json and a copy of the checkpoint that holds them
+    (``best.pt`` here: the given checkpoint is an input and is never written); returns that checkpoint."""
+    settings = settings_for_checkpoint(ckpt, overrides)
+    ckpt = {**ckpt, "thresholds": tune_checkpoint(ckpt, targets, scores, settings, source, threshold)}
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / "thresholds.json", json.dumps(ckpt["thresholds"], indent=2) + "\n")
+    save_checkpoint(ckpt, output_dir / "best.pt")
+    return ckpt
+
+
+def _abstention_report(ckpt: dict, targets: np.ndarray, scores: np.ndarray) -> dict | None:
+    """Per attribute, the coverage and accuracy of the checkpoint's abstention thresholds on this data."""
+    schema, values = checkpoint_schema(ckpt), abstain_values(ckpt.get("thresholds"))
+    if schema is None or values is None:
+        return None
+    _, marks = coverage_curves(targets, scores, schema.group_slices(), values)
+    return {n: {"threshold": values[n], "coverage": 100 * c, "accuracy": 100 * a} for n, (c, a) in marks.items()}
+
+
 def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset: str = "attributes",
                         csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
                         data_root: str | None = None, schema: AttributeSchema | None = None, batch_size: int = 64,
                         workers: int = 2, threshold: float = 0.5, device: str = "auto", on_bad_rows: str = "error",
-                        amp: bool | None = None) -> dict:
+                        amp: bool | None = None, html: bool = True, tune_thresholds: dict | None = None) -> dict:
+    """Evaluate ``checkpoint`` on labelled data: report.json, report.md and (``html``) report.html with its figures
+    and predictions.csv. ``tune_thresholds`` (a dict of TrainConfig-named settings, None values = as stored) first
+    tunes thresholds on this data and writes them to thresholds.json and ``output_dir/best.pt``."""
     output_dir = Path(output_dir)
-    outputs = [output_dir, *(output_dir / n for n in ("report.json", "report.md", "rejected_rows.csv"))]
-    refuse_inputs_as_outputs(outputs, [p for p in (checkpoint, csv_path, annotations, images, data_root) if p])
+    tune = tune_thresholds is not None
+    inputs = [p for p in (checkpoint, csv_path, annotations, images, data_root, run_metrics_csv(checkpoint)) if p]
+    refuse_inputs_as_outputs(_outputs(output_dir, None, html, tune), inputs)
     ckpt = load_checkpoint(checkpoint)
+    refuse_inputs_as_outputs(_outputs(output_dir, ckpt, html, tune), inputs)
     data = load_eval_data(ckpt, checkpoint, output_dir, dataset, csv_path, images, annotations, data_root, schema,
                           on_bad_rows)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev)
     loader = make_loader(data.dataset(DataConfig.from_checkpoint(ckpt), train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
+    source = str(csv_path or annotations or data_root)
+    if tune:
+        ckpt = _tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold)
     labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
-    report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"],
-                      "csv": str(csv_path or annotations or data_root), "images": str(data.image_dir),
-                      "weights": ckpt.get("weights", "regular")}
+    report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"], "csv": source,
+                      "images": str(data.image_dir), "weights": ckpt.get("weights", "regular")}
+    view = build_view(report, data.targets, scores, data, ckpt, checkpoint, threshold) if html else None
+    if view is not None:
+        report.update({"calibration_error": {"overall": view.analysis["ece"],
+                                             "per_attribute": view.analysis["ece_per_attribute"]},
+                       "per_class_precision_recall_f1": view.analysis["per_class"],
+                       "confusion": view.analysis["confusion"]})
+    report["thresholds"] = thresholds_summary(ckpt.get("thresholds"))
+    report["abstention"] = _abstention_report(ckpt, data.targets, scores)
     paths = write_report(report, output_dir, title="Evaluation report")
+    if view is not None:
+        frame = predictions_frame(data, data.targets, scores, ckpt, threshold,
+                                  abstained(ckpt.get("thresholds"), scores, labels.groups))
+        paths.update(write_html_report(view, frame, output_dir))
+    if tune:
+        paths.update({"thresholds": output_dir / "thresholds.json", "checkpoint": output_dir / "best.pt"})
     report["files"] = {k: str(v) for k, v in paths.items()}
     return report
