@@ -75,12 +75,13 @@ def plot_pr_curves(panels: dict[str, list[tuple[str, np.ndarray, np.ndarray, flo
         for label, precision, recall, ap in curves:
             if len(precision):
                 text = label if ap is None else f"{label} (AP {ap:.0f})"
-                ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="post", label=text, linewidth=1.2)
+                ax.step(np.r_[0.0, recall], np.r_[precision[0], precision], where="pre", label=text, linewidth=1.2)
         ax.set_xlim(0, 1)
         ax.set_ylim(0, 1.02)
         ax.set_xlabel("recall")
         ax.set_ylabel("precision")
-        ax.set_title(title, fontsize=10)
+        single = curves[0][3] if len(curves) == 1 else None
+        ax.set_title(title if single is None else f"{title} (AP {single:.0f})", fontsize=10)
         ax.grid(alpha=0.3)
         if len(curves) > 1:
             ax.legend(fontsize=6, loc="lower left", ncol=1 if len(curves) <= 6 else 2)
