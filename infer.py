@@ -41,7 +41,9 @@ def get_args_parser() -> argparse.ArgumentParser:
                help="one prob_<class> column per class (--no-probabilities leaves them out)")
     add_option(p, "tta", action="store_true", help="test-time augmentation: average with the mirrored image")
     add_option(p, "batch_size", type=int, default=32, help="images per forward pass")
-    add_option(p, "workers", type=int, default=2, help="DataLoader processes that decode and resize the images")
+    add_option(p, "workers", type=int, default=None,
+               help="DataLoader processes that decode and resize the images (default: up to 8 on a GPU; on the CPU "
+                    "the cores the model's threads leave idle, often none)")
     add_option(p, "device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     add_option(p, "amp", action=argparse.BooleanOptionalAction, default=None,
                help="mixed precision (default: on for CUDA and for CPUs with native bfloat16)")

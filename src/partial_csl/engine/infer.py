@@ -108,11 +108,12 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, image: str 
                   images: str | None = None, csv_path: str | None = None, threshold: float | None = None,
                   batch_size: int = 32, device: str = "auto", channels_last: bool = False,
                   compile_model: bool = False, amp: bool | None = None, onnx: str | Path | None = None,
-                  workers: int = 2, tta: bool = False, probabilities: bool = True, class_names: bool = False,
+                  workers: int | None = None, tta: bool = False, probabilities: bool = True, class_names: bool = False,
                   use_thresholds: bool = True) -> dict:
     """Predict with a checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), same pre/post-processing.
 
-    Images are decoded by ``workers`` processes in batches of ``batch_size``; ``tta`` averages each image with its
+    Images are decoded by ``workers`` processes (None: as many as the device leaves cores idle, see
+    :meth:`.Predictor.default_workers`) in batches of ``batch_size``; ``tta`` averages each image with its
     mirror image. ``threshold`` (multi-label data) overrides the tuned per-class thresholds; ``use_thresholds=False``
     ignores every stored threshold (no ``#N/A`` answers, 0.5 for labels).
     """

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -70,15 +71,25 @@ class Predictor:
             out.append(self.predict_batch(batch, tta))
         return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), dtype=np.float32)
 
-    def predict_files(self, paths: Sequence[Path], batch_size: int = 32, workers: int = 0,
+    def default_workers(self) -> int:
+        """Decoding processes worth starting: on a GPU, up to 8 (the CPU is free while the model runs); on the CPU,
+        only the cores the model's own threads leave idle (it already keeps ``torch.get_num_threads()`` busy, and
+        competing with it is slower than decoding in turn: measured in benchmarks/infer_speed.py)."""
+        cores = os.cpu_count() or 1
+        if getattr(self, "device", torch.device("cpu")).type == "cuda":
+            return min(8, cores)
+        return max(0, min(4, cores - torch.get_num_threads()))
+
+    def predict_files(self, paths: Sequence[Path], batch_size: int = 32, workers: int | None = 0,
                       tta: bool = False) -> tuple[list[Path], np.ndarray, dict]:
         """Predict every readable file; returns (predicted paths, probabilities, {unreadable path: reason}).
 
-        Files are decoded and preprocessed by a DataLoader (``workers`` processes, none for a single batch, whose
-        start-up would cost more than it saves) while the model runs on the previous batch. One bad file (corrupt,
-        truncated, over the pixel limit) is a failure of that file only: it goes to the returned failures and every
-        other file is still predicted.
+        Files are decoded and preprocessed by a DataLoader (``workers`` processes, None for
+        :meth:`default_workers`, none for a single batch, whose start-up would cost more than it saves) while the
+        model runs on the previous batch. One bad file (corrupt, truncated, over the pixel limit) is a failure of
+        that file only: it goes to the returned failures and every other file is still predicted.
         """
+        workers = self.default_workers() if workers is None else workers
         loader = DataLoader(ImageFiles(paths, self.transform), batch_size=batch_size, collate_fn=collate_images,
                             num_workers=workers if len(paths) > batch_size else 0,
                             pin_memory=getattr(self, "device", torch.device("cpu")).type == "cuda")
