@@ -12,7 +12,7 @@ PRIOR_EPOCHS=${PRIOR_EPOCHS:-3}
 mkdir -p "$OUT"
 
 $PY scripts/build_demo_data.py --out "$DATA"
-$PY images_train_test_valid_split.py --csv "$DATA/attributes.csv" --images "$DATA/images" --out-dir "$OUT/split" \
+$PY images_train_test_valid_split.py --csv "$DATA/attributes.csv" --images "$DATA/images" --output-dir "$OUT/split" \
     --seed 0 > "$OUT/split.log" 2>&1 || { cat "$OUT/split.log"; exit 1; }
 echo "split: $OUT/split (distribution table $OUT/split/split_distribution.md)"
 $PY train.py --train-csv "$OUT/split/train.csv" --val-csv "$OUT/split/valid.csv" --images "$DATA/images" \
@@ -25,5 +25,6 @@ $PY validate.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/te
 $PY infer.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/test.csv" --images "$DATA/images" \
     --output "$OUT/test_predictions.csv"
 echo
-echo "done. evaluation report: $OUT/test_report/report.md; predictions: $OUT/test_predictions.csv;"
+echo "done. evaluation report: $OUT/test_report/report.html (open it in a browser; numbers: report.md);"
+echo "predictions: $OUT/test_predictions.csv (per-image errors: $OUT/test_report/predictions.csv);"
 echo "training curves: $OUT/run/metrics.csv (tensorboard --logdir $OUT/run/tensorboard)"
