@@ -11,10 +11,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from tiny_runs import split_data, train_tiny
+from tiny_runs import split_data, train_args, train_tiny
 
 import export as export_script
 import infer as infer_script
+import train as train_script
 import validate as validate_script
 from partial_csl.app.predictions import checkpoint_summary, describe
 from partial_csl.data.schema import AttributeGroup, AttributeSchema
@@ -199,3 +200,16 @@ def test_multi_label_outputs_use_the_tuned_per_class_thresholds():
     assert prediction_rows(predictor, list("xyzw"), scores, threshold=0.5)["labels"] == ["b;c", "b;c", "b;c", "b;c"]
     assert prediction_rows(predictor, list("xyzw"), scores, use_thresholds=False)["labels"][0] == "b;c"
     assert list(prediction_rows(predictor, list("xyzw"), scores))[2:] == ["prob_a", "prob_b", "prob_c"]
+
+
+def test_settings_that_cannot_apply_are_refused_before_the_run_folder_is_touched(tmp_path, capsys):
+    split, images = split_data(tmp_path, n=32)
+    coco = ["--dataset", "coco", "--data", str(tmp_path / "no_coco"), "--abstain-accuracy", "0.9",
+            "--output-dir", str(tmp_path / "coco_run")]
+    assert train_script.main(coco) == 2
+    assert "need attribute data" in capsys.readouterr().err and not (tmp_path / "coco_run").exists()
+    both = train_args(split, images, tmp_path / "both", "--abstain-accuracy", "0.9", "--abstain-coverage", "0.5")
+    assert train_script.main(both) == 2
+    assert "not both" in capsys.readouterr().err and not (tmp_path / "both").exists()
+    assert train_script.main(train_args(split, images, tmp_path / "far", "--abstain-coverage", "1.5")) == 2
+    assert "(0, 1]" in capsys.readouterr().err

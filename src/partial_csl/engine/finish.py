@@ -13,6 +13,7 @@ from pathlib import Path
 
 from ..thresholds import ThresholdSettings
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from .config import TrainConfig
 from .distributed import barrier
 from .inference import predict_dataset
 from .run import Run
@@ -21,10 +22,11 @@ from .thresholds import check_settings_fit, settings_from_config, thresholds_sum
 log = logging.getLogger(__name__)
 
 
-def check_run_settings(run: Run) -> ThresholdSettings:
-    """The run's threshold settings, refused at the start when they cannot apply to its data."""
-    settings = settings_from_config(run.cfg)
-    check_settings_fit(settings, run.labels.schema is not None)
+def check_run_settings(cfg: TrainConfig) -> ThresholdSettings:
+    """The run's threshold settings, refused before the run folder is touched when they cannot apply to its data
+    (abstaining needs attributes: COCO-format data has none)."""
+    settings = settings_from_config(cfg)
+    check_settings_fit(settings, cfg.dataset == "attributes")
     return settings
 
 

@@ -236,6 +236,7 @@ def run_training(cfg: TrainConfig) -> dict:
     The primary process (rank 0 under torchrun, the only one otherwise) holds the run folder for the whole run
     (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains.
     """
+    check_run_settings(cfg)  # before the run folder is touched, not after the training
     info = init_distributed(resolve_device(cfg.device))
     with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
         barrier(info)
@@ -246,7 +247,7 @@ def _train_stages(run: Run) -> dict:
     cfg = run.cfg
     summary: dict = {"run_dir": str(run.run_dir)}
     prior = None
-    thresholds = check_run_settings(run)  # refused now rather than after the training
+    thresholds = check_run_settings(cfg)
     try:
         if uses_prior_stage(cfg):
             if cfg.prior_path:
