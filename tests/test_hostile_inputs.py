@@ -161,6 +161,8 @@ def test_case_1_split_refuses_outputs_that_are_inputs(tmp_path, capsys):
     assert split_script.main(["--csv", str(csv_path), "--out-dir", str(out), *argv]) == 0
     assert bystander.read_text() == "not yours\n" and (out / "train.csv").read_text().startswith("filename,")
     assert tree_digest(data) == before
+    assert split_script.main(["--csv", str(csv_path), "--out-dir", str(images), *argv]) == 2  # the image folder
+    assert tree_digest(data) == before
 
 
 # --- case 2: infer.py never overwrites its inputs ------------------------------------------------------------------

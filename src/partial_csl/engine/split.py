@@ -50,7 +50,8 @@ def rebalance_outputs(out_dir: str | Path) -> list[Path]:
 def check_split_paths(csv_path: str | Path, image_dir: str | Path, out_dir: str | Path, rebalance: bool = False,
                       extra_inputs: Iterable[str | Path] = ()) -> None:
     """Refuse (OutputIsInputError) before any work when an output of the split (and rebalancing) is an input."""
-    outputs = split_outputs(out_dir) + (rebalance_outputs(out_dir) if rebalance else [])
+    # the folder itself too: outputs never go into the image folder (as train.py's run folder never does)
+    outputs = [Path(out_dir), *split_outputs(out_dir)] + (rebalance_outputs(out_dir) if rebalance else [])
     refuse_inputs_as_outputs(outputs, [csv_path, image_dir, *extra_inputs])
 
 
