@@ -91,8 +91,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("train_images", help="image folder of --train-annotations")
     add("drop_empty", action="store_true", help="drop images without annotations (the reference did)")
     add("simulate_partial_type", choices=SIMULATIONS,
-        help="hide training labels: fpc (N per class) or rps (each with probability p)")
-    add("simulate_partial_param", type=float, help="N for fpc, p for rps")
+        help="hide training labels: fpc (N per class), rps (each with probability p), known (each kept with "
+             "probability q), missing_positives (positives kept with probability r, the rest negatives), "
+             "single_positive (one positive per image)")
+    add("simulate_partial_param", type=float, help="N for fpc, p for rps, q for known, r for missing_positives")
 
 
 def _model_options(p: argparse.ArgumentParser) -> None:
@@ -137,7 +139,8 @@ def _optim_options(p: argparse.ArgumentParser) -> None:
 def _loss_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("loss (Partial Selective Asymmetric Loss and the plain multi-label losses)"))
     add("loss", choices=LOSSES, help="partial_asl: CSL's loss, unknowns as --partial_loss_mode says; bce, focal, "
-                                     "asl: on annotated labels only; zlpr: unknowns in neither sum (--arch csl)")
+                                     "asl: on annotated labels only; zlpr: unknowns in neither sum; the "
+                                     "missing-label losses below (--arch csl)")
     add("partial_loss_mode", choices=PARTIAL_LOSS_MODES, help="partial_asl: how unknown labels are treated")
     for name in ("gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann"):
         add(name, type=float)
@@ -146,13 +149,32 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
     add("label_smoothing", type=float, help="--loss label_smoothing: targets become 1 - eps/2 and eps/2")
     add("aam_margin", type=float, help="--loss aam: the additive angular margin m (radians) on positives")
     add("likelihood_topk", type=int, help="selective: ignore the k most likely unknowns (per sample budget)")
-    add("likelihood_topk_scope", choices=TOPK_SCOPES, help="batch: k*B over the batch (reference); sample")
+    add("likelihood_topk_scope", choices=TOPK_SCOPES, help="batch: k*B over the batch (reference); sample: k per "
+                                                            "sample; adaptive: each sample's expected positives "
+                                                            "among its unknowns, from the priors")
     add("prior_threshold", type=float, help="selective: ignore unknowns of classes with a prior above this")
     add("prior_path", help="prior CSV (class,prior); without it selective estimates priors first")
     add("prior_epochs", type=int, help="epochs of the temporary ignore-mode model (default: --epochs)")
     add("prior_estimate", choices=PRIOR_ESTIMATES,
-        help="em: mean output corrected for the annotated base rates (label shift); mean: the CSL average")
+        help="em: mean output corrected for the annotated base rates (label shift), bounded by the annotated "
+             "counts; mean: the CSL average")
+    add("prior_loss", choices=LOSSES, help="the prior stage's loss, in ignore mode (bce: plain cross-entropy on the "
+                                           "annotated labels; the main stage's gammas and clip do not apply)")
+    add("prior_holdout", type=float, help="share of each class's annotated positives and negatives the prior model "
+                                          "does not train on; em's calibration is fitted on them (0: in-sample)")
     add("loss_reduction", choices=("mean", "sum"), help="mean: per-sample; sum: the reference's raw sum")
+    add = _adder(p.add_argument_group("missing-label losses (--loss an, wan, an_ls, epr, role, hill, splc, ll_r, "
+                                      "ll_ct, ll_cp)"))
+    add("expected_positives", type=float, help="epr, role: positives expected per image (default: estimated from "
+                                               "the training labels)")
+    add("wan_weight", type=float, help="wan: weight of an unknown's negative term (default 1 / (classes - 1))")
+    add("epr_weight", type=float, help="epr, role: weight of the expected-positive penalty")
+    add("role_lr_multiplier", type=float, help="role: learning rate of the label estimates, times --lr")
+    add("hill_lambda", type=float, help="hill: lambda of the negative loss (lambda - p) p^2")
+    add("focal_margin", type=float, help="hill, splc: logit margin of the focal-margin loss on positives")
+    add("splc_threshold", type=float, help="splc: a negative above this probability is trained as a positive")
+    add("splc_start_epoch", type=int, help="splc: first epoch (0-based) of the correction")
+    add("ll_delta_rel", type=float, help="ll_r, ll_ct, ll_cp: percent of a batch's entries modified per epoch")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

@@ -2,8 +2,9 @@
 
 CSL's temporary model is trained in ``ignore`` mode (unknown labels carry no loss), so its sigmoid outputs estimate
 how often each class is present. :func:`priors_from_probabilities` turns its eval-mode probabilities over the training
-images (no augmentation; the engine computes them) into one prior per class. (The reference instead kept a running
-mean over every training step since the first, near-random one; :class:`RunningPrior` reproduces it for comparisons.)
+images (no augmentation; the engine computes them) into one prior per class (the estimators live in
+:mod:`.prior_estimates`). (The reference instead kept a running mean over every training step since the first,
+near-random one; :class:`RunningPrior` reproduces it for comparisons.)
 
 The prior CSV has one row per class, ``class,prior``, with the class *names* in model order; the number of images
 and the method go to a JSON sidecar (``<file>.json``). Loading also reads the reference's files (``Classes,avg_pred``:
@@ -26,141 +27,23 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
+from .prior_estimates import (  # the estimators lived here: their imports keep working
+    PRIOR_ESTIMATES,  # noqa: F401
+    em_prior_shift,  # noqa: F401
+    evidence_priors,  # noqa: F401
+    priors_from_probabilities,  # noqa: F401
+    recalibrate_to_annotated,  # noqa: F401
+)
 from .safe_io import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 PRIOR_COLUMNS = ("class", "prior")
 REFERENCE_PRIOR_COLUMNS = ("Classes", "avg_pred")  # CSL's ComputePrior.save_prior
-PRIOR_ESTIMATES = ("mean", "em")
 
 
 class PriorFileError(ValueError):
     pass
-
-
-def evidence_priors(targets: np.ndarray, groups: list[slice] | None = None) -> tuple[np.ndarray, list[str]]:
-    """Priors (C,) of the classes whose labels leave a model nothing to estimate, NaN for the others, and why.
-
-    A class annotated on some images but never positive gets 0: the data say it is rare, while an ignore-mode model,
-    which never saw a positive, outputs whatever its initialisation gives (about 0.5, which the default threshold
-    would then act on). A class never annotated at all (its attribute all ``#N/A``) gets 1/K within its attribute of
-    K classes, or, without attribute groups, the mean annotated positive rate of the other classes: no evidence, so
-    the least committal value.
-    """
-    targets = np.asarray(targets)
-    known, positives = (targets != -1).sum(axis=0), (targets == 1).sum(axis=0)
-    priors = np.full(targets.shape[1], np.nan)
-    evidence = ["model"] * targets.shape[1]
-    rates = positives / np.maximum(known, 1)
-    for c in range(targets.shape[1]):
-        if known[c] == 0:
-            group = next((g for g in groups or [] if g.start <= c < g.stop), None)
-            if group is not None:
-                priors[c] = 1.0 / (group.stop - group.start)
-            else:
-                priors[c] = float(rates[known > 0].mean()) if (known > 0).any() else 0.5
-            evidence[c] = "no annotated label"
-        elif positives[c] == 0:
-            priors[c], evidence[c] = 0.0, "no annotated positive"
-    return priors, evidence
-
-
-def priors_from_probabilities(probs: np.ndarray, targets: np.ndarray | torch.Tensor | None,
-                              method: str = "mean", groups: list[slice] | None = None) -> tuple[np.ndarray, dict]:
-    """Class priors from an ignore-mode model's probabilities (N, C) over the training images and their targets.
-
-    ``mean``: the average probability per class (the CSL estimate). ``em``: :func:`em_prior_shift` from the annotated
-    base rates of ``targets`` ({1, 0, -1}), after :func:`recalibrate_to_annotated`. Returns (priors, details) where
-    details holds ``n_images``, ``mean_posterior``, ``annotated_rate``, ``em_iterations`` and, with ``targets``,
-    ``evidence``: classes without an annotated positive get :func:`evidence_priors` instead (``groups``: the attribute
-    slices, for classes never annotated).
-    """
-    if method not in PRIOR_ESTIMATES:
-        raise ValueError(f"unknown prior estimate {method!r}; expected one of {PRIOR_ESTIMATES}")
-    if len(probs) == 0:
-        raise ValueError("cannot estimate priors from no images")
-    mean = probs.mean(axis=0)
-    if targets is None:
-        if method == "em":
-            raise ValueError("the em estimate needs the loader's dataset to expose its targets ({1, 0, -1})")
-        annotated_rate = np.full(len(mean), np.nan)
-    else:
-        targets = np.asarray(targets)
-        annotated_rate = (targets == 1).sum(axis=0) / np.maximum((targets != -1).sum(axis=0), 1)
-    if method == "em":
-        priors, iterations = em_prior_shift(recalibrate_to_annotated(probs, targets), annotated_rate)
-    else:
-        priors, iterations = mean, np.zeros(len(mean), dtype=np.int64)
-    details = {"n_images": len(probs), "mean_posterior": mean, "annotated_rate": annotated_rate,
-               "em_iterations": iterations}
-    if targets is not None:
-        decided, details["evidence"] = evidence_priors(targets, groups)
-        priors = np.where(np.isnan(decided), priors, decided)
-    return priors, details
-
-
-def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: float = 1e-6,
-                   max_iter: int = 1000) -> tuple[np.ndarray, np.ndarray]:
-    """Population priors from posteriors calibrated to the annotated base rate (Saerens et al., Neural Comp. 2002).
-
-    The ignore-mode model learns from annotated entries only, so for class c its output estimates
-    P(y=1 | x, annotated), calibrated to the annotated positive rate ``a_c``. When annotation is class-dependent
-    (FPC keeps as many positives as negatives; OpenImages annotators verify likely classes), ``a_c`` is not the class
-    frequency and neither is the mean output. Treating the unannotated population as a *prior shift* of the annotated
-    one, EM alternates: adjust every posterior by the ratio of the new to the annotated prior,
-    ``p' = (pi/a) p / ((pi/a) p + ((1-pi)/(1-a)) (1-p))``, then set ``pi`` to the mean adjusted posterior.
-
-    Assumption: within a class, which images were annotated does not depend on the image (p(x | y, annotated) =
-    p(x | y)). It fails when annotators pick easy or typical images of a class, or when the model is poorly calibrated
-    (overfitted posteriors near 0/1 pull the estimate toward ``a``). Classes with no annotated positive (or negative)
-    keep the mean posterior. Returns (priors (C,), iterations (C,)).
-    """
-    p = np.clip(np.asarray(posteriors, dtype=np.float64), 0.0, 1.0)
-    a = np.asarray(annotated_rate, dtype=np.float64)
-    priors = p.mean(axis=0)
-    iterations = np.zeros(p.shape[1], dtype=np.int64)
-    for c in np.flatnonzero((a > 0) & (a < 1)):
-        pi, n_iter = a[c], 0
-        while n_iter < max_iter:
-            n_iter += 1
-            up, down = pi / a[c] * p[:, c], (1 - pi) / (1 - a[c]) * (1 - p[:, c])
-            new = float(np.mean(np.divide(up, up + down, out=np.zeros_like(up), where=(up + down) > 0)))
-            converged = abs(new - pi) < tol
-            pi = new
-            if converged or pi in (0.0, 1.0):
-                break
-        priors[c], iterations[c] = pi, n_iter
-    return priors, iterations
-
-
-def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Shift each class's posteriors so that their mean over the annotated images equals the annotated rate.
-
-    EM assumes posteriors calibrated to the annotated base rate; a model that is not (too few epochs, focusing,
-    augmentation) would otherwise send EM far from the truth even when there is no shift at all. A prior change is a
-    constant shift of the logit, so each class gets the shift b (found by bisection) that makes
-    mean(sigmoid(logit(p) + b)) over its annotated images equal to its annotated rate. Classes without annotated
-    positives or negatives are left as they are.
-    """
-    probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
-    logits = np.log(probs) - np.log1p(-probs)
-    targets = np.asarray(targets)
-    out = probs.copy()
-    for c in range(probs.shape[1]):
-        known = targets[:, c] != -1
-        a = float((targets[known, c] == 1).mean()) if known.any() else 0.0
-        if not 0 < a < 1:
-            continue
-        low, high = -30.0, 30.0
-        for _ in range(60):
-            shift = (low + high) / 2
-            if np.mean(1 / (1 + np.exp(-(logits[known, c] + shift)))) > a:
-                high = shift
-            else:
-                low = shift
-        out[:, c] = 1 / (1 + np.exp(-(logits[:, c] + (low + high) / 2)))
-    return out
 
 
 class RunningPrior:

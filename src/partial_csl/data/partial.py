@@ -1,9 +1,18 @@
-"""Partial-label simulators of the CSL benchmarks, seeded (the reference set no seed, so nothing reproduced).
+"""Partial-label simulators: the protocols of the partial- and missing-label papers, seeded (the reference set no
+seed, so nothing reproduced). Each takes the full 0/1 targets (N, C) and returns targets in {1, 0, -1}.
 
-* FPC (fixed per class), ``param = N``: for every class keep N random positives and N random negatives (all of them
-  when fewer exist); every other entry becomes unknown (-1). The number of annotated positives then no longer
-  reflects how frequent a class is.
-* RPS (random per sample), ``param = p``: every entry independently becomes unknown with probability p.
+* ``fpc`` (CSL's fixed per class), ``param = N``: for every class keep N random positives and N random negatives
+  (all of them when fewer exist); every other entry becomes unknown (-1). The number of annotated positives then no
+  longer reflects how frequent a class is.
+* ``rps`` (CSL's random per sample), ``param = p``: every entry independently becomes unknown with probability p.
+* ``known`` (the known-label proportion of SST/SARB/DualCoOp), ``param = q``: every entry, positive or negative,
+  is kept with probability q (RPS with p = 1 - q, under the name and parameter those papers use).
+* ``missing_positives`` (the Hill/SPLC protocol), ``param = share of positives kept``: every positive is kept with
+  that probability and the others become *negatives* (0): nothing is marked unknown, so a missing label is a false
+  negative the loss cannot see; the partial-label modes then coincide with plain BCE, and only losses robust to false
+  negatives (Hill, SPLC) can tell.
+* ``single_positive`` (the SPML protocol of Cole et al.), no parameter: one random positive per image is kept and
+  every other entry is unknown (no negatives at all); an image without positives keeps nothing.
 
 Apply them to the training split only; validation keeps the full labels.
 """
@@ -12,6 +21,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
 
 def simulate_fpc(targets: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
     """Fixed per class: keep ``param`` = N random positives and N random negatives of every class."""
@@ -36,8 +46,36 @@ def simulate_rps(targets: np.ndarray, param: float, rng: np.random.Generator) ->
     return out
 
 
+def simulate_known(targets: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
+    """Known-label proportion q: keep every entry independently with probability ``param`` = q."""
+    if not 0.0 <= param <= 1.0:
+        raise ValueError(f"the known-label proportion needs a probability in [0, 1], got {param}")
+    return simulate_rps(targets, 1.0 - param, rng)
+
+
+def simulate_missing_positives(targets: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
+    """Missing positives: keep every positive with probability ``param``; a dropped positive becomes a negative (0)."""
+    if not 0.0 <= param <= 1.0:
+        raise ValueError(f"missing_positives needs the share of positives kept, in [0, 1], got {param}")
+    out = targets.copy()
+    out[(targets == 1) & (rng.random(targets.shape) >= param)] = 0.0
+    return out
+
+
+def simulate_single_positive(targets: np.ndarray, param: float, rng: np.random.Generator) -> np.ndarray:
+    """Single positive: one positive per image, drawn uniformly, is kept; everything else is unknown (``param``
+    unused)."""
+    out = np.full_like(targets, -1.0)
+    for row in range(targets.shape[0]):
+        positives = np.flatnonzero(targets[row] == 1)
+        if len(positives):
+            out[row, rng.choice(positives)] = 1.0
+    return out
+
+
 # the --simulate_partial_type registry: name -> simulator(full targets (N, C), param, rng) -> partial targets
-SIMULATORS = {"fpc": simulate_fpc, "rps": simulate_rps}
+SIMULATORS = {"fpc": simulate_fpc, "rps": simulate_rps, "known": simulate_known,
+              "missing_positives": simulate_missing_positives, "single_positive": simulate_single_positive}
 SIMULATIONS = tuple(SIMULATORS)
 
 
@@ -49,11 +87,13 @@ def simulate_partial(targets: np.ndarray, mode: str, param: float, seed: int) ->
 
 
 def simulation_summary(full: np.ndarray, partial: np.ndarray, class_names: list[str]) -> pd.DataFrame:
-    """Per class: annotated positives and negatives after the simulation, and the true frequency."""
+    """Per class, what the simulation kept: annotated positives and negatives (and how many of those negatives are
+    hidden positives, as ``missing_positives`` makes them), unknown entries, and the true counts."""
     return pd.DataFrame({
         "class": class_names,
         "annotated_positives": (partial == 1).sum(axis=0),
         "annotated_negatives": (partial == 0).sum(axis=0),
+        "false_negatives": ((partial == 0) & (full == 1)).sum(axis=0),
         "unknown": (partial == -1).sum(axis=0),
         "true_positives": (full == 1).sum(axis=0),
         "true_frequency": (full == 1).mean(axis=0),

@@ -42,21 +42,28 @@ class Architecture:
         return {k: v for k, v in arch_args.items() if k in accepted}
 
 
-def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None) -> dict:
-    """Every setting a ``--loss`` constructor may ask for; :func:`partial_csl.losses.build_loss` picks its own."""
+def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> dict:
+    """Every setting a ``--loss`` constructor may ask for; :func:`partial_csl.losses.build_loss` picks its own.
+    The label stores of ROLE and LL-Cp are sized by the training set; EPR and ROLE take ``--expected-positives``,
+    or the estimate from the training labels."""
+    expected = cfg.expected_positives if cfg.expected_positives is not None else labels.expected_positives
     return {"partial_loss_mode": mode, "gamma_pos": cfg.gamma_pos, "gamma_neg": cfg.gamma_neg,
             "gamma_unann": cfg.gamma_unann, "alpha_pos": cfg.alpha_pos, "alpha_neg": cfg.alpha_neg,
             "alpha_unann": cfg.alpha_unann, "clip": cfg.clip, "likelihood_topk": cfg.likelihood_topk,
             "likelihood_topk_scope": cfg.likelihood_topk_scope, "prior_threshold": cfg.prior_threshold,
             "prior": None if prior is None else torch.as_tensor(prior), "reduction": cfg.loss_reduction,
             "focal_gamma": cfg.focal_gamma, "label_smoothing": cfg.label_smoothing, "margin": cfg.aam_margin,
-            "scale": cfg.cosine_scale}
+            "scale": cfg.cosine_scale, "num_samples": labels.num_train_images,
+            "num_classes": len(labels.class_names), "expected_positives": expected, "wan_weight": cfg.wan_weight,
+            "epr_weight": cfg.epr_weight, "role_lr_multiplier": cfg.role_lr_multiplier,
+            "hill_lambda": cfg.hill_lambda, "focal_margin": cfg.focal_margin, "splc_threshold": cfg.splc_threshold,
+            "splc_start_epoch": cfg.splc_start_epoch, "ll_delta_rel": cfg.ll_delta_rel}
 
 
 def _single_head_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
     if cfg.loss == "aam" and cfg.head != "cosine":
         raise ValueError("--loss aam (additive angular margin) needs cosine logits: use it with --head cosine")
-    return build_loss(cfg.loss, **loss_settings(cfg, mode, prior))
+    return build_loss(cfg.loss, **loss_settings(cfg, mode, prior, labels))
 
 
 def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:

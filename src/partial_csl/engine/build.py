@@ -68,19 +68,26 @@ def reference_gradient_scale(reduction: str, batch_size: int, world_size: int = 
     raise ValueError(f"unknown loss reduction {reduction!r}; expected mean or sum")
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float, gradient_scale: float = 1.0) -> torch.optim.Adam:
+def build_optimizer(model: nn.Module, lr: float, weight_decay: float, gradient_scale: float = 1.0,
+                    label_store: nn.Module | None = None) -> torch.optim.Adam:
     """Adam with coupled L2 decay on weights only; biases and norm parameters (1-D) get none (the CSL recipe).
 
     ``gradient_scale`` (see :func:`reference_gradient_scale`) multiplies the L2 coefficient and Adam's ``eps``, so
-    that training on a gradient that many times the reference's takes exactly the reference's steps.
+    that training on a gradient that many times the reference's takes exactly the reference's steps. The parameters
+    of ``label_store`` (a loss's per-image label estimates, e.g. ROLE's) form a third group without decay, at its
+    ``lr_multiplier`` times ``lr``: each row is trained only when its image is in a batch.
     """
+    store = {id(p) for p in label_store.parameters()} if label_store is not None else set()
     decay, no_decay = [], []
     for name, param in model.named_parameters():
-        if param.requires_grad:
+        if param.requires_grad and id(param) not in store:
             (no_decay if param.ndim <= 1 or name.endswith(".bias") else decay).append(param)
-    return torch.optim.Adam([{"params": no_decay, "weight_decay": 0.0},
-                             {"params": decay, "weight_decay": weight_decay * gradient_scale}],
-                            lr=lr, eps=ADAM_EPS * gradient_scale)
+    groups = [{"params": no_decay, "weight_decay": 0.0},
+              {"params": decay, "weight_decay": weight_decay * gradient_scale}]
+    if store:
+        groups.append({"params": list(label_store.parameters()), "weight_decay": 0.0,
+                       "lr": lr * label_store.lr_multiplier})
+    return torch.optim.Adam(groups, lr=lr, eps=ADAM_EPS * gradient_scale)
 
 
 def ema_start_weight(decay: float, steps: int) -> float:
@@ -142,12 +149,13 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
     # the criterion's parameters (e.g. uncertainty weighting's log-variances) train with the model
     scale = reference_gradient_scale(getattr(criterion, "reduction", cfg.loss_reduction), cfg.batch_size,
                                      info.world_size)
-    optimizer = build_optimizer(nn.ModuleList([model, criterion]), cfg.lr, cfg.weight_decay, scale)
+    label_store = criterion if hasattr(criterion, "lr_multiplier") else None
+    optimizer = build_optimizer(nn.ModuleList([model, criterion]), cfg.lr, cfg.weight_decay, scale, label_store)
     pct_start = 0.2
     if pct_start * epochs * steps_per_epoch == 1:  # OneCycleLR divides by (pct_start * steps - 1): 5 steps crash
         pct_start = 0.3
-    scheduler = OneCycleLR(optimizer, max_lr=cfg.lr, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                           pct_start=pct_start)
+    scheduler = OneCycleLR(optimizer, max_lr=[group["lr"] for group in optimizer.param_groups], epochs=epochs,
+                           steps_per_epoch=steps_per_epoch, pct_start=pct_start)
     ema = ModelEmaV3(model, decay=cfg.ema_decay, use_warmup=cfg.ema_warmup) if cfg.ema_decay > 0 else None
     warn_if_ema_too_slow(cfg.ema_decay, cfg.ema_warmup, epochs * steps_per_epoch)
     scaler = torch.amp.GradScaler(device.type, enabled=amp_dtype == torch.float16)

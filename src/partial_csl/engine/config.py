@@ -88,7 +88,19 @@ class TrainConfig:
     prior_path: str | None = None
     prior_epochs: int | None = None
     prior_estimate: str = "em"
+    prior_loss: str = "bce"  # the prior stage's own loss (ignore mode): none of the main stage's focusing
+    prior_holdout: float = 0.2  # share of each class's annotated labels the prior model calibrates on, unseen
     loss_reduction: str = "mean"
+    # the missing-label losses (partial_csl.losses: an, wan, an_ls, epr, role, hill, splc, ll_r, ll_ct, ll_cp)
+    expected_positives: float | None = None  # epr/role: positives per image (None: estimated from the labels)
+    wan_weight: float | None = None  # wan: weight of an unknown's negative term (None: 1 / (classes - 1))
+    epr_weight: float = 1.0
+    role_lr_multiplier: float = 10.0
+    hill_lambda: float = 1.5
+    focal_margin: float = 1.0  # hill/splc: the margin of the focal-margin loss on positives
+    splc_threshold: float = 0.65
+    splc_start_epoch: int = 1
+    ll_delta_rel: float = 0.2  # ll_*: percent of the batch's entries modified per epoch
     # thresholds tuned on the validation split at the end of training (off by default)
     class_thresholds: str = "none"  # multi-label data: none, f1 or precision (see partial_csl.thresholds)
     target_precision: float = 0.9

@@ -37,6 +37,8 @@ class LabelSpace:
     train_class_counts: list[int] = field(default_factory=list)
     true_frequency: np.ndarray | None = None  # known only for simulated partial labels
     label_graph: np.ndarray | None = None  # (C, C) co-occurrence of the known training labels (label_graph head)
+    num_train_images: int = 0
+    expected_positives: float | None = None  # positives per image estimated from the training labels (EPR, ROLE)
 
     @property
     def groups(self) -> dict[str, slice] | None:
@@ -178,9 +180,20 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
     if cfg.simulate_partial_type and cfg.dataset != "coco":
         raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
     labels, train, val = DATASETS[cfg.dataset](cfg, run_dir)
+    labels.num_train_images, labels.expected_positives = len(train), expected_positives(train.targets)
     if cfg.head == "label_graph":
         labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
     return labels, train, val
+
+
+def expected_positives(targets: np.ndarray) -> float:
+    """Positives per image the training labels suggest: the sum over classes of each class's annotated positive
+    rate (positives / annotated), or, for a class without annotated negatives, of positives / images, a lower bound
+    (under single-positive labels that gives 1: the observed count, as nothing says more)."""
+    targets = np.asarray(targets)
+    positives, negatives = (targets == 1).sum(axis=0), (targets == 0).sum(axis=0)
+    rates = np.where(negatives > 0, positives / np.maximum(positives + negatives, 1), positives / max(len(targets), 1))
+    return float(max(rates.sum(), 1e-3))
 
 
 def check_validation_labels(val: LabelledImages, source: str | Path | None) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +14,7 @@ from ..data.schema import UNKNOWN
 from ..data.transforms import DataConfig, resolve_data_config
 from ..losses import loss_uses_priors
 from ..models.pretrained import pretrained_data_config
+from ..prior_estimates import holdout_mask
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
@@ -51,8 +53,8 @@ def _selective_with_priors(cfg: TrainConfig) -> bool:
 def uses_prior_stage(cfg: TrainConfig) -> bool:
     """The selective mode of a loss that takes priors needs them (from a file, or from the prior stage), unless
     ``--prior_threshold 0`` turns its prior step off: the loss then ignores no class by its prior (only the most
-    likely unknowns), so priors would be estimated, or read, for nothing."""
-    return _selective_with_priors(cfg) and cfg.prior_threshold != 0
+    likely unknowns), so priors would be estimated, or read, for nothing; the ``adaptive`` top-k still needs them."""
+    return _selective_with_priors(cfg) and (cfg.prior_threshold != 0 or cfg.likelihood_topk_scope == "adaptive")
 
 
 def _log_prior_plan(cfg: TrainConfig) -> None:
@@ -64,6 +66,27 @@ def _log_prior_plan(cfg: TrainConfig) -> None:
         "--prior_threshold 0: the selective loss ignores only the most likely unknowns (--likelihood_topk %d, "
         "scope %s) and no class by its prior, so no priors are needed and the ignore-mode prior stage is skipped%s",
         cfg.likelihood_topk, cfg.likelihood_topk_scope, unused)
+
+
+def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
+    """The prior stage's view of ``run`` and its holdout mask (N, C), or None under ``--prior_holdout 0``.
+
+    The view has its own loss (``--prior_loss`` in ignore mode, so none of the main stage's focusing or clip skews
+    its posteriors) and training targets with the holdout entries (drawn with ``seed``) hidden as unknown: the EM
+    estimate fits its calibration on them, labels the model never trained on. ``run.train`` itself is unchanged.
+    """
+    cfg, train, holdout = run.cfg, run.train, None
+    calibration = "on the labels it trains on (--prior_holdout 0)"
+    if cfg.prior_holdout > 0:
+        holdout = holdout_mask(train.targets, cfg.prior_holdout, seed)
+        targets = train.targets.copy()
+        targets[holdout] = UNKNOWN
+        train = dataclasses.replace(train, targets=targets)
+        calibration = (f"on {int(holdout.sum())} of its {int((run.train.targets != UNKNOWN).sum())} annotated "
+                       f"labels, held out from its training (--prior_holdout {cfg.prior_holdout})")
+    log.info("prior stage: %s loss in ignore mode (--prior_loss), posteriors calibrated %s", cfg.prior_loss,
+             calibration)
+    return dataclasses.replace(run, cfg=dataclasses.replace(cfg, loss=cfg.prior_loss), train=train), holdout
 
 
 def start_run(cfg: TrainConfig, info: DistInfo) -> Run:

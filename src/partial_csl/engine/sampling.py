@@ -1,4 +1,8 @@
-"""The training loader of a run: its sampler (uniform shuffling or per-image weights), its length, its report."""
+"""The training loader of a run: its sampler (uniform shuffling or per-image weights), its length, its report.
+
+Training batches are ``(inputs, targets, sample indices)``: the indices are the rows of the training set, which the
+losses with a per-image label store (ROLE, LL-Cp) need; every other loss ignores them.
+"""
 
 from __future__ import annotations
 
@@ -46,6 +50,21 @@ def write_sampler_report(cfg: TrainConfig, labels: LabelSpace, train: LabelledIm
     write_distribution(dist, run_dir, "sampler_distribution", f"Training distribution under the {cfg.sampler} sampler")
 
 
+class IndexedDataset(Dataset):
+    """``dataset[item]`` followed by the sample's row in the training set (``item`` or, for a repeat-aware draw
+    ``(index, k)``, ``index``)."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, item: int | tuple[int, int]):
+        index = item[0] if isinstance(item, tuple) else item
+        return (*self.dataset[item], index)
+
+
 def _sampler(n: int, weights: np.ndarray | None, seed: int, info: DistInfo):
     if weights is None:
         return ShardedShuffleSampler(n, seed, info.rank, info.world_size)
@@ -59,14 +78,14 @@ def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfi
     dataset = train.dataset(data_config, train=True, augment=cfg.augment)
     if weights is not None:
         dataset = RepeatAwareDataset(dataset, build_strong_transform(data_config))
-    return make_loader(dataset, cfg.batch_size, cfg.workers, train=True, seed=seed,
+    return make_loader(IndexedDataset(dataset), cfg.batch_size, cfg.workers, train=True, seed=seed,
                        sampler=_sampler(len(train), weights, seed, info))
 
 
 def feature_loader(cfg: TrainConfig, features: Dataset, weights: np.ndarray | None, seed: int,
                    info: DistInfo) -> DataLoader:
     """This epoch's loader over cached backbone features (``--freeze-backbone``): the same sampling as images."""
-    return make_loader(features, cfg.batch_size, 0, train=True, seed=seed,
+    return make_loader(IndexedDataset(features), cfg.batch_size, 0, train=True, seed=seed,
                        sampler=_sampler(len(features), weights, seed, info))
 
 

@@ -48,7 +48,7 @@ from .embeddings import StageInputs, stage_inputs
 from .finish import check_run_settings, finish_training
 from .inference import predict_dataset
 from .records import append_epoch, write_json, write_metrics_csv
-from .run import Run, start_run, uses_prior_stage
+from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
 from .sampling import steps_per_epoch
 
@@ -78,11 +78,14 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     model.train()
     total, seen, steps = 0.0, 0, 0
     bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch", disable=None)
-    for images, targets in bar:
+    for images, targets, *indices in bar:  # the sample indices: see partial_csl.engine.sampling
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)  # (B, C); the loss applies the sigmoid/softmax itself, in float32
-        loss = criterion(logits.float(), targets)
+        if getattr(criterion, "uses_sample_index", False):
+            loss = criterion(logits.float(), targets, indices[0].to(device) if indices else None)
+        else:
+            loss = criterion(logits.float(), targets)
         if regulariser is not None:
             loss = loss + regulariser()
         per_sample = loss.item() / len(images) if criterion.reduction == "sum" else loss.item()
@@ -166,6 +169,8 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         seed_everything(epoch_seed)
         started = time.time()
+        if hasattr(parts.criterion, "set_epoch"):  # the schedules of SPLC and the large-loss methods
+            parts.criterion.set_epoch(epoch)
         stats = train_one_epoch(inputs.step_model, inputs.loader(epoch_seed), parts.criterion, parts.optimizer,
                                 parts.scheduler, run.device, epoch=epoch, stage=stage, ema=parts.ema,
                                 scaler=parts.scaler, amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip,
@@ -204,12 +209,14 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
         run.history[:] = json.loads((stage_dir / "history.json").read_text())["history"]
         _remove_stage_checkpoints(stage_dir)  # left behind by a kill just after the CSV
         return load_priors(prior_path, labels.class_names), str(prior_path)
-    best_path, progress = fit(run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, stage_dir)
+    prior_run, holdout = prior_stage_run(run, derive_seed(cfg.seed, STAGES.index("prior"), 20_000))
+    best_path, progress = fit(prior_run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, stage_dir)
     model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm)
     probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                             run.device, run.amp_dtype, run.dist, desc="estimating priors")
     groups = list(labels.groups.values()) if labels.groups else None
-    priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate, groups)
+    priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate, groups, holdout,
+                                                labels.class_names)
     if run.dist.is_primary:
         quality = prior_quality_report(priors, run.train.targets, labels.class_names, labels.true_frequency,
                                        details["mean_posterior"])

@@ -16,11 +16,15 @@ times a weight w in {0, 1} (or a row scale) that the *mode* decides for unknown 
   the ``likelihood_topk`` most likely positives are ignored; every other unknown is a negative. Annotated entries are
   never ignored.
 
-The top-k has two scopes. ``batch`` (the reference code) spends a budget of ``likelihood_topk * batch_size`` over all
-unknown entries of the batch, so a sample with many confident unknowns can take several samples' share, and unknowns
-already ignored by the prior step still use up budget. ``sample`` (the paper's description) ignores the k most likely
-unknowns of each sample. Ranking is by logit, which orders exactly as the reference's ``1 - p_m`` except that it
-does not tie the entries below the clip.
+The top-k has three scopes. ``batch`` (the reference code) spends a budget of ``likelihood_topk * batch_size`` over
+all unknown entries of the batch, so a sample with many confident unknowns can take several samples' share, and
+unknowns already ignored by the prior step still use up budget. ``sample`` (the paper's description) ignores the k
+most likely unknowns of each sample. ``adaptive`` (this project's) sets each sample's k from the priors instead of a
+constant tuned for COCO's 80 classes: the expected number of positives among that sample's remaining unknowns,
+``round(sum of prior_c over its unknown classes not already ignored by the prior step)``, so an image with few
+unknowns of rare classes ignores none and one with many unknowns of common classes ignores several; ``likelihood_topk``
+is then unused. Ranking is by logit, which orders exactly as the reference's ``1 - p_m`` except that it does not tie
+the entries below the clip.
 
 The focusing factor is computed without gradient, as in the reference; ``focal_grad=True`` keeps its gradient.
 ``reduction='sum'`` is the reference (a total over the batch, hence the "huge" values users report);
@@ -34,7 +38,7 @@ import torch
 from torch import nn
 
 PARTIAL_LOSS_MODES = ("negative", "ignore", "ignore_normalize_classes", "selective")
-TOPK_SCOPES = ("batch", "sample")
+TOPK_SCOPES = ("batch", "sample", "adaptive")
 REDUCTIONS = ("sum", "mean", "none")
 LOG_EPS = 1e-8
 
@@ -52,8 +56,8 @@ def reduce_loss(per_element: torch.Tensor, reduction: str) -> torch.Tensor:
 
 def likelihood_topk_mask(logits: torch.Tensor, unknown: torch.Tensor, k: int, scope: str) -> torch.Tensor:
     """Boolean (B, C): the unknown entries among the ``k`` (per sample) or ``k * B`` (per batch) highest logits."""
-    if scope not in TOPK_SCOPES:
-        raise ValueError(f"unknown likelihood_topk_scope {scope!r}; expected one of {TOPK_SCOPES}")
+    if scope not in ("batch", "sample"):
+        raise ValueError(f"likelihood_topk_mask takes the scope batch or sample, not {scope!r}")
     mask = torch.zeros_like(unknown)
     if k <= 0 or not unknown.any():
         return mask
@@ -67,6 +71,14 @@ def likelihood_topk_mask(logits: torch.Tensor, unknown: torch.Tensor, k: int, sc
         mask.scatter_(1, idx, True)
         mask &= unknown
     return mask
+
+
+def adaptive_topk_mask(logits: torch.Tensor, candidates: torch.Tensor, prior: torch.Tensor) -> torch.Tensor:
+    """Boolean (B, C): in each row, the k_i most likely ``candidates``, k_i = round(sum of ``prior`` over them)."""
+    budgets = torch.round((candidates.float() * prior[None, :]).sum(dim=1))
+    scores = logits.detach().float().masked_fill(~candidates, float("-inf"))
+    ranks = scores.argsort(dim=1, descending=True).argsort(dim=1)  # 0 for each row's most likely candidate
+    return candidates & (ranks < budgets[:, None])
 
 
 class PartialSelectiveLoss(nn.Module):
@@ -110,7 +122,13 @@ class PartialSelectiveLoss(nn.Module):
             if self.prior.numel() != logits.shape[1]:
                 raise ValueError(f"prior has {self.prior.numel()} classes but the logits have {logits.shape[1]}")
             ignored |= unknown & (self.prior > self.prior_threshold)[None, :]
-        ignored |= likelihood_topk_mask(logits, unknown, self.likelihood_topk, self.likelihood_topk_scope)
+        if self.likelihood_topk_scope == "adaptive":
+            if self.prior is None:
+                raise ValueError("likelihood_topk_scope adaptive sets each sample's k from the class priors; "
+                                 "give priors (--prior_path, or the prior stage)")
+            ignored |= adaptive_topk_mask(logits, unknown & ~ignored, self.prior)
+        else:
+            ignored |= likelihood_topk_mask(logits, unknown, self.likelihood_topk, self.likelihood_topk_scope)
         return (~ignored).float()
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

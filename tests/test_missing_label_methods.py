@@ -1,0 +1,204 @@
+"""The missing-label methods of the comparison (Cole et al., Hill/SPLC, large loss, adaptive top-k) and the
+protocols that simulate missing labels, each against a hand computation of its formula."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+import train as train_script
+from partial_csl.data.demo_coco import build_coco_benchmark
+from partial_csl.data.partial import simulate_partial, simulation_summary
+from partial_csl.engine.data import expected_positives
+from partial_csl.losses import LOSSES, PartialSelectiveLoss, build_loss
+
+LOG2 = math.log(2)
+
+
+def softplus(x: float) -> float:
+    """-log(1 - sigmoid(x)) = -log sigmoid(-x)."""
+    return math.log1p(math.exp(x))
+
+
+def sigmoid(x: float) -> float:
+    return 1 / (1 + math.exp(-x))
+
+
+def t(rows) -> torch.Tensor:
+    return torch.tensor(rows, dtype=torch.float32)
+
+
+def test_an_takes_unknowns_as_negatives():
+    loss = build_loss("an")(t([[0.0, 2.0]]), t([[1, -1]]))
+    assert loss.item() == pytest.approx(LOG2 + softplus(2.0), rel=1e-6)
+
+
+def test_wan_weights_unknown_negatives_by_one_over_classes_minus_one():
+    logits, targets = t([[0.0, 0.0, 0.0]]), t([[1, 0, -1]])
+    assert build_loss("wan")(logits, targets).item() == pytest.approx(2.5 * LOG2, rel=1e-6)  # gamma = 1 / (3 - 1)
+    assert build_loss("wan", wan_weight=0.25)(logits, targets).item() == pytest.approx(2.25 * LOG2, rel=1e-6)
+
+
+def test_an_ls_smooths_positives_and_assumed_negatives():
+    loss = build_loss("an_ls", label_smoothing=0.1)(t([[2.0, 2.0]]), t([[1, -1]]))
+    positive = 0.95 * softplus(-2.0) + 0.05 * softplus(2.0)
+    assumed_negative = 0.05 * softplus(-2.0) + 0.95 * softplus(2.0)
+    assert loss.item() == pytest.approx(positive + assumed_negative, rel=1e-6)
+
+
+def test_epr_is_bce_on_annotated_labels_plus_the_expected_positive_penalty():
+    logits, targets = torch.zeros(2, 4), t([[1, -1, -1, -1], [0, -1, 1, -1]])
+    # 3 annotated entries at p = 0.5; each image predicts 2 positives where 1 is expected: (2 - 1)^2 / 4
+    mean = build_loss("epr", expected_positives=1.0)(logits, targets)
+    assert mean.item() == pytest.approx(3 * LOG2 / 2 + 0.25, rel=1e-6)
+    total = build_loss("epr", expected_positives=1.0, reduction="sum")(logits, targets)
+    assert total.item() == pytest.approx(3 * LOG2 + 2 * 0.25, rel=1e-6)
+    with pytest.raises(ValueError, match="expected_positives"):
+        build_loss("epr", expected_positives=None)
+
+
+def test_role_trains_the_model_and_its_label_store_towards_each_other():
+    loss = build_loss("role", num_samples=3, num_classes=2, expected_positives=1.0)  # store starts at logit(1/2)
+    assert torch.equal(loss.label_logits.detach(), torch.zeros(3, 2))
+    value = loss(t([[0.0, 0.0]]), t([[1, -1]]), torch.tensor([2]))
+    # model: BCE(0.5 -> 1) + BCE(0.5 -> estimate 0.5); store: BCE(0.5 -> 0.5) on the unknown entry;
+    # penalties: the model predicts 1 positive (0), the estimates [1, 0.5] 1.5: (0.5)^2 / 2; halves averaged
+    assert value.item() == pytest.approx((3 * LOG2 + 0.125) / 2, rel=1e-6)
+    value.backward()
+    grad = loss.label_logits.grad
+    # only row 2's unknown entry moves: d/dtheta of the estimates' penalty 0.5 * sigmoid'(0) = 0.125, halved
+    assert grad[2, 1].item() == pytest.approx(0.0625, rel=1e-5)
+    assert grad[2, 0].item() == 0 and grad[:2].abs().sum().item() == 0
+    with pytest.raises(ValueError, match="sample indices"):
+        loss(t([[0.0, 0.0]]), t([[1, -1]]))
+
+
+def test_hill_focal_margin_positive_and_hill_negative():
+    loss = build_loss("hill")  # lambda 1.5, margin 1, gamma 2
+    p_margin = sigmoid(-1.0)
+    positive = -((1 - p_margin) ** 2) * math.log(p_margin)
+    value = loss(t([[0.0, 0.0]]), t([[1, -1]]))
+    assert value.item() == pytest.approx(positive + (1.5 - 0.5) * 0.25, rel=1e-6)
+    assert loss(t([[0.0, 0.0]]), t([[1, 0]])).item() == pytest.approx(value.item())  # no mask: 0 and -1 alike
+    # the hill: d/dp (lambda - p) p^2 = p (2 lambda - 3p) vanishes at p = 1, so a confident negative is left alone
+    logits = torch.tensor([[0.0, 4.6]], requires_grad=True)
+    loss(logits, t([[-1, -1]])).backward()
+    assert abs(logits.grad[0, 1].item()) < 0.1 * abs(logits.grad[0, 0].item())
+
+
+def test_splc_corrects_confident_negatives_after_the_warm_up():
+    loss = build_loss("splc")  # tau 0.65, from epoch 1
+    logits, targets = t([[3.0, 0.0, 3.0]]), t([[-1, -1, 1]])
+    p3, p0 = sigmoid(3.0), 0.5
+    positive_with_margin = -((1 - sigmoid(2.0)) ** 2) * math.log(sigmoid(2.0))
+    warm_up = p3**2 * softplus(3.0) + p0**2 * softplus(0.0) + positive_with_margin
+    assert loss(logits, targets).item() == pytest.approx(warm_up, rel=1e-6)
+    loss.set_epoch(1)
+    corrected = -((1 - p3) ** 2) * math.log(p3) + p0**2 * softplus(0.0) + positive_with_margin
+    assert loss(logits, targets).item() == pytest.approx(corrected, rel=1e-6)
+    assert loss.corrected(logits, targets).tolist() == [[True, False, False]]
+
+
+LL_LOGITS = [[3.0, 0.0, -1.0, 1.0], [0.0, 2.0, 0.0, 0.0]]
+LL_TARGETS = [[-1, 1, -1, 0], [-1, -1, -1, 1]]
+
+
+def _an_entries(logits, targets) -> list[list[float]]:
+    return [[softplus(-x) if y == 1 else softplus(x) for x, y in zip(row, trow)] for row, trow in zip(logits, targets)]
+
+
+@pytest.mark.parametrize("name", ["ll_r", "ll_ct"])
+def test_large_loss_modifies_the_largest_unknown_losses_on_its_schedule(name):
+    loss = build_loss(name, ll_delta_rel=12.5)  # 12.5 % of the 8 entries per epoch: k = epoch
+    entries = _an_entries(LL_LOGITS, LL_TARGETS)
+    assert loss(t(LL_LOGITS), t(LL_TARGETS)).item() == pytest.approx(sum(map(sum, entries)) / 2, rel=1e-6)
+    for epoch, changed in ((1, [(0, 0)]), (2, [(0, 0), (1, 1)])):  # the unknowns of highest logit: 3, then 2
+        loss.set_epoch(epoch)
+        expected = [row[:] for row in entries]
+        for r, c in changed:
+            expected[r][c] = 0.0 if name == "ll_r" else softplus(-LL_LOGITS[r][c])
+        assert loss(t(LL_LOGITS), t(LL_TARGETS)).item() == pytest.approx(sum(map(sum, expected)) / 2, rel=1e-6)
+
+
+def test_ll_cp_remembers_its_corrections_per_image():
+    loss = build_loss("ll_cp", ll_delta_rel=12.5, num_samples=6, num_classes=4)
+    indices = torch.tensor([5, 1])
+    loss.set_epoch(1)
+    loss(t(LL_LOGITS), t(LL_TARGETS), indices)
+    assert loss.corrected_positives.nonzero().tolist() == [[5, 0]]
+    loss(t(LL_LOGITS), t(LL_TARGETS), indices)  # (5, 0) is a positive now; the next largest is corrected
+    assert loss.corrected_positives.nonzero().tolist() == [[1, 1], [5, 0]]
+    assert "corrected_positives" in loss.state_dict()  # saved with the training state, so --resume keeps it
+
+
+def test_adaptive_topk_ignores_each_samples_expected_positives_among_its_unknowns():
+    prior = torch.tensor([0.6, 0.3, 0.2, 0.9])
+    loss = PartialSelectiveLoss("selective", likelihood_topk_scope="adaptive", prior_threshold=0.8, prior=prior)
+    logits, targets = t([[0.1, 0.5, 0.3, 2.0], [0.0, 1.0, 0.0, 0.0]]), t([[-1, -1, -1, -1], [1, -1, 0, -1]])
+    # row 0: class 3 ignored by its prior; budget round(0.6 + 0.3 + 0.2) = 1: the likeliest of 0-2 (class 1)
+    # row 1: class 3 ignored by its prior; budget round(0.3) = 0
+    assert loss.entry_weights(logits, targets).tolist() == [[1, 0, 1, 0], [1, 1, 1, 0]]
+    with pytest.raises(ValueError, match="priors"):
+        PartialSelectiveLoss("selective", likelihood_topk_scope="adaptive").entry_weights(logits, targets)
+
+
+FULL = (np.random.default_rng(3).random((400, 6)) < np.array([0.5, 0.3, 0.2, 0.1, 0.05, 0.4])).astype(np.float32)
+
+
+def test_known_proportion_keeps_each_entry_with_probability_q():
+    kept = simulate_partial(FULL, "known", 0.3, seed=1)
+    assert (kept != -1).mean() == pytest.approx(0.3, abs=0.02)
+    assert np.array_equal(kept, simulate_partial(FULL, "rps", 0.7, seed=1))  # RPS with p = 1 - q
+    assert ((kept == FULL) | (kept == -1)).all()
+
+
+def test_missing_positives_turns_dropped_positives_into_negatives():
+    kept = simulate_partial(FULL, "missing_positives", 0.4, seed=2)
+    assert not (kept == -1).any() and (kept[FULL == 0] == 0).all()
+    assert (kept[FULL == 1] == 1).mean() == pytest.approx(0.4, abs=0.04)
+    summary = simulation_summary(FULL, kept, [f"c{i}" for i in range(6)])
+    assert (summary["false_negatives"] == ((kept == 0) & (FULL == 1)).sum(axis=0)).all()
+    assert (summary["annotated_positives"] + summary["false_negatives"] == summary["true_positives"]).all()
+
+
+def test_single_positive_keeps_one_true_positive_per_image_and_nothing_else():
+    kept = simulate_partial(FULL, "single_positive", 0, seed=4)
+    has_positive = FULL.sum(axis=1) > 0
+    assert ((kept == 1).sum(axis=1) == has_positive).all()
+    assert (FULL[kept == 1] == 1).all() and not (kept == 0).any()
+    assert np.array_equal(kept, simulate_partial(FULL, "single_positive", 0, seed=4))  # seeded
+
+
+def test_expected_positives_from_partial_labels():
+    # class 0: 2 of 4 annotated are positive (0.5); class 1: positives only, 1 of 4 images (lower bound 0.25)
+    targets = np.array([[1, 1], [1, -1], [0, -1], [0, -1]])
+    assert expected_positives(targets) == pytest.approx(0.75)
+
+
+NEW_LOSSES = ["an", "wan", "an_ls", "epr", "role", "hill", "splc", "ll_r", "ll_ct", "ll_cp"]
+
+
+def test_every_new_method_is_registered():
+    assert set(NEW_LOSSES) <= set(LOSSES)
+
+
+@pytest.mark.parametrize("loss,protocol", [("role", "single_positive"), ("ll_cp", "known"), ("splc",
+                                            "missing_positives"), ("epr", "single_positive")])
+def test_methods_train_through_train_py_and_resume(tmp_path, fake_fashion_mnist, loss, protocol):
+    root = build_coco_benchmark(tmp_path / "bench", n_train=40, n_val=16, source=fake_fashion_mnist)
+    common = ["--dataset", "coco", "--data", str(root), "--simulate_partial_type", protocol,
+              "--simulate_partial_param", "0.5", "--model-name", "test_resnet", "--image-size", "32",
+              "--batch-size", "8", "--workers", "0", "--no-amp", "--loss", loss, "--ll-delta-rel", "5",
+              "--splc-threshold", "0.3", "--ema-decay", "0"]
+    run, killed = tmp_path / "run", tmp_path / "killed"
+    assert train_script.main([*common, "--epochs", "2", "--output-dir", str(run)]) == 0
+    assert train_script.main([*common, "--epochs", "2", "--output-dir", str(killed), "--stop-after-steps", "7"]) == 3
+    assert train_script.main([*common, "--epochs", "2", "--output-dir", str(killed), "--resume"]) == 0
+    first, resumed = pd.read_csv(run / "metrics.csv"), pd.read_csv(killed / "metrics.csv")
+    assert np.allclose(first["val_mAP"], resumed["val_mAP"], atol=1e-6)
+    summary = pd.read_csv(run / "simulation" / "simulation_summary.csv")
+    assert {"annotated_positives", "false_negatives", "unknown"} <= set(summary.columns)
