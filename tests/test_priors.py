@@ -6,7 +6,15 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
+from partial_csl import prior_estimates
 from partial_csl.engine.inference import estimate_priors
+from partial_csl.prior_estimates import (
+    em_prior_shift,
+    holdout_mask,
+    prior_bounds,
+    priors_from_probabilities,
+    recalibrate_to_annotated,
+)
 from partial_csl.priors import PriorFileError, RunningPrior, load_priors, prior_quality, save_priors
 
 NAMES = ["neck_0", "neck_1", "sleeve_0"]
@@ -187,3 +195,112 @@ def test_em_after_recalibration_stays_put_without_a_shift():
     priors, details = priors_from_probabilities(biased[:, None], targets, "em")
     assert priors[0] == pytest.approx(a, abs=0.01)
     assert details["mean_posterior"][0] > 0.07  # the plain mean is off too
+
+
+# --- the robust em estimate: cross-fitted calibration, plausibility bounds, clipped-mean fallback (issue 20) ---
+
+def test_holdout_mask_holds_out_a_seeded_share_of_each_label_and_never_an_unknown():
+    targets = np.full((10, 3), -1)
+    targets[:5, 0], targets[5:, 0] = 1, 0  # 5 positives, 5 negatives
+    targets[0, 1], targets[1:4, 1] = 1, 0  # 1 positive, 3 negatives, 6 unknown
+    targets[:2, 2], targets[2:4, 2] = 1, 0  # 2 and 2
+    mask = holdout_mask(targets, 0.4, seed=7)
+    np.testing.assert_array_equal(mask, holdout_mask(targets, 0.4, seed=7))  # the same on every call
+    assert not (mask & (targets == -1)).any()
+    held = [((mask[:, c] & (targets[:, c] == 1)).sum(), (mask[:, c] & (targets[:, c] == 0)).sum()) for c in range(3)]
+    # round(0.4 * 5) = 2 of 5; a lone positive stays; round(0.4 * 3) = 1 of 3; round(0.4 * 2) = 1 of 2
+    assert held == [(2, 2), (0, 1), (1, 1)]
+    most = holdout_mask(targets, 0.9, seed=7)  # round(0.9 * 2) = 2, but one of each is kept for training
+    for c in range(3):
+        for label in (1, 0):
+            assert ((targets[:, c] == label) & ~most[:, c]).sum() >= 1
+    assert not holdout_mask(targets, 0.0, seed=7).any()
+    with pytest.raises(ValueError, match="holdout share"):
+        holdout_mask(targets, 1.0, seed=7)
+
+
+def test_recalibration_fitted_on_a_mask_uses_only_those_entries():
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    targets = np.array([[1], [0], [1], [0]])
+    probs = np.array([[0.9], [0.2], [0.8], [0.8]])
+    fit = np.array([[False], [False], [True], [True]])
+    # the fit entries (0.8, 0.8) have positive rate 1/2: the shift is -logit(0.8), applied to every entry
+    expected = 1 / (1 + np.exp(-(logit(probs) - logit(0.8))))
+    np.testing.assert_allclose(recalibrate_to_annotated(probs, targets, fit), expected, atol=1e-9)
+    other = probs.copy()
+    other[:2] = [[0.3], [0.01]]  # entries outside the mask do not move the shift
+    np.testing.assert_allclose(recalibrate_to_annotated(other, targets, fit)[2:], expected[2:], atol=1e-9)
+    # without the mask all four count: mean(0.9, 0.2, 0.8, 0.8) = 0.675 != 0.5, another shift
+    assert not np.allclose(recalibrate_to_annotated(probs, targets), expected, atol=1e-3)
+
+
+def test_prior_bounds_come_from_the_annotated_counts():
+    targets = np.array([[1, 0, -1], [1, -1, -1], [-1, 0, -1], [0, -1, 1]])
+    lower, upper = prior_bounds(targets)
+    np.testing.assert_allclose(lower, [2 / 4, 0 / 4, 1 / 4])  # annotated positives / N
+    np.testing.assert_allclose(upper, [1 - 1 / 4, 1 - 2 / 4, 1])  # 1 - annotated negatives / N
+
+
+ANNOTATED = [1, 1, 0, 0] + [-1] * 6  # 10 images: 2 positives, 2 negatives, 6 unknown; bounds [0.2, 0.8]
+
+
+def test_em_outside_the_bounds_falls_back_to_the_mean_posterior_with_a_warning(caplog):
+    targets = np.array([ANNOTATED, ANNOTATED]).T
+    # class 0: calibrated on its annotated images (mean 0.5 = their rate), unknowns near 0; the odds ratios average
+    # below 1, so EM runs to a prior of about 0, below the 2 / 10 annotated positives. Class 1: nothing to shift.
+    col0 = np.array([0.6, 0.6, 0.4, 0.4] + [0.01] * 6)
+    col1 = np.array([0.9, 0.9, 0.1, 0.1] + [0.5] * 6)
+    with caplog.at_level(logging.WARNING, logger="partial_csl.prior_estimates"):
+        priors, details = priors_from_probabilities(np.stack([col0, col1], axis=1), targets, "em",
+                                                    class_names=["hat", "scarf"])
+    assert details["estimator"] == ["fallback_out_of_bounds", "em"]
+    assert priors[0] == pytest.approx((1.2 + 0.8 + 0.06) / 10)  # the mean posterior, inside [0.2, 0.8]
+    assert priors[1] == pytest.approx(0.5, abs=1e-6)
+    np.testing.assert_allclose(details["lower_bound"], [0.2, 0.2])
+    assert "ended outside" in caplog.text and "hat 0.2060 [0.2000, 0.8000]" in caplog.text
+    assert "scarf" not in caplog.text
+
+
+def test_em_that_does_not_converge_falls_back_to_the_clipped_mean(caplog, monkeypatch, tmp_path):
+    monkeypatch.setattr(prior_estimates, "EM_MAX_ITER", 1)  # no class converges in one iteration
+    targets = np.array([ANNOTATED]).T
+    probs = np.array([[0.06, 0.06, 0.04, 0.04] + [0.001] * 6]).T  # raw mean 0.0206, below the bound 0.2
+    with caplog.at_level(logging.WARNING, logger="partial_csl.prior_estimates"):
+        priors, details = prior_estimates.priors_from_probabilities(probs, targets, "em", class_names=["hat"])
+    assert details["estimator"] == ["fallback_unconverged"] and details["em_iterations"][0] == 1
+    assert priors[0] == pytest.approx(0.2)  # the mean posterior, clipped up to annotated positives / N
+    assert "did not converge in 1 iterations" in caplog.text and "hat 0.2000" in caplog.text
+    details.pop("n_images")
+    path = save_priors(tmp_path / "p.csv", ["hat"], priors, 10, "em", details)
+    row = path.read_text().splitlines()
+    assert row[0].split(",")[-4:] == ["estimator", "lower_bound", "upper_bound", "evidence"]
+    assert "fallback_unconverged" in row[1]
+
+
+def fpc_like(seed: int, n: int = 20000, prior: float = 0.05, kept: int = 300):
+    """One class at ``prior``, x ~ N(+-1, 1); FPC-like annotation keeps ``kept`` positives and ``kept`` negatives."""
+    rng = np.random.default_rng(seed)
+    y = rng.random(n) < prior
+    x = np.where(y, rng.normal(1, 1, n), rng.normal(-1, 1, n))
+    targets = np.full((n, 1), -1)
+    targets[rng.choice(np.flatnonzero(y), kept, replace=False), 0] = 1
+    targets[rng.choice(np.flatnonzero(~y), kept, replace=False), 0] = 0
+    return x, targets, y.mean()
+
+
+def test_a_miscalibrated_model_no_longer_collapses_a_rare_class():
+    x, targets, true_prior = fpc_like(seed=3)
+    holdout = holdout_mask(targets, 0.2, seed=0)
+    logit = 2 * x  # the exact log-odds under the annotated base rate 1/2
+    calibrated, flat = 1 / (1 + np.exp(-logit[:, None])), 1 / (1 + np.exp(-logit[:, None] / 3))
+    good, details = priors_from_probabilities(calibrated, targets, "em", holdout=holdout)
+    assert details["estimator"] == ["em"] and good[0] == pytest.approx(true_prior, abs=0.01)
+    # logits scaled by 1/3 (an underconfident model): the old in-sample EM sends the class to about 0 ...
+    old = em_prior_shift(recalibrate_to_annotated(flat, targets), np.array([0.5]))[0][0]
+    assert old < 1e-3
+    # ... the robust one sees EM leave [300 / 20000, 1 - 300 / 20000] and keeps the clipped mean posterior
+    robust, details = priors_from_probabilities(flat, targets, "em", holdout=holdout)
+    assert details["estimator"][0] in ("fallback_out_of_bounds", "fallback_unconverged")
+    assert robust[0] == pytest.approx(flat.mean()) and robust[0] >= 300 / 20000

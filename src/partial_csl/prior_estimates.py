@@ -60,9 +60,9 @@ def evidence_priors(targets: np.ndarray, groups: list[slice] | None = None) -> t
 def holdout_mask(targets: np.ndarray, share: float, seed: int) -> np.ndarray:
     """Entries (N, C) to hide from the prior model's training, so that its calibration is fitted on unseen labels.
 
-    For every class, ``share`` of its annotated positives and, separately, of its annotated negatives (rounded),
-    drawn with ``seed`` (the same mask on every call and every process); unknown entries are never chosen, and a
-    label with two or more entries keeps at least one for training (a single one is never held out).
+    For every class, ``share`` of its annotated positives and, separately, of its annotated negatives (rounded, halves
+    to even), drawn with ``seed`` (the same mask on every call and every process); unknown entries are never chosen,
+    and a label with two or more entries keeps at least one for training (a single one is never held out).
     """
     if not 0 <= share < 1:
         raise ValueError(f"the prior holdout share must be in [0, 1), got {share}")
@@ -167,14 +167,16 @@ def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: floa
 
 
 def bounded_em(probs: np.ndarray, targets: np.ndarray, annotated_rate: np.ndarray,
-               holdout: np.ndarray | None = None, max_iter: int = EM_MAX_ITER) -> tuple[np.ndarray, dict]:
+               holdout: np.ndarray | None = None, max_iter: int | None = None) -> tuple[np.ndarray, dict]:
     """The ``em`` estimate: recalibration fitted on the ``holdout`` entries (all annotated ones without it), EM on
     every posterior, and the clipped mean posterior for classes where EM fails (see the module docstring).
 
     Returns (priors (C,), details): ``em_iterations``, ``lower_bound``, ``upper_bound`` and ``estimator`` per class:
     ``em``; ``fallback_unconverged`` or ``fallback_out_of_bounds`` (the clipped mean replaced EM); ``clipped_mean``
-    (no annotated positive or negative, so no EM).
+    (no annotated positive or negative, so no EM). ``max_iter`` defaults to :data:`EM_MAX_ITER`; EM that runs all
+    of them counts as not converged.
     """
+    max_iter = max_iter or EM_MAX_ITER
     calibrated = recalibrate_to_annotated(probs, targets, calibration_mask(targets, holdout))
     em, iterations = em_prior_shift(calibrated, annotated_rate, max_iter=max_iter)
     lower, upper = prior_bounds(targets)
