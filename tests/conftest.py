@@ -75,4 +75,6 @@ def fake_fashion_mnist(tmp_path: Path) -> Path:
     source.mkdir()
     write_idx(source / "train-images-idx3-ubyte.gz", images)
     write_idx(source / "train-labels-idx1-ubyte.gz", labels)
+    write_idx(source / "t10k-images-idx3-ubyte.gz", images[::4])
+    write_idx(source / "t10k-labels-idx1-ubyte.gz", labels[::4])
     return source

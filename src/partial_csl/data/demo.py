@@ -46,8 +46,9 @@ def read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
-def load_fashion_mnist(source: Path = FASHION_MNIST_DIR) -> tuple[np.ndarray, np.ndarray]:
-    images_path, labels_path = source / "train-images-idx3-ubyte.gz", source / "train-labels-idx1-ubyte.gz"
+def load_fashion_mnist(source: Path = FASHION_MNIST_DIR, part: str = "train") -> tuple[np.ndarray, np.ndarray]:
+    """Images (N, 28, 28) and product labels of Fashion-MNIST's ``train`` (60,000) or ``t10k`` (10,000) file."""
+    images_path, labels_path = source / f"{part}-images-idx3-ubyte.gz", source / f"{part}-labels-idx1-ubyte.gz"
     if not images_path.is_file() or not labels_path.is_file():
         raise FileNotFoundError(
             f"Fashion-MNIST not found under {source}. Install it with "

@@ -6,6 +6,10 @@ labelled with every category it shows (one annotation per product, with its box)
 long-tailed like COCO's (Zipf-distributed: a few frequent categories, many rare ones), category ids have gaps like
 COCO's (10, 12 and 23 are unused), and about 2 % of the images are empty (no annotation).
 
+:func:`build_pretraining_set` writes a disjoint *pretraining* set in the same layout, for benchmarks that need a
+backbone trained elsewhere (as an ImageNet backbone is for COCO): one product per image, categories uniform, photos
+from Fashion-MNIST's t10k file, which the benchmark set (built from the train file) never uses.
+
     ROOT/annotations/instances_train2014.json   ROOT/train2014/COCO_train2014_000000000001.jpg ...
     ROOT/annotations/instances_val2014.json     ROOT/val2014/...
 """
@@ -49,8 +53,16 @@ def _render_cell(photo: np.ndarray, red: bool) -> np.ndarray:
     return grey[..., None] * tint[None, None, :]
 
 
+def _filled_cells(rng: np.random.Generator, single_object: bool) -> list[int]:
+    if single_object:
+        return [int(rng.integers(GRID * GRID))]
+    if rng.random() < EMPTY_SHARE:
+        return []
+    return [c for c in range(GRID * GRID) if rng.random() < 0.6] or [int(rng.integers(GRID * GRID))]
+
+
 def _write_split(root: Path, split: str, n_images: int, images: np.ndarray, pools: dict[int, np.ndarray],
-                 weights: np.ndarray, rng: np.random.Generator) -> None:
+                 weights: np.ndarray, rng: np.random.Generator, single_object: bool = False) -> None:
     folder = root / f"{split}2014"
     folder.mkdir(parents=True, exist_ok=True)
     cats = categories()
@@ -58,11 +70,7 @@ def _write_split(root: Path, split: str, n_images: int, images: np.ndarray, pool
     image_records, annotations = [], []
     for image_id in tqdm(range(1, n_images + 1), desc=f"building COCO {split}", unit="img", disable=None):
         canvas = np.zeros((CELL * GRID, CELL * GRID, 3))
-        if rng.random() < EMPTY_SHARE:
-            filled = []
-        else:
-            filled = [c for c in range(GRID * GRID) if rng.random() < 0.6] or [int(rng.integers(GRID * GRID))]
-        for cell in filled:
+        for cell in _filled_cells(rng, single_object):
             cat = cats[int(rng.choice(len(cats), p=weights))]
             pool = pools[cat["product"]]
             photo = images[pool[used[cat["product"]] % len(pool)]]
@@ -99,5 +107,26 @@ def build_coco_benchmark(root: str | Path, n_train: int = 1500, n_val: int = 500
               {p: idx[len(idx) // 2:] for p, idx in shuffled.items()}]
     _write_split(root, "train", n_train, images, halves[0], weights, rng)
     _write_split(root, "val", n_val, images, halves[1], weights, rng)
+    manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
+    return root
+
+
+def build_pretraining_set(root: str | Path, n_train: int = 4000, n_val: int = 400, seed: int = 0,
+                          source: Path = FASHION_MNIST_DIR) -> Path:
+    """A single-object set of the same 20 categories from the t10k photos (disjoint from the benchmark set's),
+    in the COCO 2014 layout under ``root`` (skipped when ``root/manifest.json`` matches); returns ``root``."""
+    root = Path(root)
+    manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "version": 1, "kind": "pretraining"}
+    manifest_path = root / "manifest.json"
+    if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
+        return root
+    images, products = load_fashion_mnist(Path(source), part="t10k")
+    weights = np.full(len(CATEGORY_IDS), 1.0 / len(CATEGORY_IDS))
+    rng = np.random.default_rng(seed)
+    shuffled = {p: rng.permutation(np.flatnonzero(products == p)) for p in range(10)}
+    halves = [{p: idx[: len(idx) // 2] for p, idx in shuffled.items()},
+              {p: idx[len(idx) // 2:] for p, idx in shuffled.items()}]
+    _write_split(root, "train", n_train, images, halves[0], weights, rng, single_object=True)
+    _write_split(root, "val", n_val, images, halves[1], weights, rng, single_object=True)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
     return root

@@ -1,0 +1,231 @@
+"""Partial- and missing-label methods x labelling protocols x seeds, on a COCO-format set: one command, resumable.
+
+    .venv/bin/python benchmarks/partial_methods.py                  # the default grid on the shipped set, ~1 h, CPU
+    .venv/bin/python benchmarks/partial_methods.py --quick          # a smoke test of the machinery, minutes
+    .venv/bin/python benchmarks/partial_methods.py --data /data/coco2014 --backbone tresnet_m_miil_21k.pth \\
+        --model-name tresnet_m --image-size 448 --epochs 30 --end-to-end   # a GPU, the full recipe
+
+Every method (a ``--loss`` with its settings, see METHODS) is trained under every protocol (a
+``--simulate_partial_type`` with its parameter, see PROTOCOLS) with every seed; the seed also draws the simulation,
+so a seed is a new labelling as well as a new initialisation. Cells are the best validation mAP over the epochs (the
+CSL convention; validation keeps its full labels).
+
+By default the grid trains heads on a *frozen* backbone from cached embeddings (``--freeze-backbone``): each run is
+seconds, so a 3-seed grid fits a CPU. The backbone is ResNet-18 trained first on a disjoint pretraining set (one
+product per image, photos the benchmark never uses: ``build_pretraining_set``), as an ImageNet backbone is for COCO,
+so it has seen none of the benchmark's images or labels. ``--end-to-end`` trains whole networks instead.
+
+Writes ``OUT/results.csv`` (one row per run), ``OUT/table.md`` (mean ± standard deviation per cell, best of each
+column in bold, and the prior estimates' quality per protocol) and one folder per run, whose checkpoints are deleted
+once its row is written (a run's ``result.json`` marks it done, so a re-run skips it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_set
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.trainer import run_training
+
+NEGATIVE_ASL = dict(loss="partial_asl", partial_loss_mode="negative", gamma_pos=1, gamma_neg=4, gamma_unann=4,
+                    clip=0.05)
+SELECTIVE = dict(loss="partial_asl", partial_loss_mode="selective")  # train.py's defaults otherwise
+METHODS = {  # row: settings on top of the grid's base config
+    "Ignore (BCE on annotated)": dict(loss="bce"),
+    "AN (assume negative)": dict(loss="an"),
+    "WAN": dict(loss="wan"),
+    "AN-LS": dict(loss="an_ls"),
+    "EPR": dict(loss="epr"),
+    "ROLE": dict(loss="role"),
+    "Hill": dict(loss="hill"),
+    "SPLC": dict(loss="splc"),
+    "LL-R": dict(loss="ll_r"),
+    "LL-Ct": dict(loss="ll_ct"),
+    "LL-Cp": dict(loss="ll_cp"),
+    "Negative ASL (4,1)": NEGATIVE_ASL,
+    "CSL selective (top-5 per batch)": SELECTIVE,
+    "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
+}
+PROTOCOLS = {  # column: (simulator, parameter)
+    "FPC(200)": ("fpc", 200),
+    "RPS(0.5)": ("rps", 0.5),
+    "known(0.2)": ("known", 0.2),
+    "missing_positives(0.4)": ("missing_positives", 0.4),
+    "single_positive": ("single_positive", 0),
+}
+QUICK = {"methods": ["AN (assume negative)", "ROLE", "LL-Cp", "CSL selective, adaptive top-k"],
+         "protocols": ["FPC(200)", "single_positive"], "seeds": [0], "epochs": 2}
+
+
+def pretrained_backbone(args: argparse.Namespace, out: Path) -> str:
+    """Weights of a backbone trained on the disjoint pretraining set (trained here on first use)."""
+    root = build_pretraining_set(args.pretraining_data, n_train=args.pretraining_images)
+    cfg = TrainConfig(dataset="coco", data=str(root), model_name=args.model_name, image_size=args.image_size,
+                      epochs=args.pretraining_epochs, batch_size=64, lr=1e-3, augment="light", ema_decay=0.0,
+                      partial_loss_mode="negative", loss="bce", workers=0, cache_images=True,
+                      output_dir=str(out / "backbone"), resume=True)
+    best = out / "backbone" / "checkpoints" / "best.pt"
+    if not (out / "backbone" / "summary.json").is_file():
+        print(f"training the backbone on {root} ({args.pretraining_epochs} epochs) ...", flush=True)
+        run_training(cfg)
+    return str(best)
+
+
+def base_config(args: argparse.Namespace, out: Path) -> TrainConfig:
+    common = dict(dataset="coco", data=args.data, model_name=args.model_name, image_size=args.image_size,
+                  epochs=args.epochs, batch_size=args.batch_size, workers=0, device=args.device, resume=True,
+                  loss_reduction="mean")
+    if args.end_to_end:
+        return TrainConfig(**common, model_path=args.backbone, lr=args.lr or 1e-3, augment="light", ema_decay=0.99,
+                           cache_images=True)
+    backbone = args.backbone or pretrained_backbone(args, out)
+    return TrainConfig(**common, model_path=backbone, lr=args.lr or 1e-3, ema_decay=0.0, freeze_backbone=True,
+                       cache_embeddings=True, embeddings_dir=str(out / "embeddings"))
+
+
+def prior_quality(run_dir: Path) -> list[dict]:
+    """Spearman and mean absolute error against the true frequencies of the run's prior estimates, if it had any."""
+    path = run_dir / "priors" / "prior_ignore.csv"
+    if not path.is_file():
+        return []
+    priors = pd.read_csv(path)
+    truth = pd.read_csv(run_dir / "simulation" / "simulation_summary.csv")["true_frequency"].to_numpy()
+    estimates = {"mean posterior (CSL)": priors["mean_posterior"].to_numpy(),
+                 f"{priors['method'].iloc[0]} (the run's estimate)": priors["prior"].to_numpy()}
+    return [{"estimator": name, "spearman": float(spearmanr(value, truth).statistic),
+             "mae": float(np.abs(value - truth).mean())} for name, value in estimates.items()]
+
+
+def one_run(cfg: TrainConfig, run_dir: Path) -> dict:
+    """Train one cell (or read its finished result) and drop its checkpoints once the result is written."""
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    summary = run_training(replace(cfg, output_dir=str(run_dir)))
+    result = {"mAP": summary["best_val_mAP"], "seconds": time.perf_counter() - started,
+              "best_weights": summary["best_weights"], "priors": prior_quality(run_dir)}
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return result
+
+
+def run_grid(args: argparse.Namespace, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    base = base_config(args, out)
+    rows, prior_rows, started, total = [], [], time.time(), len(args.protocols) * len(args.seeds) * len(args.methods)
+    for column in args.protocols:
+        kind, param = PROTOCOLS[column]
+        for seed in args.seeds:
+            for method in args.methods:
+                cfg = replace(base, simulate_partial_type=kind, simulate_partial_param=param, seed=seed,
+                              **METHODS[method])
+                folder = f"{column}/{method}/seed{seed}".replace(" ", "_").replace(",", "").replace("(", "_")
+                result = one_run(cfg, out / "runs" / folder.replace(")", ""))
+                rows.append({"method": method, "protocol": column, "seed": seed, "mAP": result["mAP"],
+                             "seconds": round(result["seconds"], 1)})
+                prior_rows += [{"protocol": column, "seed": seed, "method": method, **q} for q in result["priors"]]
+                print(f"[{time.time() - started:5.0f}s {len(rows)}/{total}] {column:24s} seed {seed} "
+                      f"{method:34s} mAP {result['mAP']:.2f}", flush=True)
+    return pd.DataFrame(rows), pd.DataFrame(prior_rows)
+
+
+def cell_text(mean: float, std: float, count: int, digits: int, best: tuple[float, float], tie: bool) -> str:
+    """``mean ± std``, bold for the best mean, ``≈`` for a tie with it (the gap within the larger of the two
+    standard deviations)."""
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
+    if mean == best[0]:
+        return f"**{text}**"
+    return f"≈ {text}" if tie else text
+
+
+def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], value: str,
+                   higher_is_better: bool = True) -> list[str]:
+    """Markdown rows of mean ± std per (row, column): the best mean of each column in bold, ties with it marked."""
+    stats = frame.groupby(["row", "column"])[value].agg(["mean", "std", "count"]).fillna(0.0)
+    digits = 2 if value == "mAP" else 3
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    best = {}
+    for column in columns:
+        means = stats.xs(column, level="column")
+        winner = means["mean"].idxmax() if higher_is_better else means["mean"].idxmin()
+        best[column] = (means.loc[winner, "mean"], means.loc[winner, "std"])
+    for row in rows:
+        cells = []
+        for column in columns:
+            if (row, column) not in stats.index:
+                cells.append("")
+                continue
+            mean, std, count = stats.loc[(row, column)]
+            tie = abs(best[column][0] - mean) <= max(std, best[column][1])
+            cells.append(cell_text(mean, std, int(count), digits, best[column], tie))
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
+
+
+def write_tables(results: pd.DataFrame, priors: pd.DataFrame, args: argparse.Namespace, out: Path) -> str:
+    results.to_csv(out / "results.csv", index=False, float_format="%.4f")
+    seeds = ", ".join(map(str, args.seeds))
+    setup = "end to end" if args.end_to_end else f"a frozen {args.model_name} backbone (cached embeddings)"
+    lines = [f"# Partial-label methods on `{args.data}`", "",
+             f"{setup}, {args.image_size} px, {args.epochs} epochs, seeds {seeds}; best validation mAP, mean ± std "
+             "over the seeds. The best mean of each column is in bold; ≈ marks a tie with it (the gap is within "
+             "the larger of the two standard deviations).", ""]
+    lines += mean_std_table(results.rename(columns={"method": "row", "protocol": "column"}), args.methods,
+                            args.protocols, "mAP")
+    if len(priors):
+        priors = priors.rename(columns={"estimator": "row", "protocol": "column"})
+        estimators = list(dict.fromkeys(priors["row"]))
+        for value, label, higher in (("spearman", "Spearman rho", True), ("mae", "mean absolute error", False)):
+            lines += ["", f"## Prior estimates vs the true class frequencies: {label} (every selective run)", ""]
+            lines += mean_std_table(priors, estimators, [c for c in args.protocols if c in set(priors["column"])],
+                                    value, higher)
+    text = "\n".join(lines) + "\n"
+    (out / "table.md").write_text(text)
+    priors.to_csv(out / "priors.csv", index=False, float_format="%.4f")
+    return text
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default="data/coco_bench", help="COCO 2014 layout root (built here if the default)")
+    p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/partial_methods"))
+    p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
+    p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS), metavar="PROTOCOL")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=None, help="default 1e-3")
+    p.add_argument("--model-name", default="resnet18")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--backbone", help="pretrained weights (default: trained here on the pretraining set)")
+    p.add_argument("--pretraining-data", default="data/coco_pretraining")
+    p.add_argument("--pretraining-images", type=int, default=4000)
+    p.add_argument("--pretraining-epochs", type=int, default=8)
+    p.add_argument("--end-to-end", action="store_true", help="train whole networks (a GPU's grid)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="a small grid (4 methods, 2 protocols, 1 seed, 2 epochs)")
+    args = p.parse_args()
+    if args.quick:
+        args.methods, args.protocols, args.seeds, args.epochs = (QUICK[k] for k in ("methods", "protocols", "seeds",
+                                                                                    "epochs"))
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    if args.data == "data/coco_bench":
+        build_coco_benchmark(args.data)
+    args.out.mkdir(parents=True, exist_ok=True)
+    results, priors = run_grid(args, args.out)
+    print(write_tables(results, priors, args, args.out))
+
+
+if __name__ == "__main__":
+    main()

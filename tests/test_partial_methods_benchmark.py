@@ -1,0 +1,55 @@
+"""benchmarks/partial_methods.py: the quick grid runs end to end, skips finished cells, and tabulates mean ± std."""
+
+from __future__ import annotations
+
+import importlib.util
+import sys
+
+import pandas as pd
+import pytest
+from conftest import ROOT
+
+from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_set
+
+SPEC = importlib.util.spec_from_file_location("partial_methods", ROOT / "benchmarks" / "partial_methods.py")
+partial_methods = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(partial_methods)
+
+
+def test_quick_grid_runs_resumes_and_writes_its_tables(tmp_path, fake_fashion_mnist, monkeypatch, capsys):
+    data = build_coco_benchmark(tmp_path / "bench", n_train=48, n_val=16, source=fake_fashion_mnist)
+    argv = ["partial_methods.py", "--quick", "--data", str(data), "--out", str(tmp_path / "out"),
+            "--pretraining-data", str(tmp_path / "pre"), "--pretraining-images", "40", "--pretraining-epochs", "1",
+            "--model-name", "test_resnet", "--image-size", "32"]
+    monkeypatch.setattr(partial_methods, "build_pretraining_set",
+                        lambda root, n_train: build_pretraining_set(
+                            root, n_train=n_train, n_val=16, source=fake_fashion_mnist))
+    monkeypatch.setattr(sys, "argv", argv)
+    partial_methods.main()
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(results) == 8 and set(results["protocol"]) == {"FPC(200)", "single_positive"}
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert "| ROLE |" in table and "Spearman rho" in table and "**" in table
+    assert not list((tmp_path / "out" / "runs").rglob("*.pt"))  # checkpoints dropped once a cell is done
+    capsys.readouterr()
+    partial_methods.main()  # every cell is done: nothing trains again
+    assert "training the backbone" not in capsys.readouterr().out
+    assert pd.read_csv(tmp_path / "out" / "results.csv").equals(results)
+
+
+def test_mean_std_table_bolds_the_best_and_marks_ties():
+    frame = pd.DataFrame({"row": ["a"] * 3 + ["b"] * 3 + ["c"] * 3, "column": ["x"] * 9,
+                          "mAP": [50, 52, 54, 49, 51, 53, 40, 41, 42]})
+    lines = partial_methods.mean_std_table(frame, ["a", "b", "c"], ["x"], "mAP")
+    assert lines[2] == "| a | **52.00 ± 2.00** |"
+    assert lines[3] == "| b | ≈ 51.00 ± 2.00 |"  # 1 point behind, inside the spread: a tie
+    assert lines[4] == "| c | 41.00 ± 1.00 |"
+    errors = frame.rename(columns={"mAP": "mae"})
+    assert partial_methods.mean_std_table(errors, ["c"], ["x"], "mae", higher_is_better=False)[2].startswith(
+        "| c | **41.000")
+
+
+@pytest.mark.parametrize("name", list(partial_methods.METHODS))
+def test_every_method_row_names_a_registered_loss(name):
+    from partial_csl.losses import LOSSES
+    assert partial_methods.METHODS[name]["loss"] in LOSSES
