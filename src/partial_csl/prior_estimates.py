@@ -8,7 +8,9 @@ to each class's annotated positive rate; under class-dependent annotation (FPC) 
 prior of about 0. So ``em`` here is cross-fitted and bounded:
 
 * the prior stage hides a seeded share of each class's annotated entries from its training (:func:`holdout_mask`),
-  and the logit shift of :func:`recalibrate_to_annotated` is fitted on those entries only;
+  and :func:`recalibrate_to_annotated` is fitted on those entries only: Platt scaling (a scale and a shift of the
+  logit), since an over- or under-confident model is wrong by a *scale* that no shift can undo (an under-confident
+  model with logits at 1/3 sent a class of prior 0.05 to 0.000003 after the shift alone);
 * whatever the model says, the prior of a class lies in [n_pos / N, 1 - n_neg / N] (:func:`prior_bounds`:
   annotated positives are positives, annotated negatives are negatives); where EM does not converge or ends outside,
   the mean posterior clipped to those bounds is used instead, with a warning, and the ``estimator`` record says so.
@@ -98,7 +100,30 @@ def calibration_mask(targets: np.ndarray, holdout: np.ndarray | None) -> np.ndar
     return fit
 
 
-def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: np.ndarray | None = None) -> np.ndarray:
+PLATT_RIDGE = 0.1  # pulls the scale to 1 and the shift to 0: finite even on separable entries
+PLATT_MIN_EACH = 5  # fewer held-out positives or negatives than this: fit the shift only
+
+
+def platt_scaling(logits: np.ndarray, labels: np.ndarray, iterations: int = 50) -> tuple[float, float, float]:
+    """(scale a, shift b, standard error of a) minimising the cross-entropy of sigmoid(a logit + b) against
+    ``labels`` (0/1), plus ``PLATT_RIDGE / 2 ((a - 1)^2 + b^2)``; Newton's method on the two parameters, the standard
+    error from the inverse Hessian at the optimum."""
+    x, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
+    theta = np.array([1.0, 0.0])
+    features = np.stack([x, np.ones_like(x)], axis=1)
+    for _ in range(iterations):
+        p = 1 / (1 + np.exp(-np.clip(features @ theta, -40, 40)))
+        gradient = features.T @ (p - y) + PLATT_RIDGE * (theta - [1.0, 0.0])
+        hessian = (features * (p * (1 - p))[:, None]).T @ features + PLATT_RIDGE * np.eye(2)
+        step = np.linalg.solve(hessian, gradient)
+        theta -= step
+        if np.abs(step).max() < 1e-10:
+            break
+    return float(theta[0]), float(theta[1]), float(np.sqrt(np.linalg.inv(hessian)[0, 0]))
+
+
+def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: np.ndarray | None = None,
+                             fit_scale: bool = False) -> np.ndarray:
     """Shift each class's posteriors so that their mean over its annotated fit entries equals their positive rate.
 
     EM assumes posteriors calibrated to the annotated base rate; a model that is not (too few epochs, focusing,
@@ -106,8 +131,11 @@ def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: n
     constant shift of the logit, so each class gets the shift b (found by bisection) that makes
     mean(sigmoid(logit(p) + b)) over its fit entries equal to their positive rate; the shift then applies to every
     posterior of the class. The fit entries are the annotated ones, within ``fit_mask`` (N, C) when given (entries
-    the model did not train on: in-sample posteriors of an overfitted model are too confident). Classes whose fit
-    entries lack a positive or a negative are left as they are.
+    the model did not train on: in-sample posteriors of an overfitted model are too confident). With ``fit_scale``,
+    a class with at least ``PLATT_MIN_EACH`` fit positives and negatives gets :func:`platt_scaling` (scale and shift)
+    when its scale differs from 1 by more than two standard errors (a Wald test: with a few hundred entries a fitted
+    scale is noisy, and EM on a rare class amplifies that noise; a calibrated model keeps the one-parameter shift).
+    Classes whose fit entries lack a positive or a negative are left as they are.
     """
     probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
     logits = np.log(probs) - np.log1p(-probs)
@@ -120,6 +148,12 @@ def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: n
         a = float((targets[known, c] == 1).mean()) if known.any() else 0.0
         if not 0 < a < 1:
             continue
+        labels = targets[known, c] == 1
+        if fit_scale and min(labels.sum(), (~labels).sum()) >= PLATT_MIN_EACH:
+            scale, shift, error = platt_scaling(logits[known, c], labels)
+            if abs(scale - 1) > 2 * error:
+                out[:, c] = 1 / (1 + np.exp(-np.clip(scale * logits[:, c] + shift, -40, 40)))
+                continue
         low, high = -30.0, 30.0
         for _ in range(60):
             shift = (low + high) / 2
@@ -168,8 +202,9 @@ def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: floa
 
 def bounded_em(probs: np.ndarray, targets: np.ndarray, annotated_rate: np.ndarray,
                holdout: np.ndarray | None = None, max_iter: int | None = None) -> tuple[np.ndarray, dict]:
-    """The ``em`` estimate: recalibration fitted on the ``holdout`` entries (all annotated ones without it), EM on
-    every posterior, and the clipped mean posterior for classes where EM fails (see the module docstring).
+    """The ``em`` estimate: recalibration fitted on the ``holdout`` entries (with a scale where the data show one;
+    without a holdout, the shift alone on every annotated entry), EM on every posterior, and the clipped mean
+    posterior for classes where EM fails (see the module docstring).
 
     Returns (priors (C,), details): ``em_iterations``, ``lower_bound``, ``upper_bound`` and ``estimator`` per class:
     ``em``; ``fallback_unconverged`` or ``fallback_out_of_bounds`` (the clipped mean replaced EM); ``clipped_mean``
@@ -177,7 +212,8 @@ def bounded_em(probs: np.ndarray, targets: np.ndarray, annotated_rate: np.ndarra
     of them counts as not converged.
     """
     max_iter = max_iter or EM_MAX_ITER
-    calibrated = recalibrate_to_annotated(probs, targets, calibration_mask(targets, holdout))
+    calibrated = recalibrate_to_annotated(probs, targets, calibration_mask(targets, holdout),
+                                          fit_scale=holdout is not None)
     em, iterations = em_prior_shift(calibrated, annotated_rate, max_iter=max_iter)
     lower, upper = prior_bounds(targets)
     ran = (annotated_rate > 0) & (annotated_rate < 1)
