@@ -76,6 +76,7 @@ def main() -> None:
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--end-to-end-epochs", type=int, default=0, help="0: skip the end-to-end row")
+    p.add_argument("--heads", nargs="+", default=list(HEADS), choices=list(HEADS))
     args = p.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if args.coco:
@@ -91,7 +92,7 @@ def main() -> None:
                        partial_loss_mode="negative", freeze_backbone=True, cache_embeddings=True,
                        embeddings_dir=str(args.out / "embeddings"), decoder_embed=256, overwrite=True)
     results = {}
-    for head in HEADS:
+    for head in args.heads:
         for seed in args.seeds:
             run = args.out / f"{head}-seed{seed}"
             results[f"{head}/{seed}"] = one_run(replace(base, head=head, seed=seed, output_dir=str(run)), run, test)

@@ -211,3 +211,12 @@ def test_freeze_backbone_is_refused_for_afa(data, tmp_path, capsys):
     assert train_script.main(_frozen_args(data, tmp_path / "r", "--arch", "afa", "--branch-model",
                                           "test_resnet")) == 2
     assert "needs a model with a separable backbone" in capsys.readouterr().err
+
+
+def test_label_graph_head_starts_at_the_logit_scale_of_a_linear_head():
+    torch.manual_seed(0)
+    features = torch.rand(64, 512, 2, 2)  # post-ReLU-like pooled features
+    linear = torch.nn.Linear(512, 21)(features.mean(dim=(2, 3)))
+    graph = LabelGraphHead(in_features=512, num_classes=21)(features)
+    ratio = graph.std().item() / linear.std().item()
+    assert 0.3 < ratio < 3, ratio  # it was about 20x, and the head did not learn

@@ -93,6 +93,12 @@ class LabelGraphHead(nn.Module):
         self.attention = nn.MultiheadAttention(embed_dim, heads, batch_first=True)
         self.norm = nn.LayerNorm(embed_dim)
         self.to_weights = nn.Linear(embed_dim, in_features)
+        # the generated classifier weights start at the scale of a default linear layer's (entries of variance
+        # 1 / (3 F)): the layer-normed embeddings have unit variance over D, so each weight entry has variance D std^2;
+        # at nn.Linear's own init they came out sqrt(F) times larger, the logits started at +-10 and more, and the
+        # head did not learn (24 mAP where a linear head reached 89)
+        nn.init.normal_(self.to_weights.weight, std=(3 * in_features * embed_dim) ** -0.5)
+        nn.init.zeros_(self.to_weights.bias)
         self.bias = nn.Parameter(torch.zeros(num_classes))
 
     def set_label_graph(self, adjacency: np.ndarray) -> None:
