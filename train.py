@@ -29,6 +29,7 @@ from partial_csl.engine.architectures import ARCHITECTURES
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.data import DATASETS
+from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
 from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
 from partial_csl.models import PretrainedLoadError
@@ -82,6 +83,12 @@ def _data_options(p: argparse.ArgumentParser) -> None:
                                           "raking: per-image weights matching sqrt-frequency per attribute")
     add("repeat_threshold", type=float, help="balanced: the frequency t below which classes are repeated")
     add("sampler_max_weight", type=float, help="raking: cap on one image's weight relative to the lightest")
+    add("sampler_power", type=float, help="balanced, raking: strength; repeat factors (t / f)^p, raking target "
+                                          "freq^(1 - p); 0.5 the square root, 0 uniform")
+    add("sampler_max_repeats", type=float, help="balanced, raking: cap on one image's weight relative to the "
+                                                "lightest (default: none)")
+    add("sampler_replacement", action=argparse.BooleanOptionalAction,
+        help="--no-sampler-replacement: each image floor(expected) times, the rest drawn without replacement")
     add("on_bad_rows", choices=("error", "skip"), help="skip: leave bad CSV rows out, listed in the run folder")
 
     add = _adder(p.add_argument_group("COCO-format data (--dataset coco)"))
@@ -119,6 +126,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add("branch_model", help="afa: the ResNet-family timm model of each attribute branch")
     add("afa_stages", help="afa: comma-separated stages (1-4) followed by an AFA layer, e.g. 3,4")
     add("afa_grad_balance", action="store_true", help="afa: the original's gradient isolation")
+    add("reset_head", action="store_true", help="re-initialise the classifier of --model-path (cRT with "
+                                               "--freeze-backbone --sampler balanced)")
 
 
 def _optim_options(p: argparse.ArgumentParser) -> None:
@@ -175,6 +184,16 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
     add("splc_threshold", type=float, help="splc: a negative above this probability is trained as a positive")
     add("splc_start_epoch", type=int, help="splc: first epoch (0-based) of the correction")
     add("ll_delta_rel", type=float, help="ll_r, ll_ct, ll_cp: percent of a batch's entries modified per epoch")
+    add = _adder(p.add_argument_group("class imbalance (counts from the annotated training labels; #N/A excluded)"))
+    add("class_weights", choices=CLASS_WEIGHTINGS, help="effective_number: (1 - beta) / (1 - beta^n_c), mean 1, on "
+                                                       "the positive terms (csl) or per class in each attribute's CE")
+    add("cb_beta", type=float, help="effective_number: beta")
+    add("drw_start_epoch", type=int, help="class weights from this epoch (0-based) on; before it the plain loss (DRW)")
+    add("logit_adjust", choices=LOGIT_ADJUSTMENTS, help="train: + tau log prior in the loss; posthoc: - tau log prior "
+                                                        "at prediction (stored in the checkpoint); balanced_softmax: "
+                                                        "+ log n_c in each attribute's softmax (multi-head archs)")
+    add("la_tau", type=float, help="logit adjustment: tau")
+    add("db_neg_scale", type=float, help="--loss db: negative logit scale lambda")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

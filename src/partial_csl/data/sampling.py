@@ -42,10 +42,11 @@ def class_frequencies(targets: np.ndarray) -> np.ndarray:
     return np.divide((targets == 1).sum(axis=0), known, out=np.zeros(targets.shape[1]), where=known > 0)
 
 
-def repeat_factors(targets: np.ndarray, threshold: float) -> np.ndarray:
-    """LVIS repeat factor per image: max over its known positives of max(1, sqrt(t / f(c))); 1 without any."""
+def repeat_factors(targets: np.ndarray, threshold: float, power: float = 0.5) -> np.ndarray:
+    """LVIS repeat factor per image: max over its known positives of max(1, (t / f(c))^power) (LVIS: power 0.5,
+    the square root; smaller is gentler, 0 uniform); 1 without any."""
     freq = class_frequencies(targets)
-    per_class = np.where(freq > 0, np.sqrt(threshold / np.maximum(freq, 1e-12)), 1.0)
+    per_class = np.where(freq > 0, (threshold / np.maximum(freq, 1e-12)) ** power, 1.0)
     per_class = np.maximum(per_class, 1.0)
     positive = targets == 1
     return np.where(positive.any(axis=1), np.where(positive, per_class[None, :], 1.0).max(axis=1), 1.0)
@@ -81,17 +82,29 @@ def raking_weights(values: np.ndarray, schema: AttributeSchema, power: float = 0
     return weights / weights.mean()
 
 
+def cap_weights(weights: np.ndarray, max_repeats: float | None) -> np.ndarray:
+    """Weights no larger than ``max_repeats`` times the lightest image's (None: as they are)."""
+    if max_repeats is None:
+        return weights
+    if max_repeats < 1:
+        raise ValueError(f"the cap on repeats must be at least 1, got {max_repeats}")
+    return np.minimum(weights, max_repeats * weights.min())
+
+
 def sampling_weights(kind: str, values: np.ndarray, schema: AttributeSchema, threshold: float = 0.3,
-                     max_weight: float = 10.0) -> np.ndarray:
-    """Weights (mean 1) of one sampler kind."""
+                     max_weight: float = 10.0, power: float = 0.5, max_repeats: float | None = None) -> np.ndarray:
+    """Weights (mean 1) of one sampler kind. ``power`` is the strength of the rebalancing: the exponent of the
+    repeat factors (balanced) and 1 minus the exponent of the frequency target (raking); 0.5 is the square-root
+    default of both, 0 is uniform. ``max_repeats`` caps every image's weight relative to the lightest."""
     if kind == "uniform":
         return np.ones(len(values))
     if kind == "balanced":
-        weights = repeat_factors(schema.encode(values), threshold)
+        weights = repeat_factors(schema.encode(values), threshold, power)
     elif kind == "raking":
-        weights = raking_weights(values, schema, max_weight=max_weight)
+        weights = raking_weights(values, schema, power=1.0 - power, max_weight=max_weight)
     else:
         raise ValueError(f"unknown sampler {kind!r}; expected one of {SAMPLERS}")
+    weights = cap_weights(weights, max_repeats)
     return weights / weights.mean()
 
 
@@ -113,16 +126,32 @@ def expected_distribution(values: np.ndarray, schema: AttributeSchema, weights: 
     return pd.DataFrame.from_records(records)
 
 
+def rounded_draw(weights: torch.Tensor, num_samples: int, generator: torch.Generator) -> torch.Tensor:
+    """``num_samples`` indices, image i exactly floor(e_i) or floor(e_i) + 1 times (e_i = its expected count): the
+    floors, then the remaining draws *without* replacement with the fractional parts as weights, shuffled. Fewer
+    duplicates than independent draws, and no image beyond its expected count rounded up."""
+    expected = weights / weights.sum() * num_samples
+    counts = expected.floor().long()
+    remainder = num_samples - int(counts.sum())
+    if remainder > 0:
+        fraction = (expected - counts).clamp(min=0) + 1e-12
+        counts[torch.multinomial(fraction, remainder, replacement=False, generator=generator)] += 1
+    draws = torch.repeat_interleave(torch.arange(len(weights)), counts)
+    return draws[torch.randperm(len(draws), generator=generator)]
+
+
 class RepeatAwareSampler(Sampler):
-    """Draws ``num_samples`` indices with replacement, proportional to ``weights``; seeded by (seed, epoch).
+    """Draws ``num_samples`` indices proportional to ``weights``, seeded by (seed, epoch): independently with
+    replacement, or with ``replacement=False`` by :func:`rounded_draw`.
 
     Yields ``(index, k)`` pairs where k counts earlier draws of the same index in this epoch (0 for the first).
     For DDP, give each rank ``rank`` and ``world_size``: every rank draws the same epoch and keeps its own slice.
     """
 
     def __init__(self, weights: np.ndarray, num_samples: int | None = None, seed: int = 0, rank: int = 0,
-                 world_size: int = 1):
+                 world_size: int = 1, replacement: bool = True):
         self.weights = torch.as_tensor(np.asarray(weights, dtype=np.float64))
+        self.replacement = replacement
         self.num_samples = num_samples or len(self.weights)
         self.seed, self.epoch, self.rank, self.world_size = seed, 0, rank, world_size
 
@@ -134,7 +163,10 @@ class RepeatAwareSampler(Sampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+        if self.replacement:
+            draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+        else:
+            draws = rounded_draw(self.weights, self.num_samples, generator).tolist()
         seen: dict[int, int] = {}
         pairs = []
         for index in draws:

@@ -17,11 +17,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..losses import MultiTaskLoss, build_loss
+from ..losses import build_loss
 from ..models import build_afa, build_latent, build_multihead, create_model
 from ..models.heads import HeadedModel, build_head
 from .config import TrainConfig
 from .data import LabelSpace
+from .imbalance import per_attribute_loss, wrap_single_head
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,16 @@ def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels:
             "num_classes": len(labels.class_names), "expected_positives": expected, "wan_weight": cfg.wan_weight,
             "epr_weight": cfg.epr_weight, "role_lr_multiplier": cfg.role_lr_multiplier,
             "hill_lambda": cfg.hill_lambda, "focal_margin": cfg.focal_margin, "splc_threshold": cfg.splc_threshold,
-            "splc_start_epoch": cfg.splc_start_epoch, "ll_delta_rel": cfg.ll_delta_rel}
+            "splc_start_epoch": cfg.splc_start_epoch, "ll_delta_rel": cfg.ll_delta_rel,
+            "class_positives": np.asarray(labels.train_class_counts, dtype=float),
+            "class_annotated": np.asarray(labels.train_annotated_counts, dtype=float),
+            "db_neg_scale": cfg.db_neg_scale}
 
 
 def _single_head_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
     if cfg.loss == "aam" and cfg.head != "cosine":
         raise ValueError("--loss aam (additive angular margin) needs cosine logits: use it with --head cosine")
-    return build_loss(cfg.loss, **loss_settings(cfg, mode, prior, labels))
+    return wrap_single_head(build_loss(cfg.loss, **loss_settings(cfg, mode, prior, labels)), cfg, labels)
 
 
 def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
@@ -74,7 +78,7 @@ def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | No
     if cfg.loss != "partial_asl":
         raise ValueError(f"--loss applies to --arch csl; --arch {cfg.arch} trains a softmax cross-entropy per "
                          "attribute")
-    return MultiTaskLoss(list(labels.schema.group_slices().values()), cfg.task_weighting, cfg.dwa_temperature)
+    return per_attribute_loss(cfg, labels)
 
 
 def _group_sizes(labels: LabelSpace) -> list[int] | None:

@@ -31,7 +31,7 @@ from .architectures import build_model, get_architecture
 from .config import TrainConfig
 from .data import LabelSpace
 from .distributed import DistInfo
-from .embeddings import freeze_backbone
+from .embeddings import freeze_backbone, reset_head
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +141,8 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
     The L2 decay and Adam's eps are scaled to the loss reduction and the number of processes (see
     :func:`reference_gradient_scale`); a warning says when the run is too short for the EMA decay."""
     model = build_stage_model(cfg, labels, device)
+    if cfg.reset_head:
+        reset_head(model)  # cRT: a new classifier on the --model-path backbone
     if cfg.freeze_backbone:
         freeze_backbone(model)  # the optimiser below then holds the head's parameters only
     train_model = _wrap_for_training(model, cfg, device, info)

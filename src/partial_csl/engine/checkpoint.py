@@ -5,7 +5,8 @@ A checkpoint is a dict of tensors and plain types, written atomically and read w
     format_version, arch, arch_args, model_name, num_classes, norm, class_names, schema (attribute groups or None),
     image_size, data_config (mean, std, interpolation), normalization (mean, std: format 1's field), model (state
     dict of the weights it was saved for), weights ('regular' or 'ema'), priors (list or None), partial_loss_mode,
-    loss, stage, train_class_counts, metrics, config, history
+    loss, stage, train_class_counts, metrics, config, history, logit_adjustment (per-class offsets added to the
+    logits at prediction, ``--logit-adjust posthoc``; None otherwise)
 
 ``best.pt`` (:func:`best_payload`) is that and nothing more, plus ``best_metric`` and ``epoch``: the artefact to keep
 and share; a run that tunes thresholds adds ``thresholds`` (see :mod:`partial_csl.thresholds`) when it ends.
@@ -35,6 +36,7 @@ from ..thresholds import thresholds_problem
 from .architectures import ARCHITECTURES, build_model, get_architecture
 from .config import TrainConfig
 from .data import LabelSpace
+from .imbalance import apply_logit_adjustment, posthoc_adjustment
 
 if TYPE_CHECKING:
     from .build import TrainingParts
@@ -109,7 +111,7 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", norm: 
     model = build_model(ckpt.get("arch", "csl"), ckpt["model_name"], ckpt["num_classes"], norm=norm, device=device,
                         **(ckpt.get("arch_args") or {}))
     model.load_state_dict(ckpt["model"])
-    return model.eval()
+    return apply_logit_adjustment(model, ckpt.get("logit_adjustment")).eval()
 
 
 @dataclass
@@ -137,7 +139,8 @@ def model_metadata(cfg: TrainConfig, labels: LabelSpace, model: nn.Module, data_
             "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
             "priors": None if prior is None else [float(p) for p in prior],
             "partial_loss_mode": mode, "loss": cfg.loss, "stage": stage,
-            "train_class_counts": labels.train_class_counts, "config": cfg.to_dict()}
+            "train_class_counts": labels.train_class_counts, "config": cfg.to_dict(),
+            "logit_adjustment": posthoc_adjustment(cfg, labels) if stage == "main" else None}
 
 
 def best_payload(metadata: dict, parts: TrainingParts, weights: str, metrics: dict, progress: StageProgress,

@@ -41,6 +41,10 @@ class TrainConfig:
     sampler: str = "uniform"
     repeat_threshold: float = 0.3
     sampler_max_weight: float = 10.0
+    sampler_power: float = 0.5  # balanced: r = max(1, (t / f)^p); raking: target freq^(1 - p); 0 uniform
+    sampler_max_repeats: float | None = None  # cap on an image's weight relative to the lightest image
+    sampler_replacement: bool = True  # False: each image floor(expected) times, the rest drawn without replacement
+    reset_head: bool = False  # re-initialise the classifier of --model-path (cRT: a new head on a trained backbone)
     # model
     arch: str = "csl"
     head: str = "linear"
@@ -101,6 +105,13 @@ class TrainConfig:
     splc_threshold: float = 0.65
     splc_start_epoch: int = 1
     ll_delta_rel: float = 0.2  # ll_*: percent of the batch's entries modified per epoch
+    # class imbalance (partial_csl.losses.imbalance), from the known training labels only
+    class_weights: str = "none"  # none or effective_number (Cui et al. 2019) on positive terms / per-class CE
+    cb_beta: float = 0.999
+    drw_start_epoch: int = 0  # class weights from this epoch (0-based) on: deferred re-weighting (Cao et al. 2019)
+    logit_adjust: str = "none"  # none, train, posthoc (Menon et al. 2021), balanced_softmax (per-attribute heads)
+    la_tau: float = 1.0
+    db_neg_scale: float = 2.0  # --loss db: lambda of the negative-tolerant regularisation
     # thresholds tuned on the validation split at the end of training (off by default)
     class_thresholds: str = "none"  # multi-label data: none, f1 or precision (see partial_csl.thresholds)
     target_precision: float = 0.9

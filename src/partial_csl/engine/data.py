@@ -35,6 +35,7 @@ class LabelSpace:
     class_names: list[str]
     schema: AttributeSchema | None = None
     train_class_counts: list[int] = field(default_factory=list)
+    train_annotated_counts: list[int] = field(default_factory=list)  # annotated (not #N/A) labels per class
     true_frequency: np.ndarray | None = None  # known only for simulated partial labels
     label_graph: np.ndarray | None = None  # (C, C) co-occurrence of the known training labels (label_graph head)
     num_train_images: int = 0
@@ -181,6 +182,7 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
         raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
     labels, train, val = DATASETS[cfg.dataset](cfg, run_dir)
     labels.num_train_images, labels.expected_positives = len(train), expected_positives(train.targets)
+    labels.train_annotated_counts = (train.targets != -1).sum(axis=0).astype(int).tolist()
     if cfg.head == "label_graph":
         labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
     return labels, train, val

@@ -61,6 +61,16 @@ def head_parameter_names(model: nn.Module) -> set[str]:
     return {f"{prefix}.{n}" for n, _ in classifier.named_parameters()}
 
 
+def reset_head(model: nn.Module) -> None:
+    """Re-initialise every module that holds head parameters (``--reset-head``): classifier re-training (cRT, Kang
+    et al., ICLR 2020) learns a new classifier on a trained backbone, not a fine-tuned copy of the old one."""
+    trainable = head_parameter_names(model)
+    for name, module in model.named_modules():
+        own = {f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)}
+        if own & trainable and hasattr(module, "reset_parameters"):
+            module.reset_parameters()
+
+
 def freeze_backbone(model: nn.Module) -> None:
     """Only the head keeps ``requires_grad`` (the optimiser then holds the head's parameters alone)."""
     check_separable(model)

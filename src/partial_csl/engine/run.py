@@ -86,7 +86,9 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
                        f"labels, held out from its training (--prior_holdout {cfg.prior_holdout})")
     log.info("prior stage: %s loss in ignore mode (--prior_loss), posteriors calibrated %s", cfg.prior_loss,
              calibration)
-    return dataclasses.replace(run, cfg=dataclasses.replace(cfg, loss=cfg.prior_loss), train=train), holdout
+    # the prior model estimates the natural class frequencies: no class weights or logit adjustment
+    prior_cfg = dataclasses.replace(cfg, loss=cfg.prior_loss, class_weights="none", logit_adjust="none")
+    return dataclasses.replace(run, cfg=prior_cfg, train=train), holdout
 
 
 def start_run(cfg: TrainConfig, info: DistInfo) -> Run:

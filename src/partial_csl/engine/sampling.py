@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..data.sampling import (
     RepeatAwareDataset,
     RepeatAwareSampler,
+    cap_weights,
     expected_distribution,
     repeat_factors,
     sampling_weights,
@@ -32,10 +33,11 @@ def training_sample_weights(cfg: TrainConfig, labels: LabelSpace, train: Labelle
         return None
     if labels.schema is not None:
         return sampling_weights(cfg.sampler, train.values, labels.schema, cfg.repeat_threshold,
-                                cfg.sampler_max_weight)
+                                cfg.sampler_max_weight, cfg.sampler_power, cfg.sampler_max_repeats)
     if cfg.sampler == "raking":
         raise ValueError("--sampler raking needs attribute data (it balances each attribute's classes)")
-    weights = repeat_factors(train.targets, cfg.repeat_threshold)
+    weights = cap_weights(repeat_factors(train.targets, cfg.repeat_threshold, cfg.sampler_power),
+                          cfg.sampler_max_repeats)
     return weights / weights.mean()
 
 
@@ -65,10 +67,10 @@ class IndexedDataset(Dataset):
         return (*self.dataset[item], index)
 
 
-def _sampler(n: int, weights: np.ndarray | None, seed: int, info: DistInfo):
+def _sampler(n: int, weights: np.ndarray | None, seed: int, info: DistInfo, replacement: bool = True):
     if weights is None:
         return ShardedShuffleSampler(n, seed, info.rank, info.world_size)
-    return RepeatAwareSampler(weights, n, seed, info.rank, info.world_size)
+    return RepeatAwareSampler(weights, n, seed, info.rank, info.world_size, replacement)
 
 
 def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfig, weights: np.ndarray | None,
@@ -79,14 +81,14 @@ def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfi
     if weights is not None:
         dataset = RepeatAwareDataset(dataset, build_strong_transform(data_config))
     return make_loader(IndexedDataset(dataset), cfg.batch_size, cfg.workers, train=True, seed=seed,
-                       sampler=_sampler(len(train), weights, seed, info))
+                       sampler=_sampler(len(train), weights, seed, info, cfg.sampler_replacement))
 
 
 def feature_loader(cfg: TrainConfig, features: Dataset, weights: np.ndarray | None, seed: int,
                    info: DistInfo) -> DataLoader:
     """This epoch's loader over cached backbone features (``--freeze-backbone``): the same sampling as images."""
     return make_loader(IndexedDataset(features), cfg.batch_size, 0, train=True, seed=seed,
-                       sampler=_sampler(len(features), weights, seed, info))
+                       sampler=_sampler(len(features), weights, seed, info, cfg.sampler_replacement))
 
 
 def steps_per_epoch(cfg: TrainConfig, n_images: int, weights: np.ndarray | None, info: DistInfo) -> int:

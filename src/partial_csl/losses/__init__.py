@@ -19,6 +19,7 @@ from .assume_negative import (
     an_loss,
     an_ls_loss,
 )
+from .imbalance import DistributionBalancedLoss
 from .large_loss import LargeLossModification, ll_cp_loss, ll_ct_loss, ll_r_loss
 from .margin import AdditiveAngularMarginLoss, LabelSmoothingLoss
 from .multitask import TASK_WEIGHTINGS, MultiTaskLoss, dwa_weights
@@ -47,6 +48,8 @@ LOSSES = {
     "ll_r": ll_r_loss,
     "ll_ct": ll_ct_loss,
     "ll_cp": ll_cp_loss,
+    # Wu et al. 2020: Distribution-Balanced loss (re-balanced weights, negative-tolerant regularisation; --db-neg-scale)
+    "db": DistributionBalancedLoss,
 }
 
 
@@ -70,6 +73,7 @@ __all__ = [
     "TASK_WEIGHTINGS",
     "TOPK_SCOPES",
     "AdditiveAngularMarginLoss",
+    "DistributionBalancedLoss",
     "ExpectedPositiveLoss",
     "GroupSoftmaxCrossEntropy",
     "HillLoss",

@@ -28,11 +28,13 @@ def dwa_weights(previous: torch.Tensor, before: torch.Tensor, temperature: float
 class MultiTaskLoss(nn.Module):
     reduction = "mean"
 
-    def __init__(self, group_slices: list[slice], weighting: str = "equal", temperature: float = 2.0):
+    def __init__(self, group_slices: list[slice], weighting: str = "equal", temperature: float = 2.0,
+                 ce: GroupSoftmaxCrossEntropy | None = None):
         super().__init__()
         if weighting not in TASK_WEIGHTINGS:
             raise ValueError(f"unknown task weighting {weighting!r}; expected one of {TASK_WEIGHTINGS}")
-        self.ce = GroupSoftmaxCrossEntropy(group_slices)
+        # ``ce``: a per-attribute cross-entropy with class weights or logit offsets (partial_csl.losses.imbalance)
+        self.ce = ce if ce is not None else GroupSoftmaxCrossEntropy(group_slices)
         self.weighting, self.temperature = weighting, temperature
         n = len(group_slices)
         self.log_vars = nn.Parameter(torch.zeros(n)) if weighting == "uncertainty" else None
@@ -49,6 +51,11 @@ class MultiTaskLoss(nn.Module):
         if self.log_vars is not None:
             return (per_task / (2 * self.log_vars.exp()) + self.log_vars / 2).sum()
         return (self.weights * per_task).sum()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Passed on to the cross-entropy (deferred re-weighting switches its class weights on at an epoch)."""
+        if hasattr(self.ce, "set_epoch"):
+            self.ce.set_epoch(epoch)
 
     def end_epoch(self) -> None:
         """Record this epoch's mean task losses; DWA updates its weights from the last two."""

@@ -1,0 +1,174 @@
+"""Class-imbalance weights, offsets and samplers against hand-computed values; ``#N/A`` (-1) never counts."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from partial_csl.data.sampling import RepeatAwareSampler, cap_weights, repeat_factors, rounded_draw
+from partial_csl.data.schema import AttributeSchema
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.data import LabelSpace
+from partial_csl.engine.imbalance import (
+    apply_logit_adjustment,
+    class_weights,
+    per_attribute_loss,
+    posthoc_adjustment,
+    wrap_single_head,
+)
+from partial_csl.losses import bce_loss, build_loss
+from partial_csl.losses.imbalance import (
+    BalancedGroupCrossEntropy,
+    ReweightedLoss,
+    annotated_counts,
+    db_rebalance_weights,
+    effective_number_weights,
+    positive_counts,
+    sigmoid_log_prior_odds,
+    softmax_log_prior,
+)
+
+# classes a0 a1 | b0 b1 b2: the last row's attribute a is #N/A, the third row's b is #N/A
+TARGETS = np.array([[1, 0, 0, 0, 1],
+                    [1, 0, 0, 1, 0],
+                    [0, 1, -1, -1, -1],
+                    [-1, -1, 0, 0, 1]])
+
+
+def labels_of(targets: np.ndarray) -> LabelSpace:
+    schema = AttributeSchema.from_dict({"groups": [{"name": "a", "classes": 2}, {"name": "b", "classes": 3}]})
+    return LabelSpace(schema.class_names, schema, positive_counts(targets).astype(int).tolist(),
+                      train_annotated_counts=annotated_counts(targets).astype(int).tolist())
+
+
+def sigmoid(x: float) -> float:
+    return 1.0 / (1.0 + math.exp(-x))
+
+
+def test_counts_leave_out_unknown_labels():
+    assert positive_counts(TARGETS).tolist() == [2, 1, 0, 1, 2]
+    assert annotated_counts(TARGETS).tolist() == [3, 3, 3, 3, 3]
+
+
+def test_effective_number_weights_by_hand():
+    # beta 0.5: n = 3 -> 0.5 / 0.875 = 4/7; n = 1 -> 1; n = 0 counts as 1 -> 1; mean 6/7
+    assert effective_number_weights(np.array([3, 1, 0]), 0.5) == pytest.approx([2 / 3, 7 / 6, 7 / 6])
+    # per group: [n=3, n=1] -> [4/7, 1] / (11/14) = [8/11, 14/11]; a single-class group -> 1
+    grouped = effective_number_weights(np.array([3, 1, 5]), 0.5, [slice(0, 2), slice(2, 3)])
+    assert grouped == pytest.approx([8 / 11, 14 / 11, 1.0])
+    with pytest.raises(ValueError, match="beta"):
+        effective_number_weights(np.array([1]), 1.0)
+
+
+def test_sigmoid_prior_odds_from_annotated_labels_only():
+    # a0: 2 of 3 annotated; a1: 1 of 3; b0: 0 of 3, clipped to 1/4; never annotated: 0
+    odds = sigmoid_log_prior_odds(np.array([2, 1, 0, 0]), np.array([3, 3, 3, 0]))
+    assert odds == pytest.approx([math.log(2), -math.log(2), math.log(1 / 3), 0.0])
+
+
+def test_softmax_log_prior_within_each_attribute():
+    prior = softmax_log_prior(np.array([3, 1, 0, 2]), [slice(0, 2), slice(2, 4)])
+    assert prior == pytest.approx([math.log(0.75), math.log(0.25), math.log(1 / 3), math.log(2 / 3)])
+
+
+def test_engine_settings_from_a_label_matrix_with_unknowns():
+    labels = labels_of(TARGETS)
+    cfg = TrainConfig(arch="mtl", class_weights="effective_number", cb_beta=0.5, logit_adjust="posthoc", la_tau=2.0)
+    # a: n = [2, 1] -> [2/3, 1] / (5/6) = [4/5, 6/5]; b: n = [0->1, 1, 2] -> [1, 1, 2/3] / (8/9)
+    weights = class_weights(cfg, labels, list(labels.schema.group_slices().values()))
+    assert weights == pytest.approx([0.8, 1.2, 9 / 8, 9 / 8, 0.75])
+    # softmax post hoc: -tau log share; a: [2/3, 1/3]; b: counts [1, 1, 2] -> [1/4, 1/4, 1/2]
+    expected = [-2 * math.log(s) for s in (2 / 3, 1 / 3, 1 / 4, 1 / 4, 1 / 2)]
+    assert posthoc_adjustment(cfg, labels) == pytest.approx(expected)
+    csl = TrainConfig(logit_adjust="posthoc")  # sigmoid: -log(pi / (1 - pi)), pi = 2/3, 1/3, 0 -> 1/4, 1/3, 2/3
+    assert posthoc_adjustment(csl, labels) == pytest.approx(
+        [-math.log(2), math.log(2), math.log(3), math.log(2), -math.log(2)])
+    assert posthoc_adjustment(TrainConfig(logit_adjust="train"), labels) is None
+
+
+def test_reweighted_loss_weights_positives_and_defers():
+    logits, targets = torch.tensor([[0.5, -1.0], [2.0, 0.0]]), torch.tensor([[1.0, 0.0], [-1.0, 1.0]])
+    loss = ReweightedLoss(bce_loss(), "mean", torch.tensor([2.0, 0.5]), start_epoch=1)
+    terms = [2.0 * F.softplus(torch.tensor(-0.5)), F.softplus(torch.tensor(-1.0)), 0.5 * F.softplus(torch.tensor(0.0))]
+    plain = (F.softplus(torch.tensor(-0.5)) + terms[1] + F.softplus(torch.tensor(0.0))) / 2
+    loss.set_epoch(0)
+    assert loss(logits, targets).item() == pytest.approx(plain.item())
+    loss.set_epoch(1)
+    assert loss(logits, targets).item() == pytest.approx(sum(terms).item() / 2)
+
+
+def test_training_time_logit_adjustment_shifts_the_logits_in_the_loss():
+    labels = labels_of(TARGETS)
+    criterion = wrap_single_head(bce_loss(), TrainConfig(loss="bce", logit_adjust="train", la_tau=0.5), labels)
+    logits, targets = torch.zeros(1, 5), torch.tensor([[1.0, 0.0, -1.0, -1.0, -1.0]])
+    # a0 gets + 0.5 log 2 (positive), a1 gets - 0.5 log 2 (negative)
+    expected = F.softplus(torch.tensor(-0.5 * math.log(2))) + F.softplus(torch.tensor(-0.5 * math.log(2)))
+    assert criterion(logits, targets).item() == pytest.approx(expected.item())
+    assert wrap_single_head(bce_loss(), TrainConfig(loss="bce"), labels).__class__.__name__ == "PartialSelectiveLoss"
+
+
+def test_balanced_softmax_and_class_weights_in_the_per_attribute_ce():
+    labels = labels_of(TARGETS)
+    criterion = per_attribute_loss(TrainConfig(arch="mtl", logit_adjust="balanced_softmax"), labels)
+    logits = torch.zeros(2, 5)
+    targets = torch.tensor([[0.0, 1.0, -1.0, -1.0, -1.0], [1.0, 0.0, 0.0, 0.0, 1.0]])
+    # a: softmax of [log 2, log 1] -> class 1 has p 1/3 (both rows known); b: [log 1, log 1, log 2] -> class 2 p 1/2
+    per_group = criterion.ce.per_group(logits, targets)
+    assert per_group.tolist() == pytest.approx([(math.log(3) + math.log(1.5)) / 2, math.log(2)])
+    weighted = BalancedGroupCrossEntropy([slice(0, 2)], torch.tensor([3.0, 1.0]))
+    two = torch.tensor([[1.0, 0.0], [0.0, 1.0]])
+    # weighted mean: (3 log 2 + 1 log 2) / (3 + 1)
+    assert weighted.per_group(torch.zeros(2, 2), two).item() == pytest.approx(math.log(2))
+    assert weighted.per_group(torch.tensor([[1.0, 0.0], [1.0, 0.0]]), two).item() == pytest.approx(
+        (3 * F.softplus(torch.tensor(-1.0)) + F.softplus(torch.tensor(1.0))).item() / 4)
+
+
+def test_distribution_balanced_weights_by_hand():
+    targets = torch.tensor([[1.0, 1.0, 0.0], [-1.0, 1.0, 0.0], [0.0, 0.0, 0.0]])
+    weights = db_rebalance_weights(targets, torch.tensor([1.0, 4.0, 2.0]))
+    # 1/n = [1, 1/4, 1/2]; row 0 sums its positives 1 + 1/4 = 5/4: r = [4/5, 1/5, 2/5]; row 1 only 1/4: r = [4, 1, 2]
+    rows = [[0.8, 0.2, 0.4], [4.0, 1.0, 2.0], [1.0, 1.0, 1.0]]  # row 2 has no known positive: r = 1
+    assert weights.tolist() == [pytest.approx([sigmoid(10 * (r - 0.2)) + 0.1 for r in row]) for row in rows]
+
+
+def test_distribution_balanced_loss_by_hand():
+    loss = build_loss("db", class_positives=np.array([1.0, 3.0]), class_annotated=np.array([4.0, 4.0]),
+                      db_neg_scale=2.0, reduction="sum")
+    # bias 0.05 log(pi / (1 - pi)): pi = 1/4 -> -0.05 log 3; pi = 3/4 -> +0.05 log 3
+    assert loss.bias.tolist() == pytest.approx([-0.05 * math.log(3), 0.05 * math.log(3)])
+    z = torch.tensor([[0.3, -0.2]])
+    targets = torch.tensor([[1.0, 0.0]])
+    za, zb = 0.3 - 0.05 * math.log(3), -0.2 + 0.05 * math.log(3)
+    w = db_rebalance_weights(targets, torch.tensor([1.0, 3.0]))[0]  # r = [1, 1/3]
+    expected = w[0] * math.log1p(math.exp(-za)) + w[1] * math.log1p(math.exp(2 * zb)) / 2
+    assert loss(z, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert loss(z, torch.tensor([[-1.0, -1.0]])).item() == 0.0  # unknowns are ignored
+
+
+def test_posthoc_adjustment_is_added_to_the_model_output():
+    model = apply_logit_adjustment(torch.nn.Linear(2, 3, bias=False), [1.0, -2.0, 0.5])
+    torch.nn.init.zeros_(model.weight)
+    assert model(torch.ones(1, 2)).tolist() == [[1.0, -2.0, 0.5]]
+
+
+def test_gentler_repeat_factors_and_cap():
+    targets = np.array([[1, 0], [0, 1], [0, 1], [0, 1], [-1, 1]])  # f = [1/4, 4/5] (the #N/A row not counted for 0)
+    assert repeat_factors(targets, 1.0).tolist() == pytest.approx([2.0, math.sqrt(1.25)] + [math.sqrt(1.25)] * 3)
+    assert repeat_factors(targets, 1.0, power=1.0)[0] == pytest.approx(4.0)
+    assert repeat_factors(targets, 1.0, power=0.0).tolist() == [1.0] * 5
+    assert cap_weights(np.array([1.0, 5.0, 2.0]), 3).tolist() == [1.0, 3.0, 2.0]
+    assert cap_weights(np.array([1.0, 5.0]), None).tolist() == [1.0, 5.0]
+
+
+def test_rounded_draw_gives_each_image_floor_or_ceil_of_its_expected_count():
+    weights = torch.tensor([2.5, 1.0, 0.25, 0.25], dtype=torch.float64)  # expected counts 5, 2, 0.5, 0.5 of 8
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        counts = torch.bincount(rounded_draw(weights, 8, generator), minlength=4).tolist()
+        assert counts[:2] == [5, 2] and sorted(counts[2:]) == [0, 1]
+    sampler = RepeatAwareSampler(np.array([3.0, 1.0]), 4, replacement=False)
+    assert sorted(index for index, _ in sampler) == [0, 0, 0, 1]
