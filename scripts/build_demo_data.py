@@ -18,9 +18,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num-images", type=int, default=3000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--source", type=Path, default=FASHION_MNIST_DIR, help="folder with the Fashion-MNIST idx files")
+    p.add_argument("--skew", type=float, default=1.0,
+                   help="class frequencies raised to this power (1: garment-like; 1.5: a harder long tail)")
     args = p.parse_args(argv)
     try:
-        csv_path = build_demo_dataset(args.out, args.num_images, args.seed, args.source)
+        csv_path = build_demo_dataset(args.out, args.num_images, args.seed, args.source, skew=args.skew)
     except FileNotFoundError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -85,14 +85,27 @@ def render(product: np.ndarray, sleeve: int, pattern: int, size: int = DEMO_IMAG
     return Image.fromarray(np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8), "RGB")
 
 
+def class_frequencies(skew: float = 1.0) -> dict[str, np.ndarray]:
+    """Each attribute's class frequencies raised to ``skew`` and renormalised: 1 is the garment-like default, 1.5 a
+    harder long tail (pattern's rare classes at about 1 % instead of 3.5 %: a benchmark for imbalance handling)."""
+    out = {}
+    for name, freq in CLASS_FREQUENCIES.items():
+        powered = np.asarray(freq, dtype=float) ** skew
+        out[name] = powered / powered.sum()
+    return out
+
+
 def build_demo_dataset(out_dir: str | Path, num_images: int = 3000, seed: int = 0,
-                       source: Path = FASHION_MNIST_DIR, image_size: int = DEMO_IMAGE_SIZE) -> Path:
+                       source: Path = FASHION_MNIST_DIR, image_size: int = DEMO_IMAGE_SIZE, skew: float = 1.0) -> Path:
     """Write ``out_dir/images/*.png`` and ``out_dir/attributes.csv``; returns the CSV path.
 
     Skips the work when ``out_dir/manifest.json`` says the same build is already there.
     """
     out_dir = Path(out_dir)
     manifest = {"num_images": num_images, "seed": seed, "image_size": image_size, "version": 1}
+    frequencies = CLASS_FREQUENCIES if skew == 1.0 else class_frequencies(skew)
+    if skew != 1.0:  # the default build's manifest (and files) stay as they were
+        manifest["skew"] = skew
     manifest_path, csv_path = out_dir / "manifest.json", out_dir / "attributes.csv"
     if manifest_path.is_file() and csv_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
         return csv_path
@@ -103,7 +116,7 @@ def build_demo_dataset(out_dir: str | Path, num_images: int = 3000, seed: int = 
     (out_dir / "images").mkdir(parents=True, exist_ok=True)
     rows = []
     for i in tqdm(range(num_images), desc="building demo images", unit="img", disable=None):
-        classes = {name: int(rng.choice(len(freq), p=freq)) for name, freq in CLASS_FREQUENCIES.items()}
+        classes = {name: int(rng.choice(len(freq), p=freq)) for name, freq in frequencies.items()}
         product = NECK_PRODUCTS[classes["neck"]]
         pool = by_product[product]
         source_index = pool[used[product] % len(pool)]  # wraps only when asked for more than the source has

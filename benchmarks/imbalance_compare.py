@@ -1,0 +1,230 @@
+"""Imbalance handling x datasets x seeds on the demo attributes: per attribute accuracy, balanced accuracy, mAP and
+rare-class AP on the test split; resumable.
+
+    .venv/bin/python benchmarks/imbalance_compare.py            # frozen backbone, the default grid (see below)
+    .venv/bin/python benchmarks/imbalance_compare.py --quick    # a smoke test of the machinery
+    .venv/bin/python benchmarks/imbalance_compare.py --end-to-end --epochs 8   # whole networks (a GPU's grid)
+
+Datasets: ``demo`` (``make demo``'s split) and ``longtail`` (the demo builder with ``--skew 1.5``: pattern's rare
+classes at about 1 % instead of 3.5 %, split the same way). Arms (ARMS) are train.py settings on top of one base
+(train.py's defaults, the demo's recipe); the first, uniform sampling and the plain loss, is the baseline.
+
+By default every arm trains the head only (``--freeze-backbone``) on the features of one backbone per dataset: the
+baseline trained end to end for ``--backbone-epochs`` first (or ``--backbone``), cached once, so a 3-seed grid fits
+a 2-core CPU. That is the decoupled setting of cRT (Kang et al. 2020): there the ``cRT`` arm *is* the balanced
+sampler with a new head. ``--end-to-end`` trains whole networks, and ``cRT`` re-trains a reset head on the baseline's
+backbone of the same seed, with the balanced sampler.
+
+Rare-class AP: the mean AP of the bottom third (rounded, at least one) of each attribute's classes by training
+frequency. Writes ``OUT/results.csv`` (one row per cell and metric) and ``OUT/table.md`` (mean ± std over the
+seeds, the best in bold, ties marked: partial_methods.py's table helper); a cell's ``result.json`` marks it done.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import logging
+import shutil
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partial_csl.data.demo import build_demo_dataset
+from partial_csl.data.schema import default_schema
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.split import split_attribute_csv
+from partial_csl.engine.trainer import run_training
+from partial_csl.engine.validate import validate_checkpoint
+
+_SPEC = importlib.util.spec_from_file_location("partial_methods", Path(__file__).with_name("partial_methods.py"))
+_partial_methods = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(_partial_methods)
+mean_std_table = _partial_methods.mean_std_table
+
+GENTLE = dict(sampler_power=0.25, sampler_max_repeats=3.0, sampler_replacement=False)
+ARMS = {  # row: settings on top of the base; "drw" is replaced by two thirds of the epochs
+    "uniform, plain loss (baseline)": {},
+    "balanced sampler": dict(sampler="balanced"),
+    "raking sampler": dict(sampler="raking"),
+    "balanced, gentle (p 0.25, cap 3, no repl.)": dict(sampler="balanced", **GENTLE),
+    "raking, gentle (p 0.25, cap 3, no repl.)": dict(sampler="raking", **GENTLE),
+    "class-balanced weights (beta 0.999)": dict(class_weights="effective_number"),
+    "DRW (class-balanced from 2/3 of the epochs)": dict(class_weights="effective_number", drw_start_epoch="drw"),
+    "logit adjustment, training": dict(logit_adjust="train"),
+    "logit adjustment, post hoc": dict(logit_adjust="posthoc"),
+    "Distribution-Balanced loss": dict(loss="db"),
+    "cRT (new head, balanced sampler)": dict(sampler="balanced", crt=True),
+    "post hoc LA + gentle raking": dict(logit_adjust="posthoc", sampler="raking", **GENTLE),
+    "mtl: softmax heads": dict(arch="mtl"),
+    "mtl: balanced softmax": dict(arch="mtl", logit_adjust="balanced_softmax"),
+    "mtl: logit adjustment, post hoc": dict(arch="mtl", logit_adjust="posthoc"),
+    "mtl: class-balanced weights": dict(arch="mtl", class_weights="effective_number"),
+}
+QUICK = {"arms": ["uniform, plain loss (baseline)", "balanced, gentle (p 0.25, cap 3, no repl.)",
+                  "logit adjustment, post hoc", "cRT (new head, balanced sampler)", "mtl: balanced softmax"],
+         "datasets": ["demo"], "seeds": [0, 1], "epochs": 1}
+
+
+def longtail_split(args: argparse.Namespace) -> tuple[Path, str]:
+    """The demo builder with ``--skew`` and the same stratified split (built once)."""
+    root = Path(args.longtail_data)
+    csv = build_demo_dataset(root, num_images=args.longtail_images, seed=0, skew=args.skew, source=args.source)
+    split = args.out / "longtail_split"
+    if not (split / "test.csv").is_file():
+        split_attribute_csv(csv, root / "images", split, default_schema(), seed=0)
+    return split, str(root / "images")
+
+
+def base_config(args: argparse.Namespace, split: Path, images: str) -> TrainConfig:
+    """The demo's recipe (scripts/demo.sh) at the benchmark's size."""
+    return TrainConfig(train_csv=str(split / "train.csv"), val_csv=str(split / "valid.csv"), images=images,
+                       model_name=args.model_name, image_size=args.image_size, batch_size=32, workers=0,
+                       gamma_unann=4, likelihood_topk=3, epochs=args.epochs, lr=5e-4, augment="light",
+                       ema_decay=0.99, device=args.device, resume=True)
+
+
+def backbone(args: argparse.Namespace, base: TrainConfig, name: str) -> str:
+    """The baseline trained end to end: the frozen grid's backbone (trained here on first use)."""
+    if args.backbone:
+        return args.backbone
+    run_dir = args.out / "backbones" / name
+    if not (run_dir / "summary.json").is_file():
+        print(f"training the {name} backbone ({args.backbone_epochs} epochs) ...", flush=True)
+        run_training(replace(base, epochs=args.backbone_epochs, cache_images=True, output_dir=str(run_dir)))
+    return str(run_dir / "checkpoints" / "best.pt")
+
+
+def arm_config(base: TrainConfig, arm: dict, args: argparse.Namespace, frozen_from: str | None,
+               crt_from: str | None) -> TrainConfig:
+    settings = {k: v for k, v in arm.items() if k != "crt"}
+    if settings.get("drw_start_epoch") == "drw":
+        settings["drw_start_epoch"] = max(1, 2 * base.epochs // 3)
+    cfg = replace(base, **settings)
+    if frozen_from is not None:
+        return replace(cfg, model_path=frozen_from, freeze_backbone=True, cache_embeddings=True, ema_decay=0.0,
+                       lr=1e-3, embeddings_dir=str(args.out / "embeddings"), reset_head=True)
+    if arm.get("crt"):
+        return replace(cfg, model_path=crt_from, freeze_backbone=True, reset_head=True, ema_decay=0.0, lr=1e-3)
+    return replace(cfg, cache_images=True)
+
+
+def attribute_metrics(report: dict, train_csv: Path) -> dict:
+    """Per attribute accuracy, balanced accuracy, mAP and rare-class AP, and the overall mAP, from a test report."""
+    train = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
+    out = {"overall mAP": report["mAP"]}
+    for group in default_schema().groups:
+        known = train[group.name][~train[group.name].isin(["#N/A", ""])].astype(float).astype(int)
+        counts = known.value_counts()
+        order = sorted(range(group.num_classes), key=lambda k: counts.get(k, 0))
+        rare = [group.class_names[k] for k in order[:max(1, round(group.num_classes / 3))]]
+        out[f"{group.name} accuracy"] = report["accuracy_per_attribute"][group.name]
+        out[f"{group.name} balanced accuracy"] = report["macro_accuracy_per_attribute"][group.name]
+        out[f"{group.name} mAP"] = report["mAP_per_attribute"][group.name]
+        aps = np.array([report["ap_per_class"].get(c) for c in rare], dtype=float)  # None (not scorable): NaN
+        out[f"{group.name} rare-class AP"] = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
+    return out
+
+
+def one_cell(cfg: TrainConfig, run_dir: Path, split: Path, keep: bool) -> dict:
+    """Train and test one cell (or read its finished result); its checkpoints go unless ``keep``."""
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    summary = run_training(replace(cfg, output_dir=str(run_dir)))
+    report = validate_checkpoint(summary["best_checkpoint"], run_dir / "test_report", csv_path=str(split / "test.csv"),
+                                 images=cfg.images, workers=0, device=cfg.device, html=False)
+    result = {**attribute_metrics(report, split / "train.csv"), "seconds": time.perf_counter() - started}
+    done.write_text(json.dumps(result, indent=2) + "\n")
+    if not keep:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return result
+
+
+def run_dataset(args: argparse.Namespace, name: str, split: Path, images: str) -> list[dict]:
+    base = base_config(args, split, images)
+    frozen_from = None if args.end_to_end else backbone(args, base, name)
+    rows, baseline = [], next(iter(ARMS))
+    for seed in args.seeds:
+        baseline_dir = args.out / "runs" / name / "baseline" / f"seed{seed}"
+        for arm in args.arms:
+            folder = baseline_dir if arm == baseline else args.out / "runs" / name / slug(arm) / f"seed{seed}"
+            crt_from = str(baseline_dir / "checkpoints" / "best.pt")
+            if ARMS[arm].get("crt") and args.end_to_end:
+                one_cell(arm_config(base, {}, args, None, None), baseline_dir, split, keep=True)
+            cfg = arm_config(replace(base, seed=seed), ARMS[arm], args, frozen_from, crt_from)
+            result = one_cell(cfg, folder, split, keep=args.end_to_end and arm == baseline)
+            rows += [{"dataset": name, "row": arm, "seed": seed, "column": k, "value": v} for k, v in result.items()]
+            print(f"{name:8s} seed {seed} {arm:44s} mAP {result['overall mAP']:.2f} "
+                  f"pattern bal. acc {result['pattern balanced accuracy']:.1f} rare AP "
+                  f"{result['pattern rare-class AP']:.1f} ({result['seconds']:.0f} s)", flush=True)
+    return rows
+
+
+def slug(text: str) -> str:
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:60]
+
+
+def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
+    frame.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
+    setup = "end to end" if args.end_to_end else f"heads on a frozen {args.model_name} backbone (cached features)"
+    lines = [f"# Imbalance handling on the demo attributes ({setup}; {args.image_size} px, {args.epochs} epochs, "
+             f"seeds {', '.join(map(str, args.seeds))}; test split)", "",
+             "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", ""]
+    for name in args.datasets:
+        data = frame[(frame["dataset"] == name) & (frame["column"] != "seconds")].rename(columns={"value": "mAP"})
+        for attribute in ["overall", *default_schema().group_names]:
+            columns = [c for c in dict.fromkeys(data["column"]) if c.startswith(f"{attribute} ")]
+            lines += [f"## {name}: {attribute}", ""]
+            lines += mean_std_table(data, args.arms, columns, "mAP")  # named mAP for two decimals
+            lines.append("")
+    text = "\n".join(lines)
+    (args.out / "table.md").write_text(text)
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--split", type=Path, default=Path("outputs/demo/split"), help="the demo split (make demo)")
+    p.add_argument("--images", default="data/demo/images")
+    p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/imbalance"))
+    p.add_argument("--datasets", nargs="+", default=["demo", "longtail"], choices=["demo", "longtail"])
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS), metavar="ARM")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15, help="per arm (heads: seconds each; --end-to-end: use 8)")
+    p.add_argument("--model-name", default="tresnet_m")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--backbone", help="frozen grid: the backbone's weights (default: the baseline, trained here)")
+    p.add_argument("--backbone-epochs", type=int, default=8)
+    p.add_argument("--longtail-data", default="data/demo_longtail")
+    p.add_argument("--longtail-images", type=int, default=3000)
+    p.add_argument("--skew", type=float, default=1.5)
+    p.add_argument("--source", type=Path, default=Path("/usr/share/datasets/fashion-mnist"))
+    p.add_argument("--end-to-end", action="store_true", help="train whole networks; cRT on the baseline's backbone")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--quick", action="store_true", help="5 arms, the demo data, 2 seeds, 1 epoch")
+    args = p.parse_args(argv)
+    if args.quick:
+        args.arms, args.datasets, args.seeds, args.epochs = (QUICK[k] for k in ("arms", "datasets", "seeds", "epochs"))
+        args.backbone_epochs = 1
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    args.out.mkdir(parents=True, exist_ok=True)
+    splits = {"demo": lambda: (args.split, args.images), "longtail": lambda: longtail_split(args)}
+    rows = []
+    for name in args.datasets:
+        rows += run_dataset(args, name, *splits[name]())
+    print(write_tables(pd.DataFrame(rows), args))
+
+
+if __name__ == "__main__":
+    main()
