@@ -117,6 +117,8 @@ class ReweightedLoss(_Deferred):
         self.register_buffer("logit_offset", None if logit_offset is None
                              else torch.as_tensor(logit_offset, dtype=torch.float32))
         self.uses_sample_index = getattr(base, "uses_sample_index", False)
+        if hasattr(base, "lr_multiplier"):  # a label store (ROLE's) keeps its own learning rate when wrapped
+            self.lr_multiplier = base.lr_multiplier
 
     def set_epoch(self, epoch: int) -> None:
         super().set_epoch(epoch)
