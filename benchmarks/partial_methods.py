@@ -101,7 +101,8 @@ def prior_quality(run_dir: Path) -> list[dict]:
         return []
     priors = pd.read_csv(path)
     truth = pd.read_csv(run_dir / "simulation" / "simulation_summary.csv")["true_frequency"].to_numpy()
-    estimates = {"mean posterior (CSL)": priors["mean_posterior"].to_numpy(),
+    estimates = {"annotated positive rate (no model)": priors["annotated_rate"].to_numpy(),
+                 "mean posterior (CSL)": priors["mean_posterior"].to_numpy(),
                  f"{priors['method'].iloc[0]} (the run's estimate)": priors["prior"].to_numpy()}
     return [{"estimator": name, "spearman": float(spearmanr(value, truth).statistic),
              "mae": float(np.abs(value - truth).mean())} for name, value in estimates.items()]
