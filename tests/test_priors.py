@@ -318,3 +318,12 @@ def test_platt_scaling_is_finite_on_separable_entries_and_one_without_miscalibra
     scale, shift, error = prior_estimates.platt_scaling(logits, labels)
     assert abs(scale - 1) <= 2 * error  # no evidence of miscalibration: the shift alone is used
     assert scale == pytest.approx(1, abs=0.03) and shift == pytest.approx(0, abs=0.03)
+
+
+def test_fully_annotated_classes_take_their_annotated_rate_without_a_fallback_warning(caplog):
+    targets = np.array([[1, 0], [0, 1], [0, -1], [0, 0]])  # class 0 annotated on every image, class 1 not
+    probs = np.full((4, 2), 0.9)
+    with caplog.at_level(logging.WARNING, logger="partial_csl.prior_estimates"):
+        priors, details = priors_from_probabilities(probs, targets, "em", class_names=["hat", "scarf"])
+    assert details["estimator"][0] == "annotated" and priors[0] == pytest.approx(0.25)
+    assert "hat" not in caplog.text

@@ -208,20 +208,21 @@ def bounded_em(probs: np.ndarray, targets: np.ndarray, annotated_rate: np.ndarra
 
     Returns (priors (C,), details): ``em_iterations``, ``lower_bound``, ``upper_bound`` and ``estimator`` per class:
     ``em``; ``fallback_unconverged`` or ``fallback_out_of_bounds`` (the clipped mean replaced EM); ``clipped_mean``
-    (no annotated positive or negative, so no EM). ``max_iter`` defaults to :data:`EM_MAX_ITER`; EM that runs all
-    of them counts as not converged.
+    (no annotated positive or negative, so no EM); ``annotated`` (every image annotated: the bounds meet).
+    ``max_iter`` defaults to :data:`EM_MAX_ITER`; EM that runs all of them counts as not converged.
     """
     max_iter = max_iter or EM_MAX_ITER
     calibrated = recalibrate_to_annotated(probs, targets, calibration_mask(targets, holdout),
                                           fit_scale=holdout is not None)
     em, iterations = em_prior_shift(calibrated, annotated_rate, max_iter=max_iter)
     lower, upper = prior_bounds(targets)
-    ran = (annotated_rate > 0) & (annotated_rate < 1)
+    determined = upper - lower < BOUND_TOLERANCE  # every image annotated: the labels give the prior, nothing to fit
+    ran = (annotated_rate > 0) & (annotated_rate < 1) & ~determined
     unconverged = ran & (iterations >= max_iter)
     outside = ran & ~unconverged & ((em < lower - BOUND_TOLERANCE) | (em > upper + BOUND_TOLERANCE))
     used = ran & ~unconverged & ~outside
-    estimator = np.select([unconverged, outside, used], ["fallback_unconverged", "fallback_out_of_bounds", "em"],
-                          "clipped_mean")
+    estimator = np.select([determined, unconverged, outside, used],
+                          ["annotated", "fallback_unconverged", "fallback_out_of_bounds", "em"], "clipped_mean")
     priors = np.where(used, em, np.clip(np.asarray(probs, dtype=np.float64).mean(axis=0), lower, upper))
     return priors, {"em_iterations": iterations, "lower_bound": lower, "upper_bound": upper,
                     "estimator": estimator.tolist()}
