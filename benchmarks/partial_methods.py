@@ -153,7 +153,8 @@ def cell_text(mean: float, std: float, count: int, digits: int, best: tuple[floa
 def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], value: str,
                    higher_is_better: bool = True) -> list[str]:
     """Markdown rows of mean ± std per (row, column): the best mean of each column in bold, ties with it marked."""
-    stats = frame.groupby(["row", "column"])[value].agg(["mean", "std", "count"]).fillna(0.0)
+    stats = frame.groupby(["row", "column"])[value].agg(["mean", "std", "count"])
+    stats["std"] = stats["std"].fillna(0.0)  # one seed: no spread (a NaN mean, e.g. an undefined rho, stays NaN)
     digits = 2 if value == "mAP" else 3
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     best = {}
@@ -168,6 +169,9 @@ def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], val
                 cells.append("")
                 continue
             mean, std, count = stats.loc[(row, column)]
+            if np.isnan(mean):
+                cells.append("n/a")
+                continue
             tie = abs(best[column][0] - mean) <= max(std, best[column][1])
             cells.append(cell_text(mean, std, int(count), digits, best[column], tie))
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
