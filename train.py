@@ -165,12 +165,12 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
     add("prior_path", help="prior CSV (class,prior); without it selective estimates priors first")
     add("prior_epochs", type=int, help="epochs of the temporary ignore-mode model (default: --epochs)")
     add("prior_estimate", choices=PRIOR_ESTIMATES,
-        help="em: mean output corrected for the annotated base rates (label shift), bounded by the annotated "
-             "counts; mean: the CSL average")
+        help="mean: the CSL average (best in benchmarks/partial_methods.py but under FPC); em: mean output "
+             "corrected for the annotated base rates (label shift), bounded by the annotated counts")
     add("prior_loss", choices=LOSSES, help="the prior stage's loss, in ignore mode (bce: plain cross-entropy on the "
                                            "annotated labels; the main stage's gammas and clip do not apply)")
     add("prior_holdout", type=float, help="share of each class's annotated positives and negatives the prior model "
-                                          "does not train on; em's calibration is fitted on them (0: in-sample)")
+                                          "does not train on (em only): its calibration is fitted on them")
     add("loss_reduction", choices=("mean", "sum"), help="mean: per-sample; sum: the reference's raw sum")
     add = _adder(p.add_argument_group("missing-label losses (--loss an, wan, an_ls, epr, role, hill, splc, ll_r, "
                                       "ll_ct, ll_cp)"))

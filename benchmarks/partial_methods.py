@@ -55,6 +55,7 @@ METHODS = {  # row: settings on top of the grid's base config
     "LL-Cp": dict(loss="ll_cp"),
     "Negative ASL (4,1)": NEGATIVE_ASL,
     "CSL selective (top-5 per batch)": SELECTIVE,
+    "CSL selective, em priors": dict(SELECTIVE, prior_estimate="em"),
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
 }
 PROTOCOLS = {  # column: (simulator, parameter)
@@ -109,14 +110,20 @@ def prior_quality(run_dir: Path) -> list[dict]:
 
 
 def one_run(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train one cell (or read its finished result) and drop its checkpoints once the result is written."""
+    """Train one cell (or read its finished result, if it was trained with the same settings) and drop its
+    checkpoints once the result is written."""
+    cfg = replace(cfg, output_dir=str(run_dir))
     done = run_dir / "result.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if result.get("config") == cfg.to_dict():
+            return result
+        cfg = replace(cfg, resume=False, overwrite=True)  # the row's settings changed since: train it again
     started = time.perf_counter()
-    summary = run_training(replace(cfg, output_dir=str(run_dir)))
+    summary = run_training(cfg)
     result = {"mAP": summary["best_val_mAP"], "seconds": time.perf_counter() - started,
-              "best_weights": summary["best_weights"], "priors": prior_quality(run_dir)}
+              "best_weights": summary["best_weights"], "priors": prior_quality(run_dir),
+              "config": replace(cfg, resume=True, overwrite=False).to_dict()}
     done.write_text(json.dumps(result, indent=2) + "\n")
     shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result

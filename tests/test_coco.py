@@ -107,7 +107,7 @@ def test_train_validate_infer_on_coco_with_simulation(tmp_path, fake_fashion_mni
     ckpt = load_checkpoint(run / "checkpoints" / "best.pt")
     assert ckpt["schema"] is None and ckpt["class_names"][10] == "red tshirt"
     prior_file = pd.read_csv(run / "priors" / "prior_ignore.csv")
-    assert (prior_file["method"] == "em").all() and "annotated_rate" in prior_file
+    assert (prior_file["method"] == "mean").all() and "annotated_rate" in prior_file
 
     report_dir = tmp_path / "report"
     assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "coco",

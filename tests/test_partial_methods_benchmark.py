@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import sys
 
 import pandas as pd
@@ -35,6 +36,13 @@ def test_quick_grid_runs_resumes_and_writes_its_tables(tmp_path, fake_fashion_mn
     partial_methods.main()  # every cell is done: nothing trains again
     assert "training the backbone" not in capsys.readouterr().out
     assert pd.read_csv(tmp_path / "out" / "results.csv").equals(results)
+    before = {path: path.read_text() for path in (tmp_path / "out" / "runs").rglob("result.json")}
+    monkeypatch.setitem(partial_methods.METHODS, "ROLE", {"loss": "role", "epr_weight": 0.5})
+    partial_methods.main()  # a row whose settings changed is trained again, the others are not
+    changed = sorted(path.parent.parent.name for path, text in before.items() if path.read_text() != text)
+    assert changed == ["ROLE", "ROLE"]  # one cell per protocol
+    config = json.loads(next((tmp_path / "out" / "runs").rglob("ROLE/seed0/result.json")).read_text())["config"]
+    assert config["epr_weight"] == 0.5
 
 
 def test_mean_std_table_bolds_the_best_and_marks_ties():

@@ -80,13 +80,16 @@ def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(c
 
 def test_the_prior_stage_hides_its_holdout_from_training_only():
     targets = np.array([[1, 0], [1, 0], [1, -1], [0, 1], [0, 1], [0, -1], [-1, 1], [1, 0], [0, 0], [1, 1]])
-    run = tiny_run(TrainConfig(prior_holdout=0.5), targets.copy())
+    run = tiny_run(TrainConfig(prior_holdout=0.5, prior_estimate="em"), targets.copy())
     prior_run, holdout = prior_stage_run(run, seed=5)
     np.testing.assert_array_equal(run.train.targets, targets)  # the main stage trains on every label
     np.testing.assert_array_equal(holdout, holdout_mask(targets, 0.5, seed=5))
     np.testing.assert_array_equal(prior_run.train.targets, np.where(holdout, -1, targets))
     assert holdout.sum() == 8  # 5 -> 2 (round half to even), 4 -> 2 for class 0; 4 -> 2 and 4 -> 2 for class 1
     assert prior_run.history is run.history and prior_run.step_budget is run.step_budget
+    # the mean estimate calibrates nothing, so its prior model trains on every label
+    prior_run, holdout = prior_stage_run(tiny_run(TrainConfig(prior_holdout=0.5), targets.copy()), seed=5)
+    assert holdout is None and np.array_equal(prior_run.train.targets, targets)
 
 
 def test_a_selective_run_records_which_estimate_each_prior_is(tmp_path, caplog):
@@ -98,7 +101,7 @@ def test_a_selective_run_records_which_estimate_each_prior_is(tmp_path, caplog):
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
                                   "--workers", "0", "--epochs", "1", "--prior_epochs", "1", "--no-amp",
                                   "--device", "cpu", "--gamma_neg", "3", "--gamma_unann", "4",
-                                  "--output-dir", str(run)]) == 0
+                                  "--prior_estimate", "em", "--output-dir", str(run)]) == 0
     assert "prior stage: bce loss in ignore mode (--prior_loss), posteriors calibrated on" in caplog.text
     table = pd.read_csv(run / "priors" / "prior_ignore.csv")
     assert set(table["estimator"]) <= {"em", "fallback_unconverged", "fallback_out_of_bounds", "clipped_mean",

@@ -91,9 +91,9 @@ class TrainConfig:
     prior_threshold: float = 0.5
     prior_path: str | None = None
     prior_epochs: int | None = None
-    prior_estimate: str = "em"
+    prior_estimate: str = "mean"  # the winner of benchmarks/partial_methods.py's prior-quality table
     prior_loss: str = "bce"  # the prior stage's own loss (ignore mode): none of the main stage's focusing
-    prior_holdout: float = 0.2  # share of each class's annotated labels the prior model calibrates on, unseen
+    prior_holdout: float = 0.2  # em: share of each class's annotated labels the prior model calibrates on, unseen
     loss_reduction: str = "mean"
     # the missing-label losses (partial_csl.losses: an, wan, an_ls, epr, role, hill, splc, ll_r, ll_ct, ll_cp)
     expected_positives: float | None = None  # epr/role: positives per image (None: estimated from the labels)

@@ -35,11 +35,11 @@ class LabelSpace:
     class_names: list[str]
     schema: AttributeSchema | None = None
     train_class_counts: list[int] = field(default_factory=list)
-    train_annotated_counts: list[int] = field(default_factory=list)  # annotated (not #N/A) labels per class
     true_frequency: np.ndarray | None = None  # known only for simulated partial labels
     label_graph: np.ndarray | None = None  # (C, C) co-occurrence of the known training labels (label_graph head)
     num_train_images: int = 0
     expected_positives: float | None = None  # positives per image estimated from the training labels (EPR, ROLE)
+    train_annotated_counts: list[int] = field(default_factory=list)  # annotated (not #N/A) labels per class
 
     @property
     def groups(self) -> dict[str, slice] | None:

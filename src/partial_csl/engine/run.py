@@ -69,7 +69,8 @@ def _log_prior_plan(cfg: TrainConfig) -> None:
 
 
 def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
-    """The prior stage's view of ``run`` and its holdout mask (N, C), or None under ``--prior_holdout 0``.
+    """The prior stage's view of ``run`` and its holdout mask (N, C), or None under ``--prior_holdout 0`` or
+    ``--prior_estimate mean`` (which calibrates nothing, so it hides no labels from the prior model).
 
     The view has its own loss (``--prior_loss`` in ignore mode, so none of the main stage's focusing or clip skews
     its posteriors) and training targets with the holdout entries (drawn with ``seed``) hidden as unknown: the EM
@@ -77,7 +78,9 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
     """
     cfg, train, holdout = run.cfg, run.train, None
     calibration = "on the labels it trains on (--prior_holdout 0)"
-    if cfg.prior_holdout > 0:
+    if cfg.prior_estimate != "em":
+        calibration = "not at all (--prior_estimate mean averages them; only em recalibrates, on held-out labels)"
+    elif cfg.prior_holdout > 0:
         holdout = holdout_mask(train.targets, cfg.prior_holdout, seed)
         targets = train.targets.copy()
         targets[holdout] = UNKNOWN
