@@ -3,6 +3,7 @@ protocols that simulate missing labels, each against a hand computation of its f
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -186,14 +187,34 @@ def test_every_new_method_is_registered():
     assert set(NEW_LOSSES) <= set(LOSSES)
 
 
+def _coco_args(root, loss: str, protocol: str, param: str = "0.5") -> list[str]:
+    return ["--dataset", "coco", "--data", str(root), "--simulate_partial_type", protocol,
+            "--simulate_partial_param", param, "--model-name", "test_resnet", "--image-size", "32",
+            "--batch-size", "8", "--workers", "0", "--no-amp", "--loss", loss, "--ll-delta-rel", "5",
+            "--splc-threshold", "0.3", "--ema-decay", "0"]
+
+
+PROTOCOL_PARAMS = [("fpc", "4"), ("rps", "0.5"), ("known", "0.3"), ("missing_positives", "0.5"),
+                   ("single_positive", "0")]
+
+
+@pytest.mark.parametrize("index,loss", list(enumerate(NEW_LOSSES)))
+def test_every_method_trains_through_train_py_under_a_protocol(tmp_path, fake_fashion_mnist, index, loss):
+    root = build_coco_benchmark(tmp_path / "bench", n_train=32, n_val=16, source=fake_fashion_mnist)
+    protocol, param = PROTOCOL_PARAMS[index % len(PROTOCOL_PARAMS)]  # every protocol twice over the ten losses
+    run = tmp_path / "run"
+    assert train_script.main([*_coco_args(root, loss, protocol, param), "--epochs", "2",
+                              "--output-dir", str(run)]) == 0
+    metrics = pd.read_csv(run / "metrics.csv")
+    assert len(metrics) == 2 and np.isfinite(metrics["train_loss"]).all()
+    assert json.loads((run / "config.json").read_text())["config"]["loss"] == loss
+
+
 @pytest.mark.parametrize("loss,protocol", [("role", "single_positive"), ("ll_cp", "known"), ("splc",
                                             "missing_positives"), ("epr", "single_positive")])
 def test_methods_train_through_train_py_and_resume(tmp_path, fake_fashion_mnist, loss, protocol):
     root = build_coco_benchmark(tmp_path / "bench", n_train=40, n_val=16, source=fake_fashion_mnist)
-    common = ["--dataset", "coco", "--data", str(root), "--simulate_partial_type", protocol,
-              "--simulate_partial_param", "0.5", "--model-name", "test_resnet", "--image-size", "32",
-              "--batch-size", "8", "--workers", "0", "--no-amp", "--loss", loss, "--ll-delta-rel", "5",
-              "--splc-threshold", "0.3", "--ema-decay", "0"]
+    common = _coco_args(root, loss, protocol)
     run, killed = tmp_path / "run", tmp_path / "killed"
     assert train_script.main([*common, "--epochs", "2", "--output-dir", str(run)]) == 0
     assert train_script.main([*common, "--epochs", "2", "--output-dir", str(killed), "--stop-after-steps", "7"]) == 3
