@@ -24,6 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
 from timing import images_per_second
 
@@ -60,7 +61,11 @@ def one_run(cfg: TrainConfig, out: Path, test: dict) -> dict:
     report = validate_checkpoint(summary["best_checkpoint"], out / "test_report", **test)
     model = model_from_checkpoint(load_checkpoint(summary["best_checkpoint"]))
     batch = torch.rand(32, 3, cfg.image_size, cfg.image_size)
+    history = pd.read_csv(Path(summary["metrics_csv"]))
+    trained = cfg.epochs * json.loads((out / "config.json").read_text())["num_train_images"]
+    # training images per second: the epochs' own time (validation included), not the run's start-up
     return {"mAP": report["mAP"], "seconds": seconds, "head_params": head_parameters(model),
+            "train_img_s": trained / history["seconds"].sum(),
             "infer_img_s": images_per_second(model, batch, steps=3, warmup=1)}
 
 
@@ -108,15 +113,16 @@ def main() -> None:
 
 def print_table(results: dict, args: argparse.Namespace) -> None:
     print(f"# Heads on a frozen {args.model_name} backbone ({args.backbone}), {args.image_size} px, test split\n")
-    print("| head | mAP (mean ± std) | seeds | head params | seconds per run | inference img/s |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("| head | mAP (mean ± std) | seeds | head params | seconds per run | train img/s | inference img/s |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     names = dict.fromkeys(key.split("/")[0] for key in results)
     for name in names:
         rows = [v for k, v in results.items() if k.split("/")[0] == name]
         maps = np.array([r["mAP"] for r in rows])
         spread = f" ± {maps.std(ddof=1):.2f}" if len(maps) > 1 else ""
         print(f"| {name} | {maps.mean():.2f}{spread} | {len(rows)} | {rows[0]['head_params']:,} | "
-              f"{np.mean([r['seconds'] for r in rows]):.0f} | {np.mean([r['infer_img_s'] for r in rows]):.0f} |")
+              f"{np.mean([r['seconds'] for r in rows]):.0f} | {np.mean([r['train_img_s'] for r in rows]):.0f} | "
+              f"{np.mean([r['infer_img_s'] for r in rows]):.0f} |")
 
 
 if __name__ == "__main__":
