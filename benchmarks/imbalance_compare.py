@@ -84,7 +84,7 @@ def base_config(args: argparse.Namespace, split: Path, images: str) -> TrainConf
     """The demo's recipe (scripts/demo.sh) at the benchmark's size."""
     return TrainConfig(train_csv=str(split / "train.csv"), val_csv=str(split / "valid.csv"), images=images,
                        model_name=args.model_name, image_size=args.image_size, batch_size=32, workers=0,
-                       gamma_unann=4, likelihood_topk=3, epochs=args.epochs, lr=5e-4, augment="light",
+                       gamma_unann=4, likelihood_topk=3, prior_epochs=3, epochs=args.epochs, lr=5e-4, augment="light",
                        ema_decay=0.99, device=args.device, resume=True)
 
 
