@@ -113,12 +113,17 @@ def one_run(cfg: TrainConfig, run_dir: Path) -> dict:
     """Train one cell (or read its finished result, if it was trained with the same settings) and drop its
     checkpoints once the result is written."""
     cfg = replace(cfg, output_dir=str(run_dir))
-    done = run_dir / "result.json"
+    done, started_with = run_dir / "result.json", run_dir / "config.json"
     if done.is_file():
         result = json.loads(done.read_text())
         if result.get("config") == cfg.to_dict():
             return result
         cfg = replace(cfg, resume=False, overwrite=True)  # the row's settings changed since: train it again
+    elif started_with.is_file():  # interrupted: resume it, unless it was started with other settings
+        saved = json.loads(started_with.read_text())["config"]
+        if {k: v for k, v in saved.items() if k not in ("resume", "overwrite")} != {
+                k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}:
+            cfg = replace(cfg, resume=False, overwrite=True)
     started = time.perf_counter()
     summary = run_training(cfg)
     result = {"mAP": summary["best_val_mAP"], "seconds": time.perf_counter() - started,
@@ -166,7 +171,10 @@ def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], val
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
     best = {}
     for column in columns:
-        means = stats.xs(column, level="column")
+        means = stats.xs(column, level="column").dropna(subset=["mean"])
+        if means.empty:  # every estimate undefined (e.g. constant): nothing to bold
+            best[column] = (float("nan"), 0.0)
+            continue
         winner = means["mean"].idxmax() if higher_is_better else means["mean"].idxmin()
         best[column] = (means.loc[winner, "mean"], means.loc[winner, "std"])
     for row in rows:

@@ -220,3 +220,21 @@ def test_label_graph_head_starts_at_the_logit_scale_of_a_linear_head():
     graph = LabelGraphHead(in_features=512, num_classes=21)(features)
     ratio = graph.std().item() / linear.std().item()
     assert 0.3 < ratio < 3, ratio  # it was about 20x, and the head did not learn
+
+
+@pytest.mark.parametrize("head", ["ml_decoder", "label_graph", "cosine"])
+def test_reset_head_gives_every_head_parameter_a_fresh_initialisation(head):
+    from partial_csl.engine.architectures import build_model
+    from partial_csl.engine.embeddings import reset_head
+    options = {"head": head, "head_options": {"num_queries": 4, "embed_dim": 16, "layers": 1, "scale": 10.0}}
+    model = build_model("csl", "test_resnet", 5, **options)
+    torch.manual_seed(1)
+    fresh = build_model("csl", "test_resnet", 5, **options)
+    with torch.no_grad():
+        for param in model.parameters():
+            param.fill_(0.123)
+    backbone = [k for k, _ in model.named_parameters() if k.startswith("backbone.")]
+    reset_head(model, fresh)
+    state, new = model.state_dict(), fresh.state_dict()
+    assert all(torch.equal(state[k], new[k]) for k in state if not k.startswith("backbone."))
+    assert backbone and all((state[k] == 0.123).all() for k in backbone)  # the backbone is left as it is

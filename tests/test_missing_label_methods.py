@@ -223,3 +223,34 @@ def test_methods_train_through_train_py_and_resume(tmp_path, fake_fashion_mnist,
     assert np.allclose(first["val_mAP"], resumed["val_mAP"], atol=1e-6)
     summary = pd.read_csv(run / "simulation" / "simulation_summary.csv")
     assert {"annotated_positives", "false_negatives", "unknown"} <= set(summary.columns)
+
+
+def test_ll_cp_keeps_every_correction_of_an_image_drawn_twice_in_a_batch():
+    loss = build_loss("ll_cp", ll_delta_rel=25, num_samples=4, num_classes=3)  # k = ceil(0.25 * 9) = 3
+    loss.set_epoch(1)
+    logits = t([[5.0, -5.0, -5.0], [-5.0, -5.0, -5.0], [-4.0, 4.0, -5.0]])
+    loss(logits, torch.full((3, 3), -1.0), torch.tensor([0, 1, 0]))  # image 0 twice (a sampler with replacement)
+    assert loss.corrected_positives[0].tolist() == [True, True, False]  # both copies' corrections kept
+
+
+def test_batch_penalty_losses_refuse_per_entry_class_weights():
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.data import LabelSpace
+    from partial_csl.engine.imbalance import wrap_single_head
+    labels = LabelSpace(["a", "b"], train_class_counts=[3, 1], num_train_images=4, expected_positives=1.0,
+                        train_annotated_counts=[4, 4])
+    cfg = TrainConfig(loss="epr", class_weights="effective_number")
+    with pytest.raises(ValueError, match="penalty on the whole batch"):
+        wrap_single_head(build_loss("epr", expected_positives=1.0), cfg, labels)
+
+
+def test_label_store_losses_refuse_torchrun():
+    from partial_csl.engine.build import build_training
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.data import LabelSpace
+    from partial_csl.engine.distributed import DistInfo
+    labels = LabelSpace(["a", "b"], num_train_images=4, expected_positives=1.0)
+    cfg = TrainConfig(loss="ll_cp", model_name="test_resnet", image_size=32, partial_loss_mode="negative")
+    info = DistInfo(rank=0, world_size=2)
+    with pytest.raises(ValueError, match="per-image label store"):
+        build_training(cfg, labels, "negative", None, torch.device("cpu"), info, 1, 1, None)

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -141,13 +141,17 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
     The L2 decay and Adam's eps are scaled to the loss reduction and the number of processes (see
     :func:`reference_gradient_scale`); a warning says when the run is too short for the EMA decay."""
     model = build_stage_model(cfg, labels, device)
-    if cfg.reset_head:
-        reset_head(model)  # cRT: a new classifier on the --model-path backbone
+    if cfg.reset_head:  # cRT: a new classifier on the --model-path backbone
+        reset_head(model, build_stage_model(replace(cfg, model_path=None), labels, device))
     if cfg.freeze_backbone:
         freeze_backbone(model)  # the optimiser below then holds the head's parameters only
+    criterion = build_criterion(cfg, mode, prior, labels).to(device)
+    if info.enabled and getattr(criterion, "uses_sample_index", False):
+        # each process would keep its own label store, and --resume would restore rank 0's alone
+        raise ValueError(f"--loss {cfg.loss} keeps a per-image label store, which is not shared across processes: "
+                         "train it on one process (not under torchrun)")
     train_model = _wrap_for_training(model, cfg, device, info)
     model = getattr(train_model, "module", train_model)  # the wrapped copy when sync-norm layers were swapped in
-    criterion = build_criterion(cfg, mode, prior, labels).to(device)
     # the criterion's parameters (e.g. uncertainty weighting's log-variances) train with the model
     scale = reference_gradient_scale(getattr(criterion, "reduction", cfg.loss_reduction), cfg.batch_size,
                                      info.world_size)

@@ -61,14 +61,20 @@ def head_parameter_names(model: nn.Module) -> set[str]:
     return {f"{prefix}.{n}" for n, _ in classifier.named_parameters()}
 
 
-def reset_head(model: nn.Module) -> None:
-    """Re-initialise every module that holds head parameters (``--reset-head``): classifier re-training (cRT, Kang
-    et al., ICLR 2020) learns a new classifier on a trained backbone, not a fine-tuned copy of the old one."""
-    trainable = head_parameter_names(model)
-    for name, module in model.named_modules():
-        own = {f"{name}.{p}" if name else p for p, _ in module.named_parameters(recurse=False)}
-        if own & trainable and hasattr(module, "reset_parameters"):
-            module.reset_parameters()
+def reset_head(model: nn.Module, fresh: nn.Module) -> None:
+    """Give ``model`` the head of ``fresh``, a newly built model of the same architecture (``--reset-head``):
+    classifier re-training (cRT, Kang et al., ICLR 2020) learns a new classifier on a trained backbone, not a
+    fine-tuned copy of the old one, and each head keeps its own initialisation (queries, class embeddings, scales)."""
+    model.load_state_dict({k: v for k, v in fresh.state_dict().items() if _is_head_entry(model, k)}, strict=False)
+
+
+def _is_head_entry(model: nn.Module, key: str) -> bool:
+    """Whether state-dict entry ``key`` (a parameter or a buffer) belongs to the head of ``model``."""
+    if hasattr(model, "backbone"):
+        return not key.startswith("backbone.")
+    classifier = model.get_classifier()
+    prefix = next(name for name, module in model.named_modules() if module is classifier)
+    return key.startswith(f"{prefix}.")
 
 
 def freeze_backbone(model: nn.Module) -> None:

@@ -92,6 +92,9 @@ def wrap_single_head(criterion: nn.Module, cfg: TrainConfig, labels: LabelSpace)
     offset, _ = logit_offsets(cfg, labels, "sigmoid")
     if weights is None and offset is None:
         return criterion
+    if hasattr(criterion, "expected_positives"):  # epr, role: a batch-level penalty, not one term per entry
+        raise ValueError(f"--loss {cfg.loss} adds a penalty on the whole batch, which class weights and logit "
+                         "adjustment cannot weigh per entry: use it without --class-weights / --logit-adjust train")
     return ReweightedLoss(criterion, cfg.loss_reduction, _tensor(weights), _tensor(offset), cfg.drw_start_epoch)
 
 

@@ -17,8 +17,11 @@ Targets are {1 positive, 0 annotated negative, -1 unknown}; with p = sigmoid(log
 
 ``k`` is the number of positives expected per image, which Cole et al. take as known; the engine passes an estimate
 from the training labels unless ``--expected-positives`` gives it. ROLE's table trains with the model's optimiser at
-``role_lr_multiplier`` times its learning rate (each row is updated only when its image is in a batch) and without
-weight decay.
+``role_lr_multiplier`` times its learning rate and without weight decay: a row gets a gradient only when its image
+is in a batch (about once an epoch), though Adam's momentum keeps moving it for a while after, as in Cole et al.'s
+code. The expected count ``k`` matters: the default estimate sums each class's annotated positive rate, which is
+right for labels missing at random and too high under class-dependent annotation (FPC keeps as many negatives as
+positives per class, so rare classes look common): give ``--expected-positives`` there.
 """
 
 from __future__ import annotations

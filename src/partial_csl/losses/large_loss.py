@@ -76,7 +76,8 @@ class LargeLossModification(nn.Module):
         else:
             per_entry = torch.where(chosen, positive_loss, per_entry)
         if self.scheme == "permanent" and chosen.any():
-            self.corrected_positives[indices] |= chosen
+            rows, columns = chosen.nonzero(as_tuple=True)  # (not store[indices] |= chosen: a repeated image's
+            self.corrected_positives[indices[rows], columns] = True  # last copy would overwrite the others)
         return reduce_loss(per_entry, self.reduction)
 
 
