@@ -155,6 +155,16 @@ def test_posthoc_adjustment_is_added_to_the_model_output():
     assert model(torch.ones(1, 2)).tolist() == [[1.0, -2.0, 0.5]]
 
 
+def test_posthoc_offset_is_added_in_float32_under_bf16_autocast():
+    # 15.875 < 15.9375 in bf16; + 0.1 rounded back to bf16 (spacing 0.125 above 16) would tie them at 16.0
+    model = apply_logit_adjustment(torch.nn.Identity(), [0.1])
+    logits = torch.tensor([[15.875], [15.9375]], dtype=torch.bfloat16)
+    assert (logits + torch.tensor(0.1, dtype=torch.bfloat16)).flatten().tolist() == [16.0, 16.0]
+    adjusted = model(logits)
+    assert adjusted.dtype == torch.float32
+    assert adjusted[1, 0] > adjusted[0, 0] and adjusted[:, 0].tolist() == pytest.approx([15.975, 16.0375], abs=1e-6)
+
+
 def test_gentler_repeat_factors_and_cap():
     targets = np.array([[1, 0], [0, 1], [0, 1], [0, 1], [-1, 1]])  # f = [1/4, 4/5] (the #N/A row not counted for 0)
     assert repeat_factors(targets, 1.0).tolist() == pytest.approx([2.0, math.sqrt(1.25)] + [math.sqrt(1.25)] * 3)

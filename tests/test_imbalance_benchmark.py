@@ -45,3 +45,23 @@ def test_rare_classes_are_the_bottom_third_by_training_frequency(tmp_path):
     # neck: the rarest 2 of 7 by training count (0, 1, 2 and 5 images; ties by index): never seen 2, 3, 4, 5 -> 2, 3
     neck = names.index("neck_2"), names.index("neck_3")
     assert metrics["neck rare-class AP"] == (neck[0] + neck[1]) / 2
+
+
+def test_end_to_end_posthoc_cell_is_the_baselines_network_adjusted(tmp_path):
+    split, images = split_data(tmp_path, n=48)
+    baseline, posthoc = "uniform, plain loss (baseline)", "logit adjustment, post hoc"
+    out = tmp_path / "out"
+    imbalance_compare.main(["--end-to-end", "--epochs", "1", "--datasets", "demo", "--seeds", "0", "--arms", baseline,
+                            posthoc, "--split", str(split), "--images", str(images), "--out", str(out),
+                            "--model-name", "test_resnet", "--image-size", "32", "--device", "cpu"])
+    results = pd.read_csv(out / "results.csv").pivot(index="column", columns="row", values="value")
+    cell = out / "runs" / "demo" / imbalance_compare.slug(posthoc) / "seed0"
+    assert not (cell / "metrics.csv").exists() and not list(cell.rglob("*.pt"))  # nothing trained, nothing kept
+    assert (out / "runs" / "demo" / "baseline" / "seed0" / "checkpoints" / "best.pt").is_file()
+    # a per-class shift of sigmoid logits reorders no class's scores: every AP is the baseline's
+    for column in ("overall mAP", "pattern mAP", "pattern rare-class AP", "neck mAP"):
+        assert results.loc[column, posthoc] == results.loc[column, baseline]
+    reports = [imbalance_compare.json.loads((folder / "test_report" / "report.json").read_text())
+               for folder in (cell, out / "runs" / "demo" / "baseline" / "seed0")]
+    thresholded = [[report[key] for key in ("CP", "CR", "OP", "OR")] for report in reports]
+    assert thresholded[0] != thresholded[1]  # the offset moved scores across the 0.5 threshold

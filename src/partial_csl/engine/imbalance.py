@@ -122,7 +122,9 @@ def apply_logit_adjustment(model: nn.Module, offset: list[float] | None) -> nn.M
     shift = torch.as_tensor(offset, dtype=torch.float32)
 
     def hook(module: nn.Module, inputs: tuple, output: torch.Tensor) -> torch.Tensor:
-        return output + shift.to(device=output.device, dtype=output.dtype)
+        # in float32: under bf16 autocast, rounding the shifted logits to 8 bits would tie and reorder an image's
+        # scores within a class (changing its AP), which the shift itself never does
+        return output.float() + shift.to(device=output.device)
 
     model.register_forward_hook(hook)
     return model

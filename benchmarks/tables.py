@@ -1,0 +1,50 @@
+"""Markdown tables of mean ± std over seeds, shared by the multi-seed benchmarks (partial_methods, imbalance_compare).
+
+Run as scripts, the benchmarks import this module by name (their folder is first on ``sys.path``); the tests do the
+same through pytest's ``pythonpath``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def cell_text(mean: float, std: float, count: int, digits: int, best: tuple[float, float], tie: bool) -> str:
+    """``mean ± std``, bold for the best mean, ``≈`` for a tie with it (the gap within the larger of the two
+    standard deviations)."""
+    text = f"{mean:.{digits}f} ± {std:.{digits}f}" if count > 1 else f"{mean:.{digits}f}"
+    if mean == best[0]:
+        return f"**{text}**"
+    return f"≈ {text}" if tie else text
+
+
+def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], value: str,
+                   higher_is_better: bool = True) -> list[str]:
+    """Markdown rows of mean ± std per (row, column): the best mean of each column in bold, ties with it marked."""
+    stats = frame.groupby(["row", "column"])[value].agg(["mean", "std", "count"])
+    stats["std"] = stats["std"].fillna(0.0)  # one seed: no spread (a NaN mean, e.g. an undefined rho, stays NaN)
+    digits = 2 if value == "mAP" else 3
+    lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
+    best = {}
+    for column in columns:
+        means = stats.xs(column, level="column").dropna(subset=["mean"])
+        if means.empty:  # every estimate undefined (e.g. constant): nothing to bold
+            best[column] = (float("nan"), 0.0)
+            continue
+        winner = means["mean"].idxmax() if higher_is_better else means["mean"].idxmin()
+        best[column] = (means.loc[winner, "mean"], means.loc[winner, "std"])
+    for row in rows:
+        cells = []
+        for column in columns:
+            if (row, column) not in stats.index:
+                cells.append("")
+                continue
+            mean, std, count = stats.loc[(row, column)]
+            if np.isnan(mean):
+                cells.append("n/a")
+                continue
+            tie = abs(best[column][0] - mean) <= max(std, best[column][1])
+            cells.append(cell_text(mean, std, int(count), digits, best[column], tie))
+        lines.append(f"| {row} | " + " | ".join(cells) + " |")
+    return lines
