@@ -15,9 +15,12 @@ a 2-core CPU. That is the decoupled setting of cRT (Kang et al. 2020): there the
 sampler with a new head. ``--end-to-end`` trains whole networks, and ``cRT`` re-trains a reset head on the baseline's
 backbone of the same seed, with the balanced sampler.
 
+The baseline's checkpoints are kept: the ``logit adjustment, post hoc`` cell is the baseline's network of the same
+seed with the offset train.py would store (its training run is the same), and end to end cRT starts from it.
+
 Rare-class AP: the mean AP of the bottom third (rounded, at least one) of each attribute's classes by training
 frequency. Writes ``OUT/results.csv`` (one row per cell and metric) and ``OUT/table.md`` (mean ± std over the
-seeds, the best in bold, ties marked: partial_methods.py's table helper); a cell's ``result.json`` marks it done.
+seeds, the best in bold, ties marked: tables.py); a cell's ``result.json`` marks it done.
 """
 
 from __future__ import annotations
@@ -146,8 +149,8 @@ def one_cell(cfg: TrainConfig, run_dir: Path, split: Path, keep: bool) -> dict:
 
 
 def posthoc_cell(cfg: TrainConfig, baseline_dir: Path, run_dir: Path, split: Path) -> dict:
-    """End to end, ``--logit-adjust posthoc`` trains exactly the baseline's run (same seed, same plain loss): its
-    cell is the baseline's best.pt with the offset train.py would store, tested, instead of a second identical run."""
+    """``--logit-adjust posthoc`` trains exactly the baseline's run (same seed, same plain loss): its cell is the
+    baseline's best.pt with the offset train.py would store, tested, instead of a second identical run."""
     done = run_dir / "result.json"
     if done.is_file():
         return json.loads(done.read_text())
@@ -177,13 +180,13 @@ def run_dataset(args: argparse.Namespace, name: str, split: Path, images: str) -
             folder = baseline_dir if arm == baseline else args.out / "runs" / name / slug(arm) / f"seed{seed}"
             crt_from = str(baseline_dir / "checkpoints" / "best.pt")
             if ARMS[arm].get("crt") and args.end_to_end:
-                one_cell(arm_config(base, {}, args, None, None), baseline_dir, split, keep=True)
-            cfg = arm_config(replace(base, seed=seed), ARMS[arm], args, frozen_from, crt_from)
-            if args.end_to_end and ARMS[arm] == {"logit_adjust": "posthoc"}:
                 one_cell(arm_config(replace(base, seed=seed), {}, args, None, None), baseline_dir, split, keep=True)
+            cfg = arm_config(replace(base, seed=seed), ARMS[arm], args, frozen_from, crt_from)
+            reuse = (folder / "result.json").is_file() or (baseline_dir / "checkpoints" / "best.pt").is_file()
+            if ARMS[arm] == {"logit_adjust": "posthoc"} and reuse:  # the baseline's network, adjusted
                 result = posthoc_cell(cfg, baseline_dir, folder, split)
             else:
-                result = one_cell(cfg, folder, split, keep=args.end_to_end and arm == baseline)
+                result = one_cell(cfg, folder, split, keep=arm == baseline)
             rows += [{"dataset": name, "row": arm, "seed": seed, "column": k, "value": v} for k, v in result.items()]
             print(f"{name:8s} seed {seed} {arm:44s} mAP {result['overall mAP']:.2f} "
                   f"pattern bal. acc {result['pattern balanced accuracy']:.1f} rare AP "

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import pandas as pd
 from conftest import ROOT
@@ -23,7 +24,8 @@ def test_quick_grid_runs_resumes_and_writes_its_tables(tmp_path, capsys):
     assert {"overall mAP", "pattern balanced accuracy", "pattern rare-class AP"} <= set(results["column"])
     table = (tmp_path / "out" / "table.md").read_text()
     assert "## demo: pattern" in table and "| uniform, plain loss (baseline) |" in table and "±" in table
-    assert not list((tmp_path / "out" / "runs").rglob("*.pt"))  # checkpoints dropped once a cell is done
+    kept = {p.relative_to(tmp_path / "out" / "runs") for p in (tmp_path / "out" / "runs").rglob("*.pt")}
+    assert kept == {Path(f"demo/baseline/seed{s}/checkpoints/{f}") for s in (0, 1) for f in ("best.pt", "last.pt")}
     capsys.readouterr()
     imbalance_compare.main(argv)  # every cell is done: nothing trains again
     assert "training the" not in capsys.readouterr().out
