@@ -19,6 +19,7 @@ import argparse
 import logging
 import sys
 import time
+from dataclasses import replace
 
 from partial_csl.cli import CONFIG_FLAG, HelpFormatter, config_file_argv
 from partial_csl.data.labels import LabelFileError
@@ -27,7 +28,7 @@ from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
 from partial_csl.engine.architectures import ARCHITECTURES
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.config import TrainConfig, resolve_auto
 from partial_csl.engine.data import DATASETS
 from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
@@ -106,8 +107,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
 
 def _model_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("model"))
-    add("arch", choices=ARCHITECTURES, help="csl: one sigmoid head, partial-label loss; mtl: one softmax head "
-                                            "per attribute; latent: heads W = L S; afa: branches joined by AFA layers")
+    add("arch", choices=["auto", *ARCHITECTURES], help="csl: one sigmoid head, partial-label loss; mtl: one softmax "
+                                                      "head per attribute; latent: heads W = L S; afa: branches "
+                                                      "joined by AFA layers; auto: mtl for attribute data, csl for "
+                                                      "COCO-format data")
     add("model_name", help="tresnet_m / tresnet_l / tresnet_xl / tresnet_v2_l, or any timm model")
     add("model_path", help="pretrained weights (timm or MIIL format), see pretrained_weights/README.md")
     add("norm", choices=NORM_BACKENDS, help="TResNet ABN backend: inplace_abn kernels or exact pure PyTorch")
@@ -189,9 +192,10 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
                                                        "the positive terms (csl) or per class in each attribute's CE")
     add("cb_beta", type=float, help="effective_number: beta")
     add("drw_start_epoch", type=int, help="class weights from this epoch (0-based) on; before it the plain loss (DRW)")
-    add("logit_adjust", choices=LOGIT_ADJUSTMENTS, help="train: + tau log prior in the loss; posthoc: - tau log prior "
-                                                        "at prediction (stored in the checkpoint); balanced_softmax: "
-                                                        "+ log n_c in each attribute's softmax (multi-head archs)")
+    add("logit_adjust", choices=["auto", *LOGIT_ADJUSTMENTS],
+        help="train: + tau log prior in the loss; posthoc: - tau log prior at prediction (stored in the checkpoint); "
+             "balanced_softmax: + log n_c in each attribute's softmax (multi-head archs); auto: balanced_softmax "
+             "with per-attribute heads unless --class-weights or --sampler re-balance already, none with csl")
     add("la_tau", type=float, help="logit adjustment: tau")
     add("db_neg_scale", type=float, help="--loss db: negative logit scale lambda")
 
@@ -236,9 +240,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     del args.config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    if not args.output_dir:
-        args.output_dir = f"outputs/{args.model_name}-{args.partial_loss_mode}-{time.strftime('%Y%m%d-%H%M%S')}"
-    cfg = TrainConfig.from_dict(vars(args))
+    cfg = resolve_auto(TrainConfig.from_dict(vars(args)))
+    if not cfg.output_dir:
+        method = cfg.partial_loss_mode if cfg.arch == "csl" else cfg.arch
+        cfg = replace(cfg, output_dir=f"outputs/{cfg.model_name}-{method}-{time.strftime('%Y%m%d-%H%M%S')}")
+    logging.info("--arch %s, --logit-adjust %s", cfg.arch, cfg.logit_adjust)
     try:
         summary = run_training(cfg)
     except TrainingInterrupted as err:

@@ -94,7 +94,7 @@ def main() -> None:
     base = TrainConfig(**data, model_name=args.model_name,
                        model_path=backbone_weights(args.backbone, args.out),
                        image_size=args.image_size, batch_size=64, epochs=args.epochs, lr=1e-3, ema_decay=0.0,
-                       partial_loss_mode="negative", freeze_backbone=True, cache_embeddings=True,
+                       arch="csl", partial_loss_mode="negative", freeze_backbone=True, cache_embeddings=True,
                        embeddings_dir=str(args.out / "embeddings"), decoder_embed=256, overwrite=True)
     results = {}
     for head in args.heads:

@@ -83,11 +83,11 @@ def longtail_split(args: argparse.Namespace) -> tuple[Path, str]:
 
 
 def base_config(args: argparse.Namespace, split: Path, images: str) -> TrainConfig:
-    """The demo's recipe (scripts/demo.sh) at the benchmark's size."""
+    """The baseline: the demo's recipe before the imbalance default (scripts/demo.sh with --arch csl and its flags)."""
     return TrainConfig(train_csv=str(split / "train.csv"), val_csv=str(split / "valid.csv"), images=images,
                        model_name=args.model_name, image_size=args.image_size, batch_size=32, workers=0,
                        gamma_unann=4, likelihood_topk=3, prior_epochs=3, epochs=args.epochs, lr=5e-4, augment="light",
-                       ema_decay=0.99, device=args.device, resume=True)
+                       ema_decay=0.99, device=args.device, resume=True, arch="csl", logit_adjust="none")
 
 
 def backbone(args: argparse.Namespace, base: TrainConfig, name: str) -> str:

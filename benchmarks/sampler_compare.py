@@ -39,7 +39,7 @@ def main() -> None:
     base = TrainConfig(train_csv=str(args.split / "train.csv"), val_csv=str(args.split / "valid.csv"),
                        images=args.images, model_name=args.model_name, image_size=args.image_size, batch_size=32,
                        epochs=args.epochs, lr=5e-4, augment="light", ema_decay=0.99, partial_loss_mode="ignore",
-                       gamma_neg=1, seed=args.seed, resume=True)
+                       gamma_neg=1, seed=args.seed, resume=True, arch="csl", logit_adjust="none")
     train = pd.read_csv(args.split / "train.csv", dtype=str, keep_default_na=False)
     schema = default_schema()
     rows = []

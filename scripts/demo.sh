@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
-# The whole pipeline on the embedded demo data, on CPU: build data -> split -> selective training with its temporary
-# ignore-mode stage -> validate on the test split -> infer on the test images. Safe to run twice (a finished run is
-# resumed, i.e. reused). Override with environment variables, e.g. EPOCHS=2 TRAIN_ARGS=--no-amp bash scripts/demo.sh
+# The whole pipeline on the embedded demo data, on CPU: build data -> split -> training (train.py's default for
+# attribute data: one softmax head per attribute under the balanced softmax) -> validate on the test split -> infer on
+# the test images. Safe to run twice (a finished run is resumed, i.e. reused). Override with environment variables,
+# e.g. EPOCHS=2 TRAIN_ARGS=--no-amp bash scripts/demo.sh; the CSL recipe (selective loss after a temporary ignore-mode
+# stage) is TRAIN_ARGS="--arch csl --partial_loss_mode selective --gamma_pos 0 --gamma_neg 1 --gamma_unann 4
+# --likelihood_topk 3 --prior_threshold 0.5 --prior_epochs 3" with OUT=outputs/demo_csl.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
 OUT=${OUT:-outputs/demo}
 DATA=${DATA:-data/demo}
 EPOCHS=${EPOCHS:-8}
-PRIOR_EPOCHS=${PRIOR_EPOCHS:-3}
 mkdir -p "$OUT"
 
 $PY scripts/build_demo_data.py --out "$DATA"
@@ -17,9 +19,7 @@ $PY images_train_test_valid_split.py --csv "$DATA/attributes.csv" --images "$DAT
 echo "split: $OUT/split (distribution table $OUT/split/split_distribution.md)"
 $PY train.py --train-csv "$OUT/split/train.csv" --val-csv "$OUT/split/valid.csv" --images "$DATA/images" \
     --model-name tresnet_m --image-size 64 --batch-size 32 --workers 0 --cache-images \
-    --partial_loss_mode selective --gamma_pos 0 --gamma_neg 1 --gamma_unann 4 --likelihood_topk 3 \
-    --prior_threshold 0.5 --prior_epochs "$PRIOR_EPOCHS" --epochs "$EPOCHS" --lr 5e-4 --augment light --ema-decay 0.99 \
-    --seed 0 --output-dir "$OUT/run" --resume ${TRAIN_ARGS:-}
+    --epochs "$EPOCHS" --lr 5e-4 --augment light --ema-decay 0.99 --seed 0 --output-dir "$OUT/run" --resume ${TRAIN_ARGS:-}
 $PY validate.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/test.csv" --images "$DATA/images" \
     --output-dir "$OUT/test_report"
 $PY infer.py --checkpoint "$OUT/run/checkpoints/best.pt" --csv "$OUT/split/test.csv" --images "$DATA/images" \

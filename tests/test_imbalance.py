@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from partial_csl.data.sampling import RepeatAwareSampler, cap_weights, repeat_factors, rounded_draw
 from partial_csl.data.schema import AttributeSchema
-from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.config import TrainConfig, resolve_auto
 from partial_csl.engine.data import LabelSpace
 from partial_csl.engine.imbalance import (
     apply_logit_adjustment,
@@ -84,10 +84,11 @@ def test_engine_settings_from_a_label_matrix_with_unknowns():
     # softmax post hoc: -tau log share; a: [2/3, 1/3]; b: counts [1, 1, 2] -> [1/4, 1/4, 1/2]
     expected = [-2 * math.log(s) for s in (2 / 3, 1 / 3, 1 / 4, 1 / 4, 1 / 2)]
     assert posthoc_adjustment(cfg, labels) == pytest.approx(expected)
-    csl = TrainConfig(logit_adjust="posthoc")  # sigmoid: -log(pi / (1 - pi)), pi = 2/3, 1/3, 0 -> 1/4, 1/3, 2/3
+    # sigmoid: -log(pi / (1 - pi)), pi = 2/3, 1/3, 0 -> 1/4, 1/3, 2/3
+    csl = TrainConfig(arch="csl", logit_adjust="posthoc")
     assert posthoc_adjustment(csl, labels) == pytest.approx(
         [-math.log(2), math.log(2), math.log(3), math.log(2), -math.log(2)])
-    assert posthoc_adjustment(TrainConfig(logit_adjust="train"), labels) is None
+    assert posthoc_adjustment(TrainConfig(arch="csl", logit_adjust="train"), labels) is None
 
 
 def test_reweighted_loss_weights_positives_and_defers():
@@ -103,12 +104,14 @@ def test_reweighted_loss_weights_positives_and_defers():
 
 def test_training_time_logit_adjustment_shifts_the_logits_in_the_loss():
     labels = labels_of(TARGETS)
-    criterion = wrap_single_head(bce_loss(), TrainConfig(loss="bce", logit_adjust="train", la_tau=0.5), labels)
+    cfg = TrainConfig(arch="csl", loss="bce", logit_adjust="train", la_tau=0.5)
+    criterion = wrap_single_head(bce_loss(), cfg, labels)
     logits, targets = torch.zeros(1, 5), torch.tensor([[1.0, 0.0, -1.0, -1.0, -1.0]])
     # a0 gets + 0.5 log 2 (positive), a1 gets - 0.5 log 2 (negative)
     expected = F.softplus(torch.tensor(-0.5 * math.log(2))) + F.softplus(torch.tensor(-0.5 * math.log(2)))
     assert criterion(logits, targets).item() == pytest.approx(expected.item())
-    assert wrap_single_head(bce_loss(), TrainConfig(loss="bce"), labels).__class__.__name__ == "PartialSelectiveLoss"
+    plain = TrainConfig(arch="csl", loss="bce", logit_adjust="none")
+    assert wrap_single_head(bce_loss(), plain, labels).__class__.__name__ == "PartialSelectiveLoss"
 
 
 def test_balanced_softmax_and_class_weights_in_the_per_attribute_ce():
@@ -182,3 +185,18 @@ def test_rounded_draw_gives_each_image_floor_or_ceil_of_its_expected_count():
         assert counts[:2] == [5, 2] and sorted(counts[2:]) == [0, 1]
     sampler = RepeatAwareSampler(np.array([3.0, 1.0]), 4, replacement=False)
     assert sorted(index for index, _ in sampler) == [0, 0, 0, 1]
+
+
+def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
+    resolved = resolve_auto(TrainConfig())
+    assert (resolved.arch, resolved.logit_adjust) == ("mtl", "balanced_softmax")  # attribute data: the measured best
+    coco = resolve_auto(TrainConfig(dataset="coco"))
+    assert (coco.arch, coco.logit_adjust) == ("csl", "none")
+    assert resolve_auto(TrainConfig(arch="csl")).logit_adjust == "none"
+    assert resolve_auto(TrainConfig(arch="afa")).logit_adjust == "balanced_softmax"
+    # a run that already re-balances is not re-balanced twice
+    assert resolve_auto(TrainConfig(class_weights="effective_number")).logit_adjust == "none"
+    assert resolve_auto(TrainConfig(sampler="balanced")).logit_adjust == "none"
+    explicit = resolve_auto(TrainConfig(arch="csl", logit_adjust="posthoc"))
+    assert (explicit.arch, explicit.logit_adjust) == ("csl", "posthoc")
+    assert resolve_auto(resolved) == resolved

@@ -24,10 +24,10 @@ from partial_csl.prior_estimates import holdout_mask
 
 
 def test_a_zero_threshold_needs_no_priors():
-    assert uses_prior_stage(TrainConfig())
-    assert not uses_prior_stage(TrainConfig(prior_threshold=0))
-    assert not uses_prior_stage(TrainConfig(prior_threshold=0.0, prior_path="p.csv"))
-    assert not uses_prior_stage(TrainConfig(partial_loss_mode="ignore"))
+    assert uses_prior_stage(TrainConfig(arch="csl"))
+    assert not uses_prior_stage(TrainConfig(arch="csl", prior_threshold=0))
+    assert not uses_prior_stage(TrainConfig(arch="csl", prior_threshold=0.0, prior_path="p.csv"))
+    assert not uses_prior_stage(TrainConfig(arch="csl", partial_loss_mode="ignore"))
     # the loss with threshold 0 and no prior: only the likelihood top-k ignores unknowns
     logits, targets = torch.randn(4, 3), torch.tensor([[-1, 0, 1], [-1, -1, 0], [1, -1, -1], [0, 0, -1]])
     without = PartialSelectiveLoss("selective", prior_threshold=0, prior=None, likelihood_topk=1)
@@ -62,7 +62,7 @@ def tiny_run(cfg: TrainConfig, targets: np.ndarray) -> Run:
 
 
 def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(caplog):
-    cfg = TrainConfig(gamma_neg=3, gamma_unann=4, clip=0.05, prior_holdout=0)
+    cfg = TrainConfig(arch="csl", gamma_neg=3, gamma_unann=4, clip=0.05, prior_holdout=0)
     run = tiny_run(cfg, np.array([[1, -1], [0, 1]]))
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
         prior_run, holdout = prior_stage_run(run, seed=0)
@@ -80,7 +80,7 @@ def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(c
 
 def test_the_prior_stage_hides_its_holdout_from_training_only():
     targets = np.array([[1, 0], [1, 0], [1, -1], [0, 1], [0, 1], [0, -1], [-1, 1], [1, 0], [0, 0], [1, 1]])
-    run = tiny_run(TrainConfig(prior_holdout=0.5, prior_estimate="em"), targets.copy())
+    run = tiny_run(TrainConfig(arch="csl", prior_holdout=0.5, prior_estimate="em"), targets.copy())
     prior_run, holdout = prior_stage_run(run, seed=5)
     np.testing.assert_array_equal(run.train.targets, targets)  # the main stage trains on every label
     np.testing.assert_array_equal(holdout, holdout_mask(targets, 0.5, seed=5))
@@ -88,7 +88,7 @@ def test_the_prior_stage_hides_its_holdout_from_training_only():
     assert holdout.sum() == 8  # 5 -> 2 (round half to even), 4 -> 2 for class 0; 4 -> 2 and 4 -> 2 for class 1
     assert prior_run.history is run.history and prior_run.step_budget is run.step_budget
     # the mean estimate calibrates nothing, so its prior model trains on every label
-    prior_run, holdout = prior_stage_run(tiny_run(TrainConfig(prior_holdout=0.5), targets.copy()), seed=5)
+    prior_run, holdout = prior_stage_run(tiny_run(TrainConfig(arch="csl", prior_holdout=0.5), targets.copy()), seed=5)
     assert holdout is None and np.array_equal(prior_run.train.targets, targets)
 
 

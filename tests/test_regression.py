@@ -25,7 +25,7 @@ GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
 COMMON = ["--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8", "--workers", "0",
           "--epochs", "2", "--prior-epochs", "1", "--lr", "1e-3", "--ema-decay", "0.9", "--no-amp", "--seed", "3",
-          "--partial_loss_mode", "selective", "--likelihood-topk", "2"]
+          "--arch", "csl", "--partial_loss_mode", "selective", "--likelihood-topk", "2"]
 
 
 def _compare(produced: Path, name: str, drop: tuple[str, ...] = ()) -> None:

@@ -10,7 +10,7 @@ import images_train_test_valid_split as split_script
 import train as train_script
 
 TINY = ["--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--no-amp",
-        "--lr", "1e-3", "--ema-decay", "0.9", "--partial_loss_mode", "ignore", "--seed", "1"]
+        "--lr", "1e-3", "--ema-decay", "0.9", "--arch", "csl", "--partial_loss_mode", "ignore", "--seed", "1"]
 
 
 def split_data(root: Path, n: int = 48, seed: int = 0) -> tuple[Path, Path]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import platform
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -46,7 +46,7 @@ class TrainConfig:
     sampler_replacement: bool = True  # False: each image floor(expected) times, the rest drawn without replacement
     reset_head: bool = False  # re-initialise the classifier of --model-path (cRT: a new head on a trained backbone)
     # model
-    arch: str = "csl"
+    arch: str = "auto"  # auto: mtl for attribute data, csl for COCO-format data (resolve_auto)
     head: str = "linear"
     decoder_queries: int | None = None  # ml_decoder: None = min(100, number of classes)
     decoder_embed: int = 768
@@ -109,7 +109,7 @@ class TrainConfig:
     class_weights: str = "none"  # none or effective_number (Cui et al. 2019) on positive terms / per-class CE
     cb_beta: float = 0.999
     drw_start_epoch: int = 0  # class weights from this epoch (0-based) on: deferred re-weighting (Cao et al. 2019)
-    logit_adjust: str = "none"  # none, train, posthoc (Menon et al. 2021), balanced_softmax (per-attribute heads)
+    logit_adjust: str = "auto"  # none, train, posthoc (Menon et al. 2021), balanced_softmax (per-attribute heads)
     la_tau: float = 1.0
     db_neg_scale: float = 2.0  # --loss db: lambda of the negative-tolerant regularisation
     # thresholds tuned on the validation split at the end of training (off by default)
@@ -136,6 +136,24 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config key(s): {unknown}")
         return cls(**data)
+
+
+# What "auto" means for --arch and --logit-adjust: attribute data (mutually exclusive classes per attribute) gets one
+# softmax head per attribute under the balanced softmax, the best of the imbalance methods end to end on the demo over
+# 3 seeds (benchmarks/README.md, "Imbalance handling"); COCO-format multi-label data gets CSL's sigmoid head under the
+# partial-label loss. The balanced softmax is left out when the run already re-balances (class weights, a sampler).
+AUTO_ARCH = {"attributes": "mtl", "coco": "csl"}
+AUTO_LOGIT_ADJUST = {"csl": "none", "mtl": "balanced_softmax", "latent": "balanced_softmax", "afa": "balanced_softmax"}
+
+
+def resolve_auto(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for (see AUTO_ARCH)."""
+    arch = AUTO_ARCH.get(cfg.dataset, "csl") if cfg.arch == "auto" else cfg.arch
+    adjust = cfg.logit_adjust
+    if adjust == "auto":
+        rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
+        adjust = "none" if rebalanced else AUTO_LOGIT_ADJUST.get(arch, "none")
+    return replace(cfg, arch=arch, logit_adjust=adjust)
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -83,6 +83,8 @@ def logit_offsets(cfg: TrainConfig, labels: LabelSpace, form: str) -> Offsets:
 
 
 def output_form(cfg: TrainConfig) -> str:
+    if cfg.arch == "auto":
+        raise ValueError("--arch auto is resolved by run_training (config.resolve_auto) before anything is built")
     return "sigmoid" if cfg.arch == "csl" else "softmax"
 
 

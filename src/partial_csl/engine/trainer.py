@@ -42,7 +42,7 @@ from .checkpoint import (
     save_checkpoint,
     training_payload,
 )
-from .config import TrainConfig, derive_seed, resolve_device, seed_everything
+from .config import TrainConfig, derive_seed, resolve_auto, resolve_device, seed_everything
 from .distributed import barrier, init_distributed, mean_across_ranks
 from .embeddings import StageInputs, stage_inputs
 from .finish import check_run_settings, finish_training
@@ -243,6 +243,7 @@ def run_training(cfg: TrainConfig) -> dict:
     The primary process (rank 0 under torchrun, the only one otherwise) holds the run folder for the whole run
     (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains.
     """
+    cfg = resolve_auto(cfg)
     check_run_settings(cfg)  # before the run folder is touched, not after the training
     info = init_distributed(resolve_device(cfg.device))
     with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
