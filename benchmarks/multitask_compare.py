@@ -1,6 +1,6 @@
 """CSL single-head vs the multi-head variants (mtl, latent, afa) on the demo data, with the same training budget.
 
-    .venv/bin/python benchmarks/multitask_compare.py            # after `make demo` (uses its split and priors)
+    .venv/bin/python benchmarks/multitask_compare.py            # after `make demo` (uses its split)
 
 Prints one table (also OUT/table.md): per-attribute test accuracy against the majority baseline, mAP, parameters,
 training and inference images/s on this device; then the measurement behind the multitask claim: inference time of
@@ -33,8 +33,9 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--split", type=Path, default=Path("outputs/demo/split"))
     p.add_argument("--images", default="data/demo/images")
-    p.add_argument("--priors", default="outputs/demo/run/priors/prior_ignore.csv",
-                   help="priors for the csl selective run (so that it needs no extra prior stage)")
+    p.add_argument("--priors", default="outputs/demo_csl/run/priors/prior_ignore.csv",
+                   help="priors for the csl selective run, so that it needs no extra prior stage (a CSL demo run: "
+                        "see scripts/demo.sh); without them the csl run estimates its own first")
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/multitask"))
     p.add_argument("--archs", nargs="+", default=["csl", "mtl", "latent", "afa"])
     p.add_argument("--model-name", default="tresnet_m")

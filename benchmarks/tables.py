@@ -1,7 +1,7 @@
 """Markdown tables of mean ± std over seeds, shared by the multi-seed benchmarks (partial_methods, imbalance_compare).
 
-Run as scripts, the benchmarks import this module by name (their folder is first on ``sys.path``); the tests do the
-same through pytest's ``pythonpath``.
+Run as scripts, the benchmarks import this module by name (a script's folder comes first on the import path); the tests
+do the same through pytest's ``pythonpath``.
 """
 
 from __future__ import annotations

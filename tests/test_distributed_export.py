@@ -34,7 +34,7 @@ def data(tmp_path_factory):
 def args_for(root, out, batch):
     # GroupNorm model, no augmentation, float32: per-sample computations, so only the batch split differs
     return ["--train-csv", str(root / "s" / "train.csv"), "--val-csv", str(root / "s" / "valid.csv"), "--images",
-            str(root / "d" / "images"), "--model-name", "test_efficientnet_gn", "--image-size", "32",
+            str(root / "d" / "images"), "--arch", "csl", "--model-name", "test_efficientnet_gn", "--image-size", "32",
             "--batch-size", str(batch), "--workers", "0", "--epochs", "2", "--partial_loss_mode", "negative",
             "--augment", "none", "--no-amp", "--ema-decay", "0.9", "--device", "cpu", "--output-dir", str(out)]
 
@@ -132,8 +132,8 @@ def checkpoints(data, tmp_path_factory):
     out = {}
     for name in ("tresnet_m", "test_resnet"):
         run = tmp_path_factory.mktemp(f"ckpt_{name}")
-        assert train_script.main([*args_for(data, run, 8)[:-2], "--output-dir", str(run), "--model-name", name,
-                                  "--epochs", "1"]) == 0
+        assert train_script.main([*args_for(data, run, 8)[:-2], "--output-dir", str(run), "--arch", "csl",
+                                  "--model-name", name, "--epochs", "1"]) == 0
         out[name] = run / "checkpoints" / "best.pt"
     return out
 

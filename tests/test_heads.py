@@ -104,7 +104,8 @@ def data(tmp_path_factory):
 def test_each_head_trains_and_round_trips_through_validate_infer_and_export(data, tmp_path, head, extra):
     run = tmp_path / "run"
     assert train_script.main(["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"),
-                              "--images", str(data / "images"), "--model-name", "test_resnet", "--image-size", "32",
+                              "--images", str(data / "images"), "--arch", "csl",
+                              "--model-name", "test_resnet", "--image-size", "32",
                               "--batch-size", "8", "--workers", "0", "--epochs", "1", "--prior-epochs", "1",
                               "--no-amp", "--head", head, *extra, "--output-dir", str(run)]) == 0
     best = run / "checkpoints" / "best.pt"
@@ -131,7 +132,8 @@ def test_each_head_trains_and_round_trips_through_validate_infer_and_export(data
 
 def test_heads_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
     common = ["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
-              str(data / "images"), "--model-name", "test_resnet", "--image-size", "32", "--workers", "0",
+              str(data / "images"), "--arch", "csl",
+              "--model-name", "test_resnet", "--image-size", "32", "--workers", "0",
               "--epochs", "1"]
     assert train_script.main([*common, "--loss", "aam", "--output-dir", str(tmp_path / "a")]) == 2
     assert "--loss aam (additive angular margin) needs cosine logits" in capsys.readouterr().err
@@ -144,7 +146,8 @@ def test_heads_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
 
 def _frozen_args(data, run, *extra):
     return ["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
-            str(data / "images"), "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
+            str(data / "images"), "--arch", "csl",
+            "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
             "--workers", "0", "--epochs", "2", "--prior-epochs", "1", "--no-amp", "--lr", "1e-2",
             "--freeze-backbone", "--output-dir", str(run), *extra]
 

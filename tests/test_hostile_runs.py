@@ -34,7 +34,8 @@ def data(tmp_path_factory) -> Path:
 
 def args(data: Path, out: Path, *extra: str) -> list[str]:
     return ["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
-            str(data / "images"), "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
+            str(data / "images"), "--arch", "csl",
+            "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
             "--workers", "0", "--epochs", "1", "--prior-epochs", "1", "--no-amp", "--ema-decay", "0.9",
             "--likelihood-topk", "1", "--output-dir", str(out), *extra]
 

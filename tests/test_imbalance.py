@@ -200,3 +200,13 @@ def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
     explicit = resolve_auto(TrainConfig(arch="csl", logit_adjust="posthoc"))
     assert (explicit.arch, explicit.logit_adjust) == ("csl", "posthoc")
     assert resolve_auto(resolved) == resolved
+
+
+def test_csl_settings_left_unread_by_the_auto_architecture_are_named(caplog):
+    with caplog.at_level("WARNING", logger="partial_csl.engine.config"):
+        resolve_auto(TrainConfig(partial_loss_mode="ignore", gamma_unann=4))
+        resolve_auto(TrainConfig(arch="csl", partial_loss_mode="ignore"))  # read: nothing to say
+        resolve_auto(TrainConfig(dataset="coco", gamma_unann=4))  # auto is csl there
+    assert [r.getMessage() for r in caplog.records] == [
+        "--arch auto trains mtl on attribute data, which does not read --partial_loss_mode, --gamma_unann: add --arch "
+        "csl to use them"]

@@ -239,7 +239,7 @@ def test_batch_penalty_losses_refuse_per_entry_class_weights():
     from partial_csl.engine.imbalance import wrap_single_head
     labels = LabelSpace(["a", "b"], train_class_counts=[3, 1], num_train_images=4, expected_positives=1.0,
                         train_annotated_counts=[4, 4])
-    cfg = TrainConfig(arch="csl", loss="epr", class_weights="effective_number")
+    cfg = TrainConfig(arch="csl", loss="epr", class_weights="effective_number", logit_adjust="none")
     with pytest.raises(ValueError, match="penalty on the whole batch"):
         wrap_single_head(build_loss("epr", expected_positives=1.0), cfg, labels)
 
@@ -250,7 +250,8 @@ def test_label_store_losses_refuse_torchrun():
     from partial_csl.engine.data import LabelSpace
     from partial_csl.engine.distributed import DistInfo
     labels = LabelSpace(["a", "b"], num_train_images=4, expected_positives=1.0)
-    cfg = TrainConfig(arch="csl", loss="ll_cp", model_name="test_resnet", image_size=32, partial_loss_mode="negative")
+    cfg = TrainConfig(arch="csl", logit_adjust="none", loss="ll_cp", model_name="test_resnet", image_size=32,
+                      partial_loss_mode="negative")
     info = DistInfo(rank=0, world_size=2)
     with pytest.raises(ValueError, match="per-image label store"):
         build_training(cfg, labels, "negative", None, torch.device("cpu"), info, 1, 1, None)

@@ -26,7 +26,7 @@ def split_data(tmp_path_factory):
 
 def train_args(root, out, *extra, model="test_resnet"):
     return ["--train-csv", str(root / "split" / "train.csv"), "--val-csv", str(root / "split" / "valid.csv"),
-            "--images", str(root / "data" / "images"), "--model-name", model, "--image-size", "32",
+            "--images", str(root / "data" / "images"), "--arch", "csl", "--model-name", model, "--image-size", "32",
             "--batch-size", "8", "--workers", "0", "--epochs", "2", "--prior-epochs", "1", "--lr", "1e-3",
             "--ema-decay", "0.9", "--output-dir", str(out), *extra]
 

@@ -43,6 +43,7 @@ def test_selective_run_with_threshold_zero_skips_the_prior_stage(tmp_path, caplo
     extra = ["--prior_path", str(tmp_path / "never_read.csv")] if prior_file else []
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
         assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(csv_path), "--images", str(images),
+                                  "--arch", "csl",
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
                                   "--workers", "0", "--epochs", "1", "--no-amp", "--device", "cpu",
                                   "--partial_loss_mode", "selective", "--prior_threshold", "0", *extra,
@@ -62,7 +63,7 @@ def tiny_run(cfg: TrainConfig, targets: np.ndarray) -> Run:
 
 
 def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(caplog):
-    cfg = TrainConfig(arch="csl", gamma_neg=3, gamma_unann=4, clip=0.05, prior_holdout=0)
+    cfg = TrainConfig(arch="csl", logit_adjust="none", gamma_neg=3, gamma_unann=4, clip=0.05, prior_holdout=0)
     run = tiny_run(cfg, np.array([[1, -1], [0, 1]]))
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
         prior_run, holdout = prior_stage_run(run, seed=0)
@@ -98,6 +99,7 @@ def test_a_selective_run_records_which_estimate_each_prior_is(tmp_path, caplog):
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
         assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(csv_path), "--images", str(images),
+                                  "--arch", "csl",
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
                                   "--workers", "0", "--epochs", "1", "--prior_epochs", "1", "--no-amp",
                                   "--device", "cpu", "--gamma_neg", "3", "--gamma_unann", "4",

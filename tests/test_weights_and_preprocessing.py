@@ -32,7 +32,8 @@ def data(tmp_path_factory) -> Path:
 
 def train(data: Path, out: Path, model: str, *extra: str) -> Path:
     assert train_script.main(["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"),
-                              "--images", str(data / "images"), "--model-name", model, "--image-size", "32",
+                              "--images", str(data / "images"), "--arch", "csl",
+                              "--model-name", model, "--image-size", "32",
                               "--batch-size", "8", "--workers", "0", "--epochs", "1", "--no-amp",
                               "--partial_loss_mode", "ignore", "--output-dir", str(out), *extra]) == 0
     return out / "checkpoints" / "best.pt"

@@ -74,10 +74,11 @@ def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | No
     if labels.schema is None:
         raise ValueError(f"--arch {cfg.arch} needs attribute data (one head per attribute)")
     if cfg.head != "linear":
-        raise ValueError(f"--head applies to --arch csl; --arch {cfg.arch} has one linear head per attribute")
+        raise ValueError(f"--head applies to --arch csl (pass it: attribute data trains --arch mtl by default); "
+                         f"--arch {cfg.arch} has one linear head per attribute")
     if cfg.loss != "partial_asl":
-        raise ValueError(f"--loss applies to --arch csl; --arch {cfg.arch} trains a softmax cross-entropy per "
-                         "attribute")
+        raise ValueError(f"--loss applies to --arch csl (pass it: attribute data trains --arch mtl by default); "
+                         f"--arch {cfg.arch} trains a softmax cross-entropy per attribute")
     return per_attribute_loss(cfg, labels)
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
 import platform
 import random
 from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -146,9 +149,19 @@ AUTO_ARCH = {"attributes": "mtl", "coco": "csl"}
 AUTO_LOGIT_ADJUST = {"csl": "none", "mtl": "balanced_softmax", "latent": "balanced_softmax", "afa": "balanced_softmax"}
 
 
+# settings only --arch csl reads: set while "auto" picks a per-attribute architecture, they are named in a warning
+CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann",
+            "clip", "likelihood_topk", "likelihood_topk_scope", "prior_threshold", "prior_path", "prior_epochs",
+            "prior_estimate", "prior_loss", "prior_holdout")
+
+
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for (see AUTO_ARCH)."""
     arch = AUTO_ARCH.get(cfg.dataset, "csl") if cfg.arch == "auto" else cfg.arch
+    ignored = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]
+    if cfg.arch == "auto" and arch != "csl" and ignored:
+        log.warning("--arch auto trains %s on attribute data, which does not read %s: add --arch csl to use them",
+                    arch, ", ".join(f"--{name}" for name in ignored))
     adjust = cfg.logit_adjust
     if adjust == "auto":
         rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
