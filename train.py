@@ -1,7 +1,10 @@
-r"""Train a multi-label classifier on partially labelled data (CSL: selective loss + class priors).
+r"""Train a multi-label classifier on partially labelled data: per-attribute softmax heads under the balanced softmax
+for attribute data, CSL (selective loss + class priors) for COCO-format data or with ``--arch csl``.
 
     python train.py --train-csv data/split/train.csv --val-csv data/split/valid.csv --images data/images \
-        --partial_loss_mode selective --epochs 30 --output-dir outputs/my-run
+        --epochs 30 --output-dir outputs/my-run
+    python train.py --train-csv data/split/train.csv --val-csv data/split/valid.csv --images data/images \
+        --arch csl --partial_loss_mode selective --epochs 30 --output-dir outputs/my-csl-run
     python train.py --dataset coco --data COCO_ROOT --simulate_partial_type fpc --simulate_partial_param 1000 \
         --gamma_unann 4 --gamma_neg 3 --gamma_pos 0 --image-size 448 --output-dir outputs/coco-fpc
     python train.py --config outputs/my-run/config.json --output-dir outputs/my-run-again

@@ -20,7 +20,7 @@ seed with the offset train.py would store (its training run is the same), and en
 
 Rare-class AP: the mean AP of the bottom third (rounded, at least one) of each attribute's classes by training
 frequency. Writes ``OUT/results.csv`` (one row per cell and metric) and ``OUT/table.md`` (mean ± std over the
-seeds, the best in bold, ties marked: tables.py); a cell's ``result.json`` marks it done.
+seeds, the best in bold, ties marked: seed_tables.py); a cell's ``result.json`` marks it done.
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-from tables import mean_std_table
+from seed_tables import mean_std_table
 
 from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
@@ -158,6 +158,11 @@ def posthoc_cell(cfg: TrainConfig, baseline_dir: Path, run_dir: Path, split: Pat
     run_dir.mkdir(parents=True, exist_ok=True)
     labels, _, _ = load_training_data(cfg, run_dir)
     ckpt = load_checkpoint(baseline_dir / "checkpoints" / "best.pt")
+    expected = replace(cfg, output_dir=ckpt["config"]["output_dir"], logit_adjust="none").to_dict()
+    differs = sorted(k for k, v in expected.items() if ckpt["config"].get(k) != v and k != "la_tau")
+    if differs:  # e.g. a baseline of another grid (--end-to-end, --epochs) in the same --out
+        raise ValueError(f"{baseline_dir}: the baseline was trained with other settings ({', '.join(differs)}): "
+                         "use another --out")
     ckpt["logit_adjustment"] = posthoc_adjustment(cfg, labels)
     ckpt["config"] = {**ckpt["config"], "logit_adjust": cfg.logit_adjust, "la_tau": cfg.la_tau}
     adjusted = run_dir / "best_posthoc.pt"

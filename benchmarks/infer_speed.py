@@ -43,7 +43,7 @@ def write_images(folder: Path, count: int, size: int) -> list[Path]:
 
 def write_checkpoint(path: Path, model_name: str, image_size: int) -> Path:
     schema = default_schema()
-    cfg = TrainConfig(model_name=model_name, image_size=image_size, norm="torch", arch="csl")
+    cfg = TrainConfig(model_name=model_name, image_size=image_size, norm="torch", arch="csl", logit_adjust="none")
     labels = LabelSpace(schema.class_names, schema, [1] * len(schema.class_names))
     model = build_model(cfg.arch, model_name, len(labels.class_names), norm="torch", device="cpu",
                         **get_architecture(cfg.arch).arch_args(cfg, labels))

@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
-from tables import mean_std_table
+from seed_tables import mean_std_table
 
 from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_set
 from partial_csl.engine.config import TrainConfig
@@ -76,7 +76,7 @@ def pretrained_backbone(args: argparse.Namespace, out: Path) -> str:
     cfg = TrainConfig(dataset="coco", data=str(root), model_name=args.model_name, image_size=args.image_size,
                       epochs=args.pretraining_epochs, batch_size=64, lr=1e-3, augment="light", ema_decay=0.0,
                       partial_loss_mode="negative", loss="bce", workers=0, cache_images=True,
-                      output_dir=str(out / "backbone"), resume=True)
+                      output_dir=str(out / "backbone"), resume=True, arch="csl", logit_adjust="none")
     best = out / "backbone" / "checkpoints" / "best.pt"
     if not (out / "backbone" / "summary.json").is_file():
         print(f"training the backbone on {root} ({args.pretraining_epochs} epochs) ...", flush=True)
@@ -87,7 +87,7 @@ def pretrained_backbone(args: argparse.Namespace, out: Path) -> str:
 def base_config(args: argparse.Namespace, out: Path) -> TrainConfig:
     common = dict(dataset="coco", data=args.data, model_name=args.model_name, image_size=args.image_size,
                   epochs=args.epochs, batch_size=args.batch_size, workers=0, device=args.device, resume=True,
-                  loss_reduction="mean")
+                  loss_reduction="mean", arch="csl", logit_adjust="none")  # resolved: compared with saved cells
     if args.end_to_end:
         return TrainConfig(**common, model_path=args.backbone, lr=args.lr or 1e-3, augment="light", ema_decay=0.99,
                            cache_images=True)

@@ -41,7 +41,7 @@ def time_ours(model_name: str, data, amp_dtype) -> float:
 
     torch.manual_seed(0)
     model = create_model(model_name, data[0][1].shape[1], norm="torch")
-    cfg = TrainConfig(arch="csl", likelihood_topk=3, gamma_unann=4)
+    cfg = TrainConfig(arch="csl", logit_adjust="none", likelihood_topk=3, gamma_unann=4)
     optimizer = build_optimizer(model, 2e-4, 1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-4, total_steps=len(data) + 1, pct_start=0.2)
     criterion = build_criterion(cfg, "selective", np.full(data[0][1].shape[1], 0.3))

@@ -29,8 +29,8 @@ def trained(tmp_path_factory):
     assert split_script.main(["--csv", str(csv_path), "--images", str(images), "--out-dir", str(root / "s")]) == 0
     assert train_script.main(["--train-csv", str(root / "s" / "train.csv"), "--val-csv", str(root / "s" / "valid.csv"),
                               "--images", str(images), "--model-name", "test_resnet", "--image-size", "32",
-                              "--batch-size", "8", "--workers", "0", "--epochs", "1", "--partial_loss_mode",
-                              "ignore", "--output-dir", str(root / "run")]) == 0
+                              "--batch-size", "8", "--workers", "0", "--epochs", "1", "--arch", "csl",
+                              "--partial_loss_mode", "ignore", "--output-dir", str(root / "run")]) == 0
     return root / "run" / "checkpoints" / "best.pt", images
 
 

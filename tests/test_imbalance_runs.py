@@ -74,3 +74,13 @@ def test_attribute_data_trains_per_attribute_heads_under_the_balanced_softmax_by
     assert best["config"]["arch"] == "mtl" and best["config"]["logit_adjust"] == "balanced_softmax"
     assert best["logit_adjustment"] is None  # the balanced softmax is a training loss: nothing to add at prediction
     assert not (run / "prior_stage").exists()  # no temporary ignore-mode model without the selective loss
+
+
+def test_crt_on_a_per_attribute_heads_run_loads_its_backbone(tiny_split, tmp_path):
+    first = train_tiny(*tiny_split, tmp_path / "first", "--arch", "auto")  # the default: backbone.* and heads.*
+    second = train_tiny(*tiny_split, tmp_path / "crt", "--arch", "auto", "--freeze-backbone", "--model-path",
+                        str(first), "--sampler", "balanced", "--reset-head", "--epochs", "1")
+    old, new = load_checkpoint(first)["model"], load_checkpoint(second)["model"]
+    backbone = [k for k in new if k.startswith("backbone.") and new[k].is_floating_point()]
+    assert backbone and all(torch.equal(old[k], new[k]) for k in backbone)
+    assert any(not torch.equal(old[k], new[k]) for k in new if k.startswith("heads."))

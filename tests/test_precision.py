@@ -57,8 +57,8 @@ def test_precision_is_recorded_in_config(tmp_path):
         assert train_script.main(["--train-csv", str(tmp_path / "s" / "train.csv"), "--val-csv",
                                   str(tmp_path / "s" / "valid.csv"), "--images", str(images), "--model-name",
                                   "resnet18", "--image-size", "32", "--batch-size", "8", "--workers", "0",
-                                  "--epochs", "1", "--partial_loss_mode", "negative", flag, "--output-dir",
-                                  str(run)]) == 0
+                                  "--epochs", "1", "--arch", "csl", "--partial_loss_mode", "negative", flag,
+                                  "--output-dir", str(run)]) == 0
         config = json.loads((run / "config.json").read_text())
         assert config["mixed_precision"] == expected
         assert config["config"]["amp"] is (flag == "--amp")

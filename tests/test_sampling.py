@@ -110,8 +110,8 @@ def test_balanced_training_writes_the_expected_distribution(tmp_path):
     assert train_script.main(["--train-csv", str(tmp_path / "s" / "train.csv"), "--val-csv",
                               str(tmp_path / "s" / "valid.csv"), "--images", str(images), "--model-name",
                               "test_resnet", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--epochs",
-                              "1", "--partial_loss_mode", "ignore", "--sampler", "raking", "--output-dir",
-                              str(run)]) == 0
+                              "1", "--arch", "csl", "--partial_loss_mode", "ignore", "--sampler", "raking",
+                              "--output-dir", str(run)]) == 0
     dist = pd.read_csv(run / "sampler_distribution.csv")
     assert set(dist["split"]) == {"data", "raking sampler"}
     assert (run / "sampler_distribution.png").stat().st_size > 1000

@@ -152,7 +152,7 @@ AUTO_LOGIT_ADJUST = {"csl": "none", "mtl": "balanced_softmax", "latent": "balanc
 # settings only --arch csl reads: set while "auto" picks a per-attribute architecture, they are named in a warning
 CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann",
             "clip", "likelihood_topk", "likelihood_topk_scope", "prior_threshold", "prior_path", "prior_epochs",
-            "prior_estimate", "prior_loss", "prior_holdout")
+            "prior_estimate", "prior_loss", "prior_holdout", "loss_reduction")
 
 
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:

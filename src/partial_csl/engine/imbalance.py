@@ -77,6 +77,9 @@ def class_weights(cfg: TrainConfig, labels: LabelSpace, groups: list[slice] | No
 
 
 def logit_offsets(cfg: TrainConfig, labels: LabelSpace, form: str) -> Offsets:
+    if cfg.logit_adjust == "auto":
+        raise ValueError("--logit-adjust auto is resolved by run_training (config.resolve_auto) before anything is "
+                         "built")
     if cfg.logit_adjust not in LOGIT_ADJUSTMENTS:
         raise ValueError(f"unknown --logit-adjust {cfg.logit_adjust!r}; expected one of {sorted(LOGIT_ADJUSTMENTS)}")
     return LOGIT_ADJUSTMENTS[cfg.logit_adjust](cfg, labels, form)

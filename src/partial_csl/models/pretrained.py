@@ -142,6 +142,15 @@ def miil_to_timm_keys(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
+def _backbone_of_wrapper(state: dict, own: dict) -> dict:
+    """A checkpoint of ours whose model wraps the timm backbone (per-attribute heads, a ``--head`` module) keeps it
+    under ``backbone.``: those weights, for the bare backbone every architecture is built on (heads start new)."""
+    if any(key in own for key in state):
+        return state
+    inner = {key.removeprefix("backbone."): value for key, value in state.items() if key.startswith("backbone.")}
+    return inner or state
+
+
 def load_pretrained(model: nn.Module, path: str | Path, abn_keys: set[str] | frozenset = frozenset(),
                     model_name: str | None = None) -> LoadReport:
     """Load ``path`` into ``model``. ``abn_keys``: state-dict keys of ABN weights (``|w| + eps`` semantics);
@@ -165,6 +174,8 @@ def load_pretrained(model: nn.Module, path: str | Path, abn_keys: set[str] | fro
         if clamped:
             log.warning("%s: %d norm scales below eps cannot be expressed as |w|+eps and were clamped", path, clamped)
     own = model.state_dict()
+    if layout == "ours":
+        state = _backbone_of_wrapper(state, own)
     classifier = {f"{name}.{p}" for name, m in model.named_modules() if m is _classifier(model)
                   for p in ("weight", "bias")}
     report = LoadReport(str(path), layout, 0)
