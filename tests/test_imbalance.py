@@ -200,6 +200,8 @@ def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
     explicit = resolve_auto(TrainConfig(arch="csl", logit_adjust="posthoc"))
     assert (explicit.arch, explicit.logit_adjust) == ("csl", "posthoc")
     assert resolve_auto(resolved) == resolved
+    with pytest.raises(ValueError, match="--arch and --logit-adjust auto must be resolved first"):
+        posthoc_adjustment(TrainConfig(), labels_of(TARGETS))
 
 
 def test_csl_settings_left_unread_by_the_auto_architecture_are_named(caplog):

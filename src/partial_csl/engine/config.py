@@ -146,7 +146,6 @@ class TrainConfig:
 # 3 seeds (benchmarks/README.md, "Imbalance handling"); COCO-format multi-label data gets CSL's sigmoid head under the
 # partial-label loss. The balanced softmax is left out when the run already re-balances (class weights, a sampler).
 AUTO_ARCH = {"attributes": "mtl", "coco": "csl"}
-AUTO_LOGIT_ADJUST = {"csl": "none", "mtl": "balanced_softmax", "latent": "balanced_softmax", "afa": "balanced_softmax"}
 
 
 # settings only --arch csl reads: set while "auto" picks a per-attribute architecture, they are named in a warning
@@ -165,8 +164,16 @@ def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     adjust = cfg.logit_adjust
     if adjust == "auto":
         rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
-        adjust = "none" if rebalanced else AUTO_LOGIT_ADJUST.get(arch, "none")
+        adjust = "none" if rebalanced or arch == "csl" else "balanced_softmax"  # every other arch: softmax heads
     return replace(cfg, arch=arch, logit_adjust=adjust)
+
+
+def require_resolved(cfg: TrainConfig) -> None:
+    """Refuse settings still "auto": run_training resolves them (resolve_auto) before anything is built."""
+    left = [f"--{name.replace('_', '-')}" for name in ("arch", "logit_adjust") if getattr(cfg, name) == "auto"]
+    if left:
+        raise ValueError(f"{' and '.join(left)} auto must be resolved first (config.resolve_auto, as run_training "
+                         "does)")
 
 
 def resolve_device(name: str = "auto") -> torch.device:

@@ -31,7 +31,7 @@ from ..losses.imbalance import (
     sigmoid_log_prior_odds,
     softmax_log_prior,
 )
-from .config import TrainConfig
+from .config import TrainConfig, require_resolved
 from .data import LabelSpace
 
 Offsets = tuple[np.ndarray | None, np.ndarray | None]  # (training-time, prediction-time) logit offsets
@@ -77,17 +77,14 @@ def class_weights(cfg: TrainConfig, labels: LabelSpace, groups: list[slice] | No
 
 
 def logit_offsets(cfg: TrainConfig, labels: LabelSpace, form: str) -> Offsets:
-    if cfg.logit_adjust == "auto":
-        raise ValueError("--logit-adjust auto is resolved by run_training (config.resolve_auto) before anything is "
-                         "built")
+    require_resolved(cfg)
     if cfg.logit_adjust not in LOGIT_ADJUSTMENTS:
         raise ValueError(f"unknown --logit-adjust {cfg.logit_adjust!r}; expected one of {sorted(LOGIT_ADJUSTMENTS)}")
     return LOGIT_ADJUSTMENTS[cfg.logit_adjust](cfg, labels, form)
 
 
 def output_form(cfg: TrainConfig) -> str:
-    if cfg.arch == "auto":
-        raise ValueError("--arch auto is resolved by run_training (config.resolve_auto) before anything is built")
+    require_resolved(cfg)
     return "sigmoid" if cfg.arch == "csl" else "softmax"
 
 
