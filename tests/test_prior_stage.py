@@ -106,7 +106,7 @@ def test_a_selective_run_records_which_estimate_each_prior_is(tmp_path, caplog):
                                   "--prior_estimate", "em", "--output-dir", str(run)]) == 0
     assert "prior stage: bce loss in ignore mode (--prior_loss), posteriors calibrated on" in caplog.text
     table = pd.read_csv(run / "priors" / "prior_ignore.csv")
-    assert set(table["estimator"]) <= {"em", "fallback_unconverged", "fallback_out_of_bounds", "clipped_mean",
+    assert set(table["estimator"]) <= {"em", "fallback_unconverged", "em_clipped", "clipped_mean",
                                        "evidence"}
     inside = table["estimator"] != "evidence"
     assert ((table["prior"] >= table["lower_bound"] - 1e-6) & (table["prior"] <= table["upper_bound"] + 1e-6))[

@@ -228,12 +228,12 @@ def test_recalibration_fitted_on_a_mask_uses_only_those_entries():
     fit = np.array([[False], [False], [True], [True]])
     # the fit entries (0.8, 0.8) have positive rate 1/2: the shift is -logit(0.8), applied to every entry
     expected = 1 / (1 + np.exp(-(logit(probs) - logit(0.8))))
-    np.testing.assert_allclose(recalibrate_to_annotated(probs, targets, fit), expected, atol=1e-9)
+    np.testing.assert_allclose(recalibrate_to_annotated(probs, targets, fit)[0], expected, atol=1e-9)
     other = probs.copy()
     other[:2] = [[0.3], [0.01]]  # entries outside the mask do not move the shift
-    np.testing.assert_allclose(recalibrate_to_annotated(other, targets, fit)[2:], expected[2:], atol=1e-9)
+    np.testing.assert_allclose(recalibrate_to_annotated(other, targets, fit)[0][2:], expected[2:], atol=1e-9)
     # without the mask all four count: mean(0.9, 0.2, 0.8, 0.8) = 0.675 != 0.5, another shift
-    assert not np.allclose(recalibrate_to_annotated(probs, targets), expected, atol=1e-3)
+    assert not np.allclose(recalibrate_to_annotated(probs, targets)[0], expected, atol=1e-3)
 
 
 def test_prior_bounds_come_from_the_annotated_counts():
@@ -246,7 +246,7 @@ def test_prior_bounds_come_from_the_annotated_counts():
 ANNOTATED = [1, 1, 0, 0] + [-1] * 6  # 10 images: 2 positives, 2 negatives, 6 unknown; bounds [0.2, 0.8]
 
 
-def test_em_outside_the_bounds_falls_back_to_the_mean_posterior_with_a_warning(caplog):
+def test_em_outside_the_bounds_is_clipped_to_the_nearest_bound_with_a_warning(caplog):
     targets = np.array([ANNOTATED, ANNOTATED]).T
     # class 0: calibrated on its annotated images (mean 0.5 = their rate), unknowns near 0; the odds ratios average
     # below 1, so EM runs to a prior of about 0, below the 2 / 10 annotated positives. Class 1: nothing to shift.
@@ -255,12 +255,12 @@ def test_em_outside_the_bounds_falls_back_to_the_mean_posterior_with_a_warning(c
     with caplog.at_level(logging.WARNING, logger="partial_csl.prior_estimates"):
         priors, details = priors_from_probabilities(np.stack([col0, col1], axis=1), targets, "em",
                                                     class_names=["hat", "scarf"])
-    assert details["estimator"] == ["fallback_out_of_bounds", "em"]
-    assert priors[0] == pytest.approx((1.2 + 0.8 + 0.06) / 10)  # the mean posterior, inside [0.2, 0.8]
+    assert details["estimator"] == ["em_clipped", "em"]
+    assert priors[0] == pytest.approx(0.2)  # EM's likelihood is concave in the prior: its bounded maximum
     assert priors[1] == pytest.approx(0.5, abs=1e-6)
     np.testing.assert_allclose(details["lower_bound"], [0.2, 0.2])
-    assert "ended outside" in caplog.text and "hat 0.2060 [0.2000, 0.8000]" in caplog.text
-    assert "scarf" not in caplog.text
+    assert "ended outside" in caplog.text and "the nearest bound" in caplog.text
+    assert "hat 0.2000 [0.2000, 0.8000]" in caplog.text and "scarf" not in caplog.text
 
 
 def test_em_that_does_not_converge_falls_back_to_the_clipped_mean(caplog, monkeypatch, tmp_path):
@@ -275,7 +275,7 @@ def test_em_that_does_not_converge_falls_back_to_the_clipped_mean(caplog, monkey
     details.pop("n_images")
     path = save_priors(tmp_path / "p.csv", ["hat"], priors, 10, "em", details)
     row = path.read_text().splitlines()
-    assert row[0].split(",")[-4:] == ["estimator", "lower_bound", "upper_bound", "evidence"]
+    assert row[0].split(",")[-5:] == ["estimator", "lower_bound", "upper_bound", "calibration", "evidence"]
     assert "fallback_unconverged" in row[1]
 
 
@@ -297,12 +297,13 @@ def test_a_miscalibrated_model_no_longer_collapses_a_rare_class():
         holdout = holdout_mask(targets, 0.2, seed=0)
         flat = 1 / (1 + np.exp(-2 * x[:, None] / 3))  # the exact log-odds (2x) scaled by 1/3: underconfident
         # the old in-sample EM (a logit shift only) sends the class to about 0 ...
-        assert em_prior_shift(recalibrate_to_annotated(flat, targets), np.array([0.5]))[0][0] < 1e-3
+        assert em_prior_shift(recalibrate_to_annotated(flat, targets)[0], np.array([0.5]))[0][0] < 1e-3
         # ... the robust one fits a scale too on the held-out entries (Platt, about 3: the Wald test takes it)
         robust, details = priors_from_probabilities(flat, targets, "em", holdout=holdout)
         held = holdout[:, 0] & (targets[:, 0] != -1)
-        scale, _, error = prior_estimates.platt_scaling(2 * x[held] / 3, targets[held, 0] == 1)
-        assert details["estimator"] == ["em"] and abs(scale - 1) > 2 * error
+        fit = prior_estimates.platt_scaling(2 * x[held] / 3, targets[held, 0] == 1)
+        assert details["estimator"] == ["em"] and abs(fit.scale - 1) > 2 * fit.scale_error
+        assert details["calibration"] == ["platt"]
         assert true_prior / 2 < robust[0] < true_prior * 2
         robust_estimates.append(robust[0])
         truths.append(true_prior)
@@ -310,14 +311,72 @@ def test_a_miscalibrated_model_no_longer_collapses_a_rare_class():
 
 
 def test_platt_scaling_is_finite_on_separable_entries_and_one_without_miscalibration():
-    scale, shift, _ = prior_estimates.platt_scaling(np.array([-2.0, -1.0, 1.0, 2.0]), np.array([0, 0, 1, 1]))
-    assert np.isfinite(scale) and 1 < scale < 10 and shift == pytest.approx(0, abs=1e-9)  # symmetric: no shift
+    fit = prior_estimates.platt_scaling(np.array([-2.0, -1.0, 1.0, 2.0]), np.array([0, 0, 1, 1]))
+    assert fit.converged and np.isfinite(fit.scale) and 1 < fit.scale < 10
+    assert fit.shift == pytest.approx(0, abs=1e-9)  # symmetric: no shift
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, 50000)
     labels = rng.random(50000) < 1 / (1 + np.exp(-logits))  # calibrated by construction
-    scale, shift, error = prior_estimates.platt_scaling(logits, labels)
-    assert abs(scale - 1) <= 2 * error  # no evidence of miscalibration: the shift alone is used
-    assert scale == pytest.approx(1, abs=0.03) and shift == pytest.approx(0, abs=0.03)
+    fit = prior_estimates.platt_scaling(logits, labels)
+    assert abs(fit.scale - 1) <= 2 * fit.scale_error  # no evidence of miscalibration: the shift alone is used
+    assert fit.scale == pytest.approx(1, abs=0.03) and fit.shift == pytest.approx(0, abs=0.03)
+
+
+def overconfident_labels(seed: int, per_label: int) -> tuple[np.ndarray, np.ndarray]:
+    """``per_label`` positives and negatives with x ~ N(+-1.2, 1); the exact log-odds are 2.4 x."""
+    rng = np.random.default_rng(seed)
+    x = np.concatenate([rng.normal(1.2, 1, per_label), rng.normal(-1.2, 1, per_label)])
+    return x, np.r_[np.ones(per_label), np.zeros(per_label)]
+
+
+def test_platt_scaling_converges_on_an_overconfident_model_where_plain_newton_ran_off():
+    # logits 7.2 x are three times the exact log-odds: saturated sigmoids, a near-zero Hessian at (1, 0); the
+    # undamped Newton iteration went to a scale of about 10,000 on this draw
+    x, labels = overconfident_labels(seed=0, per_label=60)
+    fit = prior_estimates.platt_scaling(7.2 * x, labels)
+    # a proper fit: the unpenalised logistic regression of the labels on the logit, by scikit-learn
+    from sklearn.linear_model import LogisticRegression
+
+    proper = LogisticRegression(C=1e6, tol=1e-10, max_iter=1000).fit((7.2 * x)[:, None], labels)
+    assert fit.converged
+    assert fit.scale == pytest.approx(float(proper.coef_[0, 0]), rel=0.1)
+    assert fit.shift == pytest.approx(float(proper.intercept_[0]), abs=0.1)
+
+
+def test_a_platt_fit_that_does_not_converge_is_not_used(caplog):
+    x, labels = overconfident_labels(seed=0, per_label=60)
+    targets = np.r_[labels, [-1] * 10][:, None]
+    probs = 1 / (1 + np.exp(-7.2 * np.r_[x, np.zeros(10)]))[:, None]
+    assert recalibrate_to_annotated(probs, targets, fit_scale=True)[1] == ["platt"]
+    with pytest.MonkeyPatch.context() as patch:  # a fit that failed
+        patch.setattr(prior_estimates, "platt_scaling",
+                      lambda *a: prior_estimates.PlattFit(1e4, 40.0, 1.0, converged=False))
+        shifted, calibration = recalibrate_to_annotated(probs, targets, fit_scale=True)
+        assert calibration == ["shift_platt_unconverged"]
+        # the shift alone: the posteriors of the annotated entries average to their positive rate
+        assert shifted[:120, 0].mean() == pytest.approx(0.5, abs=1e-6)
+        with caplog.at_level(logging.WARNING, logger="partial_csl.prior_estimates"):
+            priors_from_probabilities(probs, targets, "em", holdout=targets != -1, class_names=["hat"])
+    assert "Platt scaling fit did not converge for 1 class(es)" in caplog.text and "hat" in caplog.text
+
+
+def test_em_on_an_overconfident_model_finds_a_rare_class(caplog):
+    # a class of prior 0.02 in 20,000 images, FPC-like annotation (300 positives, 300 negatives, all held out for
+    # calibration), a model three times over-confident: the undamped Platt fit sent EM to the share predicted
+    # positive (0.13); the damped fit, with EM clipped to its bounds, stays near the truth on every draw
+    for seed in range(3):
+        rng = np.random.default_rng(seed)
+        truth = np.zeros(20000, dtype=bool)
+        truth[:400] = True
+        x = np.where(truth, rng.normal(1.2, 1, 20000), rng.normal(-1.2, 1, 20000))
+        targets = np.full((20000, 1), -1)
+        targets[np.flatnonzero(truth)[:300], 0] = 1
+        targets[np.flatnonzero(~truth)[:300], 0] = 0
+        probs = 1 / (1 + np.exp(-7.2 * x))[:, None]
+        priors, details = priors_from_probabilities(probs, targets, "em", holdout=targets != -1)
+        assert details["calibration"] == ["platt"]
+        assert 0.01 < priors[0] < 0.04, (seed, priors[0], details["estimator"])
+        assert probs.mean() > 0.13  # what the share predicted positive would have said
 
 
 def test_fully_annotated_classes_take_their_annotated_rate_without_a_fallback_warning(caplog):

@@ -12,8 +12,9 @@ prior of about 0. So ``em`` here is cross-fitted and bounded:
   logit), since an over- or under-confident model is wrong by a *scale* that no shift can undo (an under-confident
   model with logits at 1/3 sent a class of prior 0.05 to 0.000003 after the shift alone);
 * whatever the model says, the prior of a class lies in [n_pos / N, 1 - n_neg / N] (:func:`prior_bounds`:
-  annotated positives are positives, annotated negatives are negatives); where EM does not converge or ends outside,
-  the mean posterior clipped to those bounds is used instead, with a warning, and the ``estimator`` record says so.
+  annotated positives are positives, annotated negatives are negatives); where EM ends outside, it is clipped to them
+  (the maximum likelihood within the bounds); where EM or the Platt fit does not converge, the mean posterior clipped
+  to the bounds (or a shift-only calibration) is used instead, with a warning, and the records say so.
 
 All functions take and return arrays; the engine decides what the holdout is and where the records go.
 """
@@ -21,6 +22,7 @@ All functions take and return arrays; the engine decides what the holdout is and
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -104,26 +106,62 @@ PLATT_RIDGE = 0.1  # pulls the scale to 1 and the shift to 0: finite even on sep
 PLATT_MIN_EACH = 5  # fewer held-out positives or negatives than this: fit the shift only
 
 
-def platt_scaling(logits: np.ndarray, labels: np.ndarray, iterations: int = 50) -> tuple[float, float, float]:
-    """(scale a, shift b, standard error of a) minimising the cross-entropy of sigmoid(a logit + b) against
-    ``labels`` (0/1), plus ``PLATT_RIDGE / 2 ((a - 1)^2 + b^2)``; Newton's method on the two parameters, the standard
-    error from the inverse Hessian at the optimum."""
+@dataclass(frozen=True)
+class PlattFit:
+    """A Platt scaling fit: sigmoid(scale * logit + shift), the standard error of the scale, and whether the fit
+    converged (its gradient vanished within the iteration budget)."""
+
+    scale: float
+    shift: float
+    scale_error: float
+    converged: bool
+
+
+def _platt_objective(theta: np.ndarray, features: np.ndarray, y: np.ndarray) -> tuple[float, np.ndarray, np.ndarray]:
+    """Ridge-penalised cross-entropy of sigmoid(features @ theta) against ``y``, its gradient and Hessian."""
+    z = features @ theta
+    p = 1 / (1 + np.exp(-np.clip(z, -40, 40)))
+    offset = theta - [1.0, 0.0]
+    value = float(np.sum(np.logaddexp(0, z) - y * z) + PLATT_RIDGE / 2 * offset @ offset)
+    gradient = features.T @ (p - y) + PLATT_RIDGE * offset
+    hessian = (features * (p * (1 - p))[:, None]).T @ features + PLATT_RIDGE * np.eye(2)
+    return value, gradient, hessian
+
+
+def platt_scaling(logits: np.ndarray, labels: np.ndarray, iterations: int = 100) -> PlattFit:
+    """The scale a and shift b minimising the cross-entropy of sigmoid(a logit + b) against ``labels`` (0/1), plus
+    ``PLATT_RIDGE / 2 ((a - 1)^2 + b^2)``, with the standard error of a from the inverse Hessian at the optimum.
+
+    Newton's method with a backtracking line search: the objective is convex, but on an over-confident model
+    (saturated sigmoids, a near-zero Hessian at the start) a full Newton step overshoots by orders of magnitude and
+    the undamped iteration ran off to a scale of ten thousand; halving the step until the objective decreases
+    (Armijo) converges from any start. ``converged`` is False when the gradient has not vanished.
+    """
     x, y = np.asarray(logits, dtype=np.float64), np.asarray(labels, dtype=np.float64)
-    theta = np.array([1.0, 0.0])
     features = np.stack([x, np.ones_like(x)], axis=1)
+    theta = np.array([1.0, 0.0])
+    value, gradient, hessian = _platt_objective(theta, features, y)
+    tolerance = 1e-8 * max(len(x), 1)
+    converged = False
     for _ in range(iterations):
-        p = 1 / (1 + np.exp(-np.clip(features @ theta, -40, 40)))
-        gradient = features.T @ (p - y) + PLATT_RIDGE * (theta - [1.0, 0.0])
-        hessian = (features * (p * (1 - p))[:, None]).T @ features + PLATT_RIDGE * np.eye(2)
-        step = np.linalg.solve(hessian, gradient)
-        theta -= step
-        if np.abs(step).max() < 1e-10:
+        if np.abs(gradient).max() < tolerance:
+            converged = True
             break
-    return float(theta[0]), float(theta[1]), float(np.sqrt(np.linalg.inv(hessian)[0, 0]))
+        step, t = np.linalg.solve(hessian, gradient), 1.0
+        while t > 1e-10:
+            candidate = _platt_objective(theta - t * step, features, y)
+            if candidate[0] <= value - 1e-4 * t * float(gradient @ step):
+                break
+            t /= 2
+        theta = theta - t * step
+        value, gradient, hessian = candidate
+    converged = converged or np.abs(gradient).max() < tolerance
+    error = float(np.sqrt(np.linalg.inv(hessian)[0, 0]))
+    return PlattFit(float(theta[0]), float(theta[1]), error, bool(converged))
 
 
 def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: np.ndarray | None = None,
-                             fit_scale: bool = False) -> np.ndarray:
+                             fit_scale: bool = False) -> tuple[np.ndarray, list[str]]:
     """Shift each class's posteriors so that their mean over its annotated fit entries equals their positive rate.
 
     EM assumes posteriors calibrated to the annotated base rate; a model that is not (too few epochs, focusing,
@@ -135,12 +173,15 @@ def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: n
     a class with at least ``PLATT_MIN_EACH`` fit positives and negatives gets :func:`platt_scaling` (scale and shift)
     when its scale differs from 1 by more than two standard errors (a Wald test: with a few hundred entries a fitted
     scale is noisy, and EM on a rare class amplifies that noise; a calibrated model keeps the one-parameter shift).
-    Classes whose fit entries lack a positive or a negative are left as they are.
+    Classes whose fit entries lack a positive or a negative are left as they are. A Platt fit that does not converge
+    is not used: the class gets the shift instead. Returns (posteriors, calibration per class: ``shift``, ``platt``,
+    ``shift_platt_unconverged`` or ``none``).
     """
     probs = np.clip(np.asarray(probs, dtype=np.float64), 1e-7, 1 - 1e-7)
     logits = np.log(probs) - np.log1p(-probs)
     targets = np.asarray(targets)
     out = probs.copy()
+    calibration = ["none"] * probs.shape[1]
     for c in range(probs.shape[1]):
         known = targets[:, c] != -1
         if fit_mask is not None:
@@ -149,10 +190,14 @@ def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: n
         if not 0 < a < 1:
             continue
         labels = targets[known, c] == 1
+        calibration[c] = "shift"
         if fit_scale and min(labels.sum(), (~labels).sum()) >= PLATT_MIN_EACH:
-            scale, shift, error = platt_scaling(logits[known, c], labels)
-            if abs(scale - 1) > 2 * error:
-                out[:, c] = 1 / (1 + np.exp(-np.clip(scale * logits[:, c] + shift, -40, 40)))
+            fit = platt_scaling(logits[known, c], labels)
+            if not fit.converged:
+                calibration[c] = "shift_platt_unconverged"
+            elif abs(fit.scale - 1) > 2 * fit.scale_error:
+                out[:, c] = 1 / (1 + np.exp(-np.clip(fit.scale * logits[:, c] + fit.shift, -40, 40)))
+                calibration[c] = "platt"
                 continue
         low, high = -30.0, 30.0
         for _ in range(60):
@@ -162,7 +207,7 @@ def recalibrate_to_annotated(probs: np.ndarray, targets: np.ndarray, fit_mask: n
             else:
                 low = shift
         out[:, c] = 1 / (1 + np.exp(-(logits[:, c] + (low + high) / 2)))
-    return out
+    return out, calibration
 
 
 def em_prior_shift(posteriors: np.ndarray, annotated_rate: np.ndarray, tol: float = 1e-6,
@@ -206,14 +251,16 @@ def bounded_em(probs: np.ndarray, targets: np.ndarray, annotated_rate: np.ndarra
     without a holdout, the shift alone on every annotated entry), EM on every posterior, and the clipped mean
     posterior for classes where EM fails (see the module docstring).
 
-    Returns (priors (C,), details): ``em_iterations``, ``lower_bound``, ``upper_bound`` and ``estimator`` per class:
-    ``em``; ``fallback_unconverged`` or ``fallback_out_of_bounds`` (the clipped mean replaced EM); ``clipped_mean``
-    (no annotated positive or negative, so no EM); ``annotated`` (every image annotated: the bounds meet).
+    Returns (priors (C,), details): ``em_iterations``, ``lower_bound``, ``upper_bound``, ``calibration`` (see
+    :func:`recalibrate_to_annotated`) and ``estimator`` per class: ``em``; ``em_clipped`` (EM ended outside the
+    bounds: the nearest bound, the maximum likelihood within them); ``fallback_unconverged`` (the clipped mean
+    replaced EM); ``clipped_mean`` (no annotated positive or negative, so no EM); ``annotated`` (every image
+    annotated: the bounds meet).
     ``max_iter`` defaults to :data:`EM_MAX_ITER`; EM that runs all of them counts as not converged.
     """
     max_iter = max_iter or EM_MAX_ITER
-    calibrated = recalibrate_to_annotated(probs, targets, calibration_mask(targets, holdout),
-                                          fit_scale=holdout is not None)
+    calibrated, calibration = recalibrate_to_annotated(probs, targets, calibration_mask(targets, holdout),
+                                                       fit_scale=holdout is not None)
     em, iterations = em_prior_shift(calibrated, annotated_rate, max_iter=max_iter)
     lower, upper = prior_bounds(targets)
     determined = upper - lower < BOUND_TOLERANCE  # every image annotated: the labels give the prior, nothing to fit
@@ -222,22 +269,32 @@ def bounded_em(probs: np.ndarray, targets: np.ndarray, annotated_rate: np.ndarra
     outside = ran & ~unconverged & ((em < lower - BOUND_TOLERANCE) | (em > upper + BOUND_TOLERANCE))
     used = ran & ~unconverged & ~outside
     estimator = np.select([determined, unconverged, outside, used],
-                          ["annotated", "fallback_unconverged", "fallback_out_of_bounds", "em"], "clipped_mean")
-    priors = np.where(used, em, np.clip(np.asarray(probs, dtype=np.float64).mean(axis=0), lower, upper))
+                          ["annotated", "fallback_unconverged", "em_clipped", "em"], "clipped_mean")
+    clipped_mean = np.clip(np.asarray(probs, dtype=np.float64).mean(axis=0), lower, upper)
+    # EM maximises sum_i log(pi p_i / a + (1 - pi) (1 - p_i) / (1 - a)), concave in pi: the bounded maximum is the
+    # unbounded one clipped to the bounds
+    priors = np.where(used, em, np.where(outside, np.clip(em, lower, upper), clipped_mean))
     return priors, {"em_iterations": iterations, "lower_bound": lower, "upper_bound": upper,
-                    "estimator": estimator.tolist()}
+                    "estimator": estimator.tolist(), "calibration": calibration}
 
 
 def _warn_fallbacks(details: dict, priors: np.ndarray, class_names: list[str] | None) -> None:
-    """Name the classes whose EM estimate was replaced by the clipped mean posterior."""
-    reasons = (("fallback_unconverged", f"did not converge in {EM_MAX_ITER} iterations"),
-               ("fallback_out_of_bounds", "ended outside [annotated positives / N, 1 - annotated negatives / N]"))
-    for code, why in reasons:
+    """Name the classes whose EM estimate was clipped to its bounds or replaced by the clipped mean posterior, and
+    those whose Platt fit failed (their posteriors were shifted instead)."""
+    unfitted = [c for c, how in enumerate(details.get("calibration", [])) if how == "shift_platt_unconverged"]
+    if unfitted:
+        log.warning("the Platt scaling fit did not converge for %d class(es); their posteriors were recalibrated by a "
+                    "shift only: %s", len(unfitted),
+                    ", ".join(class_names[c] if class_names else str(c) for c in unfitted))
+    reasons = (("fallback_unconverged", f"did not converge in {EM_MAX_ITER} iterations", "the mean posterior"),
+               ("em_clipped", "ended outside [annotated positives / N, 1 - annotated negatives / N]",
+                "the nearest bound"))
+    for code, why, instead in reasons:
         hit = [c for c, e in enumerate(details["estimator"]) if e == code]
         if hit:
             names = [class_names[c] if class_names else str(c) for c in hit]
-            log.warning("EM prior estimate %s for %d class(es); using the mean posterior clipped to those bounds: %s",
-                        why, len(hit), ", ".join(f"{n} {priors[c]:.4f} [{details['lower_bound'][c]:.4f}, "
+            log.warning("EM prior estimate %s for %d class(es); using %s clipped to those bounds: %s",
+                        why, len(hit), instead, ", ".join(f"{n} {priors[c]:.4f} [{details['lower_bound'][c]:.4f}, "
                                                  f"{details['upper_bound'][c]:.4f}]" for n, c in zip(names, hit)))
 
 

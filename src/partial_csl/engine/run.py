@@ -77,7 +77,8 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
     estimate fits its calibration on them, labels the model never trained on. ``run.train`` itself is unchanged.
     """
     cfg, train, holdout = run.cfg, run.train, None
-    calibration = "on the labels it trains on (--prior_holdout 0)"
+    calibration = ("by a shift only (no Platt scale), fitted on the labels it trains on (--prior_holdout 0: "
+                   "in-sample labels cannot show the over- or under-confidence a scale would correct)")
     if cfg.prior_estimate != "em":
         calibration = "not at all (--prior_estimate mean averages them; only em recalibrates, on held-out labels)"
     elif cfg.prior_holdout > 0:
