@@ -201,6 +201,8 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
              "with per-attribute heads unless --class-weights or --sampler re-balance already, none with csl")
     add("la_tau", type=float, help="logit adjustment: tau")
     add("db_neg_scale", type=float, help="--loss db: negative logit scale lambda")
+    add("db_focal_gamma", type=float, help="--loss db: focal exponent (2, with the balance factor 2, as the "
+                                           "authors' configuration; 0: the bare form without either)")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

@@ -139,17 +139,30 @@ def test_distribution_balanced_weights_by_hand():
 
 
 def test_distribution_balanced_loss_by_hand():
+    # the authors' configuration: focal (gamma 2, balance 2), lambda 2, bias 0.05 / lambda * log-odds
     loss = build_loss("db", class_positives=np.array([1.0, 3.0]), class_annotated=np.array([4.0, 4.0]),
-                      db_neg_scale=2.0, reduction="sum")
-    # bias 0.05 log(pi / (1 - pi)): pi = 1/4 -> -0.05 log 3; pi = 3/4 -> +0.05 log 3
-    assert loss.bias.tolist() == pytest.approx([-0.05 * math.log(3), 0.05 * math.log(3)])
+                      reduction="sum")
+    # pi = 1/4 -> log-odds -log 3; pi = 3/4 -> +log 3; the reference divides the 0.05 by lambda = 2
+    assert loss.bias.tolist() == pytest.approx([-0.025 * math.log(3), 0.025 * math.log(3)])
     z = torch.tensor([[0.3, -0.2]])
     targets = torch.tensor([[1.0, 0.0]])
-    za, zb = 0.3 - 0.05 * math.log(3), -0.2 + 0.05 * math.log(3)
-    w = db_rebalance_weights(targets, torch.tensor([1.0, 3.0]))[0]  # r = [1, 1/3]
-    expected = w[0] * math.log1p(math.exp(-za)) + w[1] * math.log1p(math.exp(2 * zb)) / 2
-    assert loss(z, targets).item() == pytest.approx(expected.item(), rel=1e-6)
+    za, zb = 0.3 - 0.025 * math.log(3), -0.2 + 0.025 * math.log(3)
+    w = db_rebalance_weights(targets, torch.tensor([1.0, 3.0]))[0].tolist()  # r = [1, 1/3]
+    positive = (1 - sigmoid(za)) ** 2 * math.log1p(math.exp(-za))
+    negative = sigmoid(2 * zb) ** 2 * math.log1p(math.exp(2 * zb)) / 2  # p_t = sigmoid(-2 z) on the scaled logit
+    expected = 2 * (w[0] * positive + w[1] * negative)
+    assert loss(z, targets).item() == pytest.approx(expected, rel=1e-6)
     assert loss(z, torch.tensor([[-1.0, -1.0]])).item() == 0.0  # unknowns are ignored
+
+
+def test_distribution_balanced_loss_without_its_focal_term_is_the_bare_form():
+    loss = build_loss("db", class_positives=np.array([1.0, 3.0]), class_annotated=np.array([4.0, 4.0]),
+                      db_neg_scale=2.0, db_focal_gamma=0.0, reduction="sum")
+    z, targets = torch.tensor([[0.3, -0.2]]), torch.tensor([[1.0, 0.0]])
+    za, zb = 0.3 - 0.025 * math.log(3), -0.2 + 0.025 * math.log(3)
+    w = db_rebalance_weights(targets, torch.tensor([1.0, 3.0]))[0].tolist()
+    expected = w[0] * math.log1p(math.exp(-za)) + w[1] * math.log1p(math.exp(2 * zb)) / 2  # no balance factor
+    assert loss(z, targets).item() == pytest.approx(expected, rel=1e-6)
 
 
 def test_posthoc_adjustment_is_added_to_the_model_output():

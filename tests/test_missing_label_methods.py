@@ -44,11 +44,16 @@ def test_wan_weights_unknown_negatives_by_one_over_classes_minus_one():
     assert build_loss("wan", wan_weight=0.25)(logits, targets).item() == pytest.approx(2.25 * LOG2, rel=1e-6)
 
 
-def test_an_ls_smooths_positives_and_assumed_negatives():
+def test_an_ls_smooths_positives_and_assumed_negatives_as_cole_et_al():
+    # Cole et al.'s loss_an_ls: (1 - eps) (-log p) + eps (-log(1 - p)) for a positive, mirrored for a negative
     loss = build_loss("an_ls", label_smoothing=0.1)(t([[2.0, 2.0]]), t([[1, -1]]))
-    positive = 0.95 * softplus(-2.0) + 0.05 * softplus(2.0)
-    assumed_negative = 0.05 * softplus(-2.0) + 0.95 * softplus(2.0)
+    positive = 0.9 * softplus(-2.0) + 0.1 * softplus(2.0)
+    assumed_negative = 0.1 * softplus(-2.0) + 0.9 * softplus(2.0)
     assert loss.item() == pytest.approx(positive + assumed_negative, rel=1e-6)
+    # --loss label_smoothing keeps the two-class softmax form: half the shift
+    two_class = build_loss("label_smoothing", label_smoothing=0.1)(t([[2.0, 2.0]]), t([[1, -1]]))
+    half = 0.95 * softplus(-2.0) + 0.05 * softplus(2.0) + 0.05 * softplus(-2.0) + 0.95 * softplus(2.0)
+    assert two_class.item() == pytest.approx(half, rel=1e-6)
 
 
 def test_epr_is_bce_on_annotated_labels_plus_the_expected_positive_penalty():
@@ -92,7 +97,8 @@ def test_hill_focal_margin_positive_and_hill_negative():
 
 
 def test_splc_corrects_confident_negatives_after_the_warm_up():
-    loss = build_loss("splc")  # tau 0.65, from epoch 1
+    loss = build_loss("splc")  # tau 0.6 (the authors' code's default), from epoch 1
+    assert loss.threshold == 0.6
     logits, targets = t([[3.0, 0.0, 3.0]]), t([[-1, -1, 1]])
     p3, p0 = sigmoid(3.0), 0.5
     positive_with_margin = -((1 - sigmoid(2.0)) ** 2) * math.log(sigmoid(2.0))

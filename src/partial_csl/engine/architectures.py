@@ -61,7 +61,7 @@ def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels:
             "splc_start_epoch": cfg.splc_start_epoch, "ll_delta_rel": cfg.ll_delta_rel,
             "class_positives": np.asarray(labels.train_class_counts, dtype=float),
             "class_annotated": np.asarray(labels.train_annotated_counts, dtype=float),
-            "db_neg_scale": cfg.db_neg_scale}
+            "db_neg_scale": cfg.db_neg_scale, "db_focal_gamma": cfg.db_focal_gamma}
 
 
 def _single_head_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:

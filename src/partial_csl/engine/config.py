@@ -105,7 +105,7 @@ class TrainConfig:
     role_lr_multiplier: float = 10.0
     hill_lambda: float = 1.5
     focal_margin: float = 1.0  # hill/splc: the margin of the focal-margin loss on positives
-    splc_threshold: float = 0.65
+    splc_threshold: float = 0.6  # the authors' code's default (their README: 0.65 for COCO with 75 % left)
     splc_start_epoch: int = 1
     ll_delta_rel: float = 0.2  # ll_*: percent of the batch's entries modified per epoch
     # class imbalance (partial_csl.losses.imbalance), from the known training labels only
@@ -115,6 +115,7 @@ class TrainConfig:
     logit_adjust: str = "auto"  # none, train, posthoc (Menon et al. 2021), balanced_softmax (per-attribute heads)
     la_tau: float = 1.0
     db_neg_scale: float = 2.0  # --loss db: lambda of the negative-tolerant regularisation
+    db_focal_gamma: float = 2.0  # --loss db: the focal term's exponent (0: the bare form, no focal term)
     # thresholds tuned on the validation split at the end of training (off by default)
     class_thresholds: str = "none"  # multi-label data: none, f1 or precision (see partial_csl.thresholds)
     target_precision: float = 0.9

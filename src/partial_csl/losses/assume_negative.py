@@ -5,7 +5,7 @@ Targets are {1 positive, 0 annotated negative, -1 unknown}; with p = sigmoid(log
 * ``an`` (assume negative): BCE with every unknown taken as a negative (CSL's ``negative`` mode with no focusing);
 * ``wan`` (weighted AN): the same, an unknown's negative term weighted by ``wan_weight`` (default 1 / (C - 1), the
   paper's gamma), so that the many assumed negatives do not drown the few positives; annotated negatives keep weight 1;
-* ``an_ls`` (AN with label smoothing): BCE on targets 1 - eps/2 and eps/2, unknowns as negatives;
+* ``an_ls`` (AN with label smoothing): BCE on targets 1 - eps and eps (Cole et al.'s), unknowns as negatives;
 * ``epr`` (expected positive regularisation): BCE on the annotated entries only, plus
   ``epr_weight * (mean over the batch of sum_c p - k)^2 / C``, which pulls the predicted number of positives per
   image towards ``k`` = ``expected_positives``. Cole et al. average their BCE over the B x C entries and divide the
@@ -42,8 +42,10 @@ def an_loss(reduction: str = "mean") -> PartialSelectiveLoss:
 
 
 def an_ls_loss(label_smoothing: float = 0.1, reduction: str = "mean") -> LabelSmoothingLoss:
-    """Assume negative with label smoothing (targets 1 - eps/2 and eps/2)."""
-    return LabelSmoothingLoss(label_smoothing=label_smoothing, partial_loss_mode="negative", reduction=reduction)
+    """Assume negative with label smoothing as Cole et al. smooth: targets 1 - eps and eps (eps = 0.1 in their code).
+    (``--loss label_smoothing`` smooths by half as much, 1 - eps/2 and eps/2, the two-class softmax form.)"""
+    return LabelSmoothingLoss(label_smoothing=label_smoothing, partial_loss_mode="negative", reduction=reduction,
+                              two_class=False)
 
 
 def binary_cross_entropy(logits: torch.Tensor, soft_targets: torch.Tensor) -> torch.Tensor:

@@ -182,28 +182,43 @@ def db_rebalance_weights(targets: torch.Tensor, positives: torch.Tensor, alpha: 
 
 
 class DistributionBalancedLoss(nn.Module):
-    """The Distribution-Balanced loss (Wu et al., ECCV 2020) on the annotated labels (unknowns are ignored), without
-    its optional focal term: re-balanced weights (:func:`db_rebalance_weights`) times negative-tolerant BCE, whose
-    logits are shifted by ``init_bias_scale * log(pi / (1 - pi))`` (the class prior pi among annotated labels) and
-    whose negative terms are (1 / lambda) log(1 + exp(lambda z)), so that the many negatives of a rare class stop
-    pushing its score far below 0 once it is below the bias."""
+    """The Distribution-Balanced loss (Wu et al., ECCV 2020) on the annotated labels (unknowns are ignored), in the
+    authors' configuration (``ResampleLoss`` with ``reweight_func='rebalance'``, focal on):
+
+    * re-balanced weights :func:`db_rebalance_weights` on every entry;
+    * negative-tolerant regularisation: the logits shifted by ``(init_bias_scale / lambda) log(pi / (1 - pi))`` (pi:
+      the class prior among annotated labels; the reference divides the bias by lambda), and the negative terms
+      computed on lambda-scaled logits and weighted 1 / lambda, ``(1 / lambda) log(1 + exp(lambda z))``, so that the
+      many negatives of a rare class stop pushing its score far below 0 once it is below the bias;
+    * the focal term: every entry's BCE times ``(1 - p_t)^gamma`` (p_t the probability of its label, on the scaled
+      logit for a negative) and the balance factor 2. ``db_focal_gamma`` 0 gives the bare form (no focal term and no
+      balance factor, the reference's ``focal=False``).
+    """
 
     def __init__(self, class_positives: np.ndarray, class_annotated: np.ndarray, db_alpha: float = 0.1,
                  db_beta: float = 10.0, db_mu: float = 0.2, db_neg_scale: float = 2.0, db_init_bias: float = 0.05,
-                 reduction: str = "mean"):
+                 db_focal_gamma: float = 2.0, db_focal_balance: float = 2.0, reduction: str = "mean"):
         super().__init__()
         if db_neg_scale <= 0:
             raise ValueError(f"the negative logit scale lambda must be positive, got {db_neg_scale}")
+        if db_focal_gamma < 0:
+            raise ValueError(f"the focal exponent gamma must be non-negative, got {db_focal_gamma}")
         self.register_buffer("positives", torch.as_tensor(class_positives, dtype=torch.float32))
-        bias = db_init_bias * sigmoid_log_prior_odds(np.asarray(class_positives), np.asarray(class_annotated))
-        self.register_buffer("bias", torch.as_tensor(bias, dtype=torch.float32))
+        odds = sigmoid_log_prior_odds(np.asarray(class_positives), np.asarray(class_annotated))
+        self.register_buffer("bias", torch.as_tensor(db_init_bias / db_neg_scale * odds, dtype=torch.float32))
         self.alpha, self.beta, self.mu = db_alpha, db_beta, db_mu
         self.neg_scale, self.reduction = db_neg_scale, reduction
+        self.focal_gamma = db_focal_gamma
+        self.balance = db_focal_balance if db_focal_gamma > 0 else 1.0
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         z = logits.float() + self.bias
         pos, neg = (targets == 1).float(), (targets == 0).float()
         positive_term = F.softplus(-z)
         negative_term = F.softplus(self.neg_scale * z) / self.neg_scale
+        if self.focal_gamma > 0:  # (1 - p_t)^gamma: sigmoid(-z) for a positive, sigmoid(lambda z) for a negative
+            positive_term = positive_term * torch.sigmoid(-z) ** self.focal_gamma
+            negative_term = negative_term * torch.sigmoid(self.neg_scale * z) ** self.focal_gamma
         weights = db_rebalance_weights(targets, self.positives, self.alpha, self.beta, self.mu)
-        return reduce_loss(weights * (pos * positive_term + neg * negative_term), self.reduction)
+        per_entry = self.balance * weights * (pos * positive_term + neg * negative_term)
+        return reduce_loss(per_entry, self.reduction)

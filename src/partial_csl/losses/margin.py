@@ -5,7 +5,7 @@ negatives; ``ignore``: they weigh 0; ``ignore_normalize_classes``; ``selective``
 binary cross-entropy per entry, where an unknown entry that is not ignored is a negative:
 
 * :class:`LabelSmoothingLoss`: targets 1 / 0 become 1 - eps/2 / eps/2 (``label_smoothing`` = eps), the multi-label
-  form of label smoothing (each sigmoid is a two-class softmax);
+  form of label smoothing (each sigmoid is a two-class softmax); or 1 - eps / eps, Cole et al.'s (``an_ls``);
 * :class:`AdditiveAngularMarginLoss`: the logits must be cosines times a scale s (``--head cosine``); a positive's
   logit becomes s cos(theta + m), which asks for an angle m smaller than plain BCE would (ArcFace's margin, applied
   per class). Past theta + m = pi the margin is replaced by its linear continuation, as in ArcFace, so the logit
@@ -41,18 +41,22 @@ class _ModeWeighted(nn.Module):
 
 
 class LabelSmoothingLoss(_ModeWeighted):
+    """``two_class=True``: targets 1 - eps/2 and eps/2 (a sigmoid as a two-class softmax, smoothed as
+    ``F.cross_entropy(label_smoothing=eps)`` smooths one); ``False``: 1 - eps and eps, Cole et al.'s AN-LS."""
+
     def __init__(self, partial_loss_mode: str = "negative", label_smoothing: float = 0.1, likelihood_topk: int = 5,
                  likelihood_topk_scope: str = "batch", prior_threshold: float = 0.5,
-                 prior: torch.Tensor | None = None, reduction: str = "mean"):
+                 prior: torch.Tensor | None = None, reduction: str = "mean", two_class: bool = True):
         super().__init__(partial_loss_mode, likelihood_topk, likelihood_topk_scope, prior_threshold, prior, reduction)
-        if not 0.0 <= label_smoothing < 1.0:
-            raise ValueError(f"label_smoothing must be in [0, 1), got {label_smoothing}")
+        if not 0.0 <= label_smoothing < (1.0 if two_class else 0.5):
+            raise ValueError(f"label_smoothing must be in [0, {1.0 if two_class else 0.5}), got {label_smoothing}")
         self.label_smoothing = label_smoothing
+        self.negative_target = label_smoothing / 2 if two_class else label_smoothing
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         logits = logits.float()
         hard = (targets == 1).float()  # unknowns that count are negatives
-        soft = hard * (1 - self.label_smoothing) + self.label_smoothing / 2
+        soft = hard * (1 - 2 * self.negative_target) + self.negative_target
         per_entry = F.binary_cross_entropy_with_logits(logits, soft, reduction="none")
         return self.weighted(per_entry, logits, targets)
 
