@@ -123,6 +123,8 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add("decoder_queries", type=int, help="ml_decoder: number of group queries (default min(100, classes))")
     add("decoder_embed", type=int, help="ml_decoder: embedding size of the decoder")
     add("decoder_layers", type=int, help="ml_decoder: number of cross-attention decoder layers")
+    add("decoder_learnable_queries", action="store_true",
+        help="ml_decoder: learn the group queries (the official head keeps them fixed)")
     add("graph_threshold", type=float, help="label_graph: link j to i when P(j | i) over known labels is at least this")
     add("cosine_scale", type=float, help="cosine head: the scale s of its s cos(theta) logits")
     add("task_weighting", choices=TASK_WEIGHTINGS, help="multi-head archs: equal, dwa or uncertainty")

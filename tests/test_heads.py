@@ -33,6 +33,18 @@ def test_ml_decoder_uses_group_queries_cross_attention_only_and_a_group_fc():
     assert MLDecoderHead(16, 21).num_queries == 21 and MLDecoderHead(16, 300).num_queries == 100
 
 
+def test_ml_decoder_queries_are_fixed_as_in_the_official_head_unless_asked_to_learn():
+    fixed = MLDecoderHead(16, 21, embed_dim=32, heads=4)
+    assert "queries" not in dict(fixed.named_parameters()) and "queries" in fixed.state_dict()
+    fixed(torch.randn(2, 16, 3, 3)).sum().backward()
+    assert fixed.queries.grad is None and fixed.group_weight.grad is not None
+    learnt = MLDecoderHead(16, 21, embed_dim=32, heads=4, learnable_queries=True)
+    learnt(torch.randn(2, 16, 3, 3)).sum().backward()
+    assert learnt.queries.requires_grad and learnt.queries.grad.abs().sum() > 0
+    learnt.load_state_dict(fixed.state_dict())  # the same key either way: checkpoints load into both forms
+    assert torch.equal(learnt.queries.detach(), fixed.queries)
+
+
 def test_cooccurrence_graph_counts_known_labels_only():
     targets = np.array([[1, 1, -1], [1, 0, 1], [1, -1, 1], [0, 1, 1]])
     graph = cooccurrence_graph(targets, threshold=0.5)

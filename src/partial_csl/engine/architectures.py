@@ -100,7 +100,8 @@ def _csl_args(cfg: TrainConfig, labels: LabelSpace) -> dict:
     if cfg.head == "linear":
         return {"head": "linear"}
     return {"head": cfg.head, "head_options": {"num_queries": cfg.decoder_queries, "embed_dim": cfg.decoder_embed,
-                                               "layers": cfg.decoder_layers, "scale": cfg.cosine_scale}}
+                                               "layers": cfg.decoder_layers, "scale": cfg.cosine_scale,
+                                               "learnable_queries": cfg.decoder_learnable_queries}}
 
 
 ARCHITECTURES: dict[str, Architecture] = {

@@ -54,6 +54,7 @@ class TrainConfig:
     decoder_queries: int | None = None  # ml_decoder: None = min(100, number of classes)
     decoder_embed: int = 768
     decoder_layers: int = 1
+    decoder_learnable_queries: bool = False  # ml_decoder: the official head keeps its queries fixed
     graph_threshold: float = 0.4
     cosine_scale: float = 30.0
     model_name: str = "tresnet_m"

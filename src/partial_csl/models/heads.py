@@ -3,7 +3,8 @@
 Each takes the backbone's spatial feature map (B, F, H, W) (timm's ``forward_features``) and returns logits (B, C):
 
 * ``ml_decoder`` (Ridnik et al., ML-Decoder, WACV 2023): the map's positions become tokens projected to ``embed_dim``;
-  K learnable group queries (K = min(``num_queries`` or 100, C)) read them through decoder layers that have
+  K group queries (K = min(``num_queries`` or 100, C); fixed random vectors as in the official head, which freezes
+  its query embedding, or learnt with ``learnable_queries``) read them through decoder layers that have
   cross-attention and a feed-forward block but *no self-attention*; a group fully-connected layer then maps each
   query to ceil(C / K) logits, so K can stay small for thousands of classes.
 * ``label_graph``: class embeddings refined by graph attention over a class co-occurrence graph (each class attends
@@ -48,13 +49,20 @@ class _CrossAttentionLayer(nn.Module):
 
 class MLDecoderHead(nn.Module):
     def __init__(self, in_features: int, num_classes: int, num_queries: int | None = None, embed_dim: int = 768,
-                 layers: int = 1, heads: int = 8, ff_dim: int = 2048, dropout: float = 0.1):
+                 layers: int = 1, heads: int = 8, ff_dim: int = 2048, dropout: float = 0.1,
+                 learnable_queries: bool = False):
         super().__init__()
         self.num_classes = num_classes
         self.num_queries = min(num_queries or 100, num_classes)
         self.per_query = math.ceil(num_classes / self.num_queries)
         self.project = nn.Linear(in_features, embed_dim)
-        self.queries = nn.Parameter(torch.randn(self.num_queries, embed_dim) * embed_dim ** -0.5)
+        # N(0, 1), nn.Embedding's init; the official head freezes it (requires_grad_(False)): a buffer here, saved
+        # under the same name as the learnable parameter
+        queries = torch.randn(self.num_queries, embed_dim)
+        if learnable_queries:
+            self.queries = nn.Parameter(queries)
+        else:
+            self.register_buffer("queries", queries)
         self.layers = nn.ModuleList(_CrossAttentionLayer(embed_dim, heads, ff_dim, dropout) for _ in range(layers))
         self.group_weight = nn.Parameter(torch.empty(self.num_queries, embed_dim, self.per_query))
         nn.init.xavier_normal_(self.group_weight)
