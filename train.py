@@ -100,7 +100,8 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("train_annotations", help="training COCO JSON (any COCO-format set; overrides --data)")
     add("val_annotations", help="validation COCO JSON")
     add("train_images", help="image folder of --train-annotations")
-    add("drop_empty", action="store_true", help="drop images without annotations (the reference did)")
+    add("keep_empty", action="store_true", help="keep images without annotations as all-negative (default: "
+                                                "dropped from train and val, as the official loader does)")
     add("simulate_partial_type", choices=SIMULATIONS,
         help="hide training labels: fpc (N per class), rps (each with probability p), known (each kept with "
              "probability q), missing_positives (positives kept with probability r, the rest negatives), "

@@ -29,13 +29,33 @@ ANNS = [{"id": 1, "image_id": 5, "category_id": 40}, {"id": 2, "image_id": 5, "c
         {"id": 3, "image_id": 1, "category_id": 7}, {"id": 4, "image_id": 1, "category_id": 7}]
 
 
-def test_gapped_category_ids_map_in_ascending_order_and_empty_images_stay(tmp_path):
+def test_gapped_category_ids_map_in_ascending_order_and_empty_images_are_dropped_as_the_official_loader(tmp_path):
     path = write_coco(tmp_path, IMAGES, ANNS, CATS)
     coco = load_coco(path, tmp_path / "imgs")
     assert coco.category_ids == [2, 7, 40] and coco.class_names == ["dog", "cat", "bird"]
-    assert coco.filenames == ["b.jpg", "a.jpg", "empty.jpg"]  # image id order
-    np.testing.assert_array_equal(coco.targets, [[0, 1, 0], [1, 0, 1], [0, 0, 0]])
-    assert load_coco(path, tmp_path / "imgs", drop_empty=True).filenames == ["b.jpg", "a.jpg"]
+    assert coco.filenames == ["b.jpg", "a.jpg"]  # image id order; the image without annotations is dropped
+    np.testing.assert_array_equal(coco.targets, [[0, 1, 0], [1, 0, 1]])
+    kept = load_coco(path, tmp_path / "imgs", keep_empty=True)
+    assert kept.filenames == ["b.jpg", "a.jpg", "empty.jpg"]
+    np.testing.assert_array_equal(kept.targets[2], [0, 0, 0])
+
+
+def test_training_and_validation_drop_empty_coco_images_unless_kept(tmp_path):
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.data import coco_data
+    from partial_csl.engine.validate import trained_keep_empty
+
+    path = write_coco(tmp_path, IMAGES, ANNS, CATS)
+    paths = dict(dataset="coco", train_annotations=str(path), val_annotations=str(path),
+                 train_images=str(tmp_path / "imgs"), val_images=str(tmp_path / "imgs"))
+    _, train, val = coco_data(TrainConfig(**paths), tmp_path / "run")
+    assert train.filenames == val.filenames == ["b.jpg", "a.jpg"]
+    _, train, val = coco_data(TrainConfig(**paths, keep_empty=True), tmp_path / "run")
+    assert len(train) == len(val) == 3
+    # validate.py treats them as the checkpoint's run did; runs from before the setting kept them
+    assert trained_keep_empty({"config": {"keep_empty": False}}) is False
+    assert trained_keep_empty({"config": {"drop_empty": False}}) is True
+    assert trained_keep_empty({"config": {"drop_empty": True}}) is False
 
 
 @pytest.mark.parametrize("change,message", [
@@ -99,7 +119,9 @@ def test_train_validate_infer_on_coco_with_simulation(tmp_path, fake_fashion_mni
                               "--batch-size", "8", "--workers", "0", "--epochs", "1", "--prior-epochs", "1",
                               "--output-dir", str(run)]) == 0
     simulated = pd.read_csv(run / "simulation" / "simulated_targets.csv")
-    assert simulated.shape == (48, 21) and set(np.unique(simulated.iloc[:, 1:])) <= {-1, 0, 1}
+    train_images = load_coco(root / "annotations" / "instances_train2014.json", root / "train2014").filenames
+    assert len(train_images) < 48  # the set's images without annotations are dropped, as the official loader does
+    assert simulated.shape == (len(train_images), 21) and set(np.unique(simulated.iloc[:, 1:])) <= {-1, 0, 1}
     summary = pd.read_csv(run / "simulation" / "simulation_summary.csv")
     assert (summary["annotated_positives"] <= 5).all()
     quality = json.loads((run / "priors" / "prior_quality.json").read_text())
@@ -113,7 +135,8 @@ def test_train_validate_infer_on_coco_with_simulation(tmp_path, fake_fashion_mni
     assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "coco",
                                  "--data", str(root), "--output-dir", str(report_dir)]) == 0
     report = json.loads((report_dir / "report.json").read_text())
-    assert report["num_images"] == 16 and "accuracy_per_attribute" not in report
+    val_images = load_coco(root / "annotations" / "instances_val2014.json", root / "val2014").filenames
+    assert report["num_images"] == len(val_images) and "accuracy_per_attribute" not in report
     out = tmp_path / "pred.csv"
     assert infer_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--images",
                               str(root / "val2014"), "--output", str(out), "--threshold", "0.0"]) == 0

@@ -1,8 +1,9 @@
 """COCO-format multi-label data: one row per image, one class per category, parsed with pycocotools.
 
 Category ids may have gaps (real COCO has 80 categories with ids 1..90); they map to contiguous class indices in
-ascending id order, and the class names come from the JSON. An image without annotations is kept as all-negative
-(the reference dropped them silently; ``drop_empty=True`` matches it). Targets are 0/1: COCO labels are complete,
+ascending id order, and the class names come from the JSON. An image without annotations is dropped, as the official
+CSL/ASL loaders drop them from train and val (``keep_empty=True`` keeps it as all-negative instead, which changes val
+mAP and the negative pools of the FPC simulation). Targets are 0/1: COCO labels are complete,
 the partial-label simulators of :mod:`partial_csl.data.partial` make them partial.
 """
 
@@ -35,7 +36,7 @@ def coco_2014_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     return root / "annotations" / f"instances_{split}2014.json", root / f"{split}2014"
 
 
-def load_coco(annotation_file: str | Path, image_dir: str | Path, drop_empty: bool = False,
+def load_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bool = False,
               check_images: bool = True) -> CocoLabels:
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     if not annotation_file.is_file():
@@ -74,7 +75,7 @@ def load_coco(annotation_file: str | Path, image_dir: str | Path, drop_empty: bo
     for row, image_id in enumerate(image_ids):
         for ann in coco.imgToAnns.get(image_id, []):
             targets[row, column[ann["category_id"]]] = 1.0
-    if drop_empty:
+    if not keep_empty:
         keep = targets.any(axis=1)
         targets, filenames = targets[keep], [f for f, k in zip(filenames, keep) if k]
     names = [str(coco.cats[cid].get("name", cid)) for cid in category_ids]

@@ -25,7 +25,7 @@ class TrainConfig:
     train_annotations: str | None = None
     val_annotations: str | None = None
     train_images: str | None = None
-    drop_empty: bool = False
+    keep_empty: bool = False  # COCO images without annotations: dropped, as the official loader does
     simulate_partial_type: str | None = None
     simulate_partial_param: float = 1000
     schema: str | None = None

@@ -114,10 +114,11 @@ def coco_paths(split: str, data_root: str | None, annotations: str | None,
     return annotations, images
 
 
-def read_coco_split(annotations: str | Path, images: str | Path, drop_empty: bool = False,
+def read_coco_split(annotations: str | Path, images: str | Path, keep_empty: bool = False,
                     class_names: list[str] | None = None) -> tuple[LabelledImages, list[str]]:
-    """A COCO split; with ``class_names`` its categories must be exactly those (e.g. a checkpoint's)."""
-    coco = load_coco(annotations, images, drop_empty=drop_empty)
+    """A COCO split (images without annotations dropped unless ``keep_empty``); with ``class_names`` its categories
+    must be exactly those (e.g. a checkpoint's)."""
+    coco = load_coco(annotations, images, keep_empty=keep_empty)
     if class_names is not None and coco.class_names != list(class_names):
         raise ValueError(f"{annotations}: categories {coco.class_names} differ from the expected {list(class_names)}")
     return LabelledImages(coco.image_dir, coco.filenames, coco.targets), coco.class_names
@@ -156,8 +157,8 @@ def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImag
     """``--dataset coco``: COCO-format train/val; the partial-label simulation (if any) hides training labels only."""
     train_ann, train_img = coco_paths("train", cfg.data, cfg.train_annotations, cfg.train_images or cfg.images)
     val_ann, val_img = coco_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
-    train, class_names = read_coco_split(train_ann, train_img, cfg.drop_empty)
-    val, _ = read_coco_split(val_ann, val_img, cfg.drop_empty, class_names)
+    train, class_names = read_coco_split(train_ann, train_img, cfg.keep_empty)
+    val, _ = read_coco_split(val_ann, val_img, cfg.keep_empty, class_names)
     true_frequency = None
     if cfg.simulate_partial_type:
         full = train.targets

@@ -35,6 +35,13 @@ def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeS
                          f"not {schema.to_dict()['groups']}")
 
 
+def trained_keep_empty(ckpt: dict) -> bool:
+    """Whether the checkpoint's run kept COCO images without annotations (runs before ``keep_empty`` existed did,
+    unless they passed ``drop_empty``): evaluation treats them the same way."""
+    config = ckpt.get("config") or {}
+    return bool(config.get("keep_empty", not config.get("drop_empty", True)))
+
+
 def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, dataset: str = "attributes",
                    csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
                    data_root: str | None = None, schema: AttributeSchema | None = None,
@@ -49,7 +56,7 @@ def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, dataset
         return read_attribute_split(csv_path, images, ckpt_schema, on_bad_rows, output_dir / "rejected_rows.csv")
     if dataset == "coco":
         annotations, images = coco_paths("val", data_root, annotations, images)
-        return read_coco_split(annotations, images, class_names=ckpt["class_names"])[0]
+        return read_coco_split(annotations, images, trained_keep_empty(ckpt), class_names=ckpt["class_names"])[0]
     raise ValueError(f"unknown dataset type {dataset!r}")
 
 
