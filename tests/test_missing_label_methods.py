@@ -13,7 +13,7 @@ import torch
 
 import train as train_script
 from partial_csl.data.demo_coco import build_coco_benchmark
-from partial_csl.data.partial import simulate_partial, simulation_summary
+from partial_csl.data.partial import kept_positive_counts, simulate_partial, simulation_record, simulation_summary
 from partial_csl.engine.data import expected_positives
 from partial_csl.losses import LOSSES, PartialSelectiveLoss, build_loss
 
@@ -163,13 +163,36 @@ def test_known_proportion_keeps_each_entry_with_probability_q():
     assert ((kept == FULL) | (kept == -1)).all()
 
 
-def test_missing_positives_turns_dropped_positives_into_negatives():
+def test_missing_positives_turns_dropped_positives_into_negatives_and_keeps_one_on_every_image():
     kept = simulate_partial(FULL, "missing_positives", 0.4, seed=2)
     assert not (kept == -1).any() and (kept[FULL == 0] == 0).all()
-    assert (kept[FULL == 1] == 1).mean() == pytest.approx(0.4, abs=0.04)
+    had = FULL.sum(axis=1) > 0
+    # one positive on each image is already 54 % of them here, the least this protocol can keep
+    floor = had.sum() / FULL.sum()
+    assert floor > 0.5 and (kept[FULL == 1] == 1).mean() == pytest.approx(floor)
+    thinned = simulate_partial(np.repeat(FULL, 4, axis=1), "missing_positives", 0.4, seed=2)  # 6 per image
+    assert (thinned == 1).sum() / (np.repeat(FULL, 4, axis=1) == 1).sum() == pytest.approx(0.4, abs=0.01)
+    assert ((kept == 1).sum(axis=1)[had] >= 1).all()  # independent drops left about a fifth of them with none
+    assert np.array_equal(kept, simulate_partial(FULL, "missing_positives", 0.4, seed=2))  # seeded
     summary = simulation_summary(FULL, kept, [f"c{i}" for i in range(6)])
     assert (summary["false_negatives"] == ((kept == 0) & (FULL == 1)).sum(axis=0)).all()
     assert (summary["annotated_positives"] + summary["false_negatives"] == summary["true_positives"]).all()
+    record = simulation_record(FULL, kept, "missing_positives", 0.4, 2)
+    assert record["positives_kept_share"] == pytest.approx((kept == 1).sum() / (FULL == 1).sum())
+    assert record["images_that_lost_every_positive"] == 0 and record["images_with_a_positive"] == had.sum()
+
+
+def test_missing_positives_keeps_ceil_of_one_scale_times_the_count_as_the_authors_lists():
+    # the authors' COCO "40 % left" list keeps 1, 1, 1, 1, 2, 2, 2, 2, 2, 3 of 1..10 positives: ceil(2 n / 9)
+    shares = np.array([16813, 25053, 16837, 9830, 5910, 3364, 1988, 1076, 598, 315])  # its images per count
+    counts = np.repeat(np.arange(1, 11), shares // 10)
+    kept = kept_positive_counts(counts, 0.4)
+    by_count = {n: set(kept[counts == n].tolist()) for n in range(1, 11)}
+    assert all(len(v) == 1 for v in by_count.values())  # one rule: a function of the count
+    assert [by_count[n].pop() for n in range(1, 11)] == [1, 1, 1, 1, 2, 2, 2, 2, 2, 3]
+    # below the share one positive per image keeps, that share is the best it can do
+    assert (kept_positive_counts(np.array([1, 2, 4]), 0.1) == [1, 1, 1]).all()
+    assert (kept_positive_counts(np.array([0, 3, 5]), 1.0) == [0, 3, 5]).all()
 
 
 def test_single_positive_keeps_one_true_positive_per_image_and_nothing_else():

@@ -7,6 +7,8 @@ one reader module plus one entry here.
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,12 +21,14 @@ from torch.utils.data import DataLoader
 from ..data.coco import coco_2014_paths, load_coco
 from ..data.dataset import ImageCache, MultiLabelImageDataset
 from ..data.labels import read_attribute_csv, write_rejected_rows
-from ..data.partial import simulate_partial, simulation_summary
+from ..data.partial import simulate_partial, simulation_record, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
 from ..models.heads import cooccurrence_graph
 from ..safe_io import atomic_write_text
 from .config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -142,9 +146,21 @@ def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Labelle
     return LabelSpace(schema.class_names, schema, _count_positives(train.targets)), train, val
 
 
-def _write_simulation(run_dir: Path, train: LabelledImages, full: np.ndarray, class_names: list[str]) -> None:
+def _write_simulation(run_dir: Path, train: LabelledImages, full: np.ndarray, class_names: list[str],
+                      cfg: TrainConfig) -> None:
     sim_dir = run_dir / "simulation"
     sim_dir.mkdir(parents=True, exist_ok=True)
+    record = simulation_record(full, train.targets, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
+    log.info("simulation %s(%s): kept %.1f %% of the %d true positives; %.1f %% of the entries annotated; %d of %d "
+             "images with a positive kept none", record["protocol"], record["param"],
+             100 * record["positives_kept_share"], record["true_positives"], 100 * record["annotated_share"],
+             record["images_that_lost_every_positive"], record["images_with_a_positive"])
+    over = record["positives_kept_share"] - cfg.simulate_partial_param
+    if cfg.simulate_partial_type == "missing_positives" and over > 0.01:
+        log.warning("missing_positives(%s) kept %.1f %% of the positives: every image keeps at least one, and these "
+                    "images have %.2f positives on average", cfg.simulate_partial_param,
+                    100 * record["positives_kept_share"], record["true_positives_per_image"])
+    atomic_write_text(sim_dir / "simulation.json", json.dumps(record, indent=2) + "\n")
     frame = pd.DataFrame(train.targets.astype(np.int8), columns=class_names)
     frame.insert(0, "filename", train.filenames)
     atomic_write_text(sim_dir / "simulated_targets.csv", frame.to_csv(index=False, lineterminator="\n"))
@@ -164,7 +180,7 @@ def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImag
         full = train.targets
         train.targets = simulate_partial(full, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
         true_frequency = full.mean(axis=0)
-        _write_simulation(run_dir, train, full, class_names)
+        _write_simulation(run_dir, train, full, class_names, cfg)
     return LabelSpace(class_names, None, _count_positives(train.targets), true_frequency), train, val
 
 
