@@ -67,20 +67,84 @@ def test_epr_is_bce_on_annotated_labels_plus_the_expected_positive_penalty():
         build_loss("epr", expected_positives=None)
 
 
-def test_role_trains_the_model_and_its_label_store_towards_each_other():
-    loss = build_loss("role", num_samples=3, num_classes=2, expected_positives=1.0)  # store starts at logit(1/2)
-    assert torch.equal(loss.label_logits.detach(), torch.zeros(3, 2))
-    value = loss(t([[0.0, 0.0]]), t([[1, -1]]), torch.tensor([2]))
-    # model: BCE(0.5 -> 1) + BCE(0.5 -> estimate 0.5); store: BCE(0.5 -> 0.5) on the unknown entry;
-    # penalties: the model predicts 1 positive (0), the estimates [1, 0.5] 1.5: (0.5)^2 / 2; halves averaged
-    assert value.item() == pytest.approx((3 * LOG2 + 0.125) / 2, rel=1e-6)
+def bce(p: float, target: float) -> float:
+    return -(target * math.log(p) + (1 - target) * math.log(1 - p))
+
+
+def test_role_starts_its_label_store_as_cole_et_al():
+    targets = np.array([[1, -1, 0], [-1, -1, -1]] * 500)
+    store = build_loss("role", train_targets=targets, expected_positives=1.0, seed=3).label_logits.detach()
+    probs = torch.sigmoid(store)
+    assert probs[0, 0].item() == pytest.approx(0.995) and probs[0, 2].item() == pytest.approx(0.005)
+    unknown = probs[torch.as_tensor(targets) == -1]
+    assert 0.4 <= unknown.min().item() and unknown.max().item() <= 0.6  # uniform draws, not a constant
+    assert unknown.std().item() > 0.05 and abs(unknown.mean().item() - 0.5) < 0.01
+    again = build_loss("role", train_targets=targets, expected_positives=1.0, seed=3).label_logits.detach()
+    assert torch.equal(store, again)  # seeded
+
+
+def test_role_trains_the_model_and_its_label_store_towards_each_other_as_cole_et_al():
+    loss = build_loss("role", train_targets=np.array([[1, -1], [1, -1], [0, -1]]), expected_positives=1.0)
+    with torch.no_grad():
+        loss.label_logits[2, 1] = 0.0  # the unknown estimate of row 2 at 0.5, for a round hand computation
+    g = torch.sigmoid(loss.label_logits[2, 0]).item()  # the annotated negative's estimate, 0.005
+    logits = t([[0.0, 2.0]])
+    p1 = sigmoid(2.0)
+    value = loss(logits, t([[0, -1]]), torch.tensor([2]))
+    # per side, half the BCE against the annotated label plus half the BCE against the other side (Cole's
+    # loss_role): model: BCE(0.5 -> 0) + BCE(0.5 -> g) + BCE(p1 -> 0.5); store: BCE(g -> 0) + BCE(g -> 0.5)
+    # + BCE(0.5 -> p1); penalties (sum of p - k)^2 / C: model (0.5 + p1 - 1)^2 / 2, store (g + 0.5 - 1)^2 / 2
+    model = bce(0.5, 0) + bce(0.5, g) + bce(p1, 0.5)
+    store = bce(g, 0) + bce(g, 0.5) + bce(0.5, p1)
+    penalty = ((0.5 + p1 - 1) ** 2 + (g + 0.5 - 1) ** 2) / 2
+    assert value.item() == pytest.approx((model + store + penalty) / 2, rel=1e-5)
     value.backward()
     grad = loss.label_logits.grad
-    # only row 2's unknown entry moves: d/dtheta of the estimates' penalty 0.5 * sigmoid'(0) = 0.125, halved
-    assert grad[2, 1].item() == pytest.approx(0.0625, rel=1e-5)
-    assert grad[2, 0].item() == 0 and grad[:2].abs().sum().item() == 0
+    assert grad[2].abs().sum() > 0 and grad[:2].abs().sum().item() == 0  # only the batch's row moves
+    # an annotated positive weighs about as much as in plain BCE: half through its label, half through its
+    # estimate (0.995); without the cross term it weighed half
+    positive = build_loss("role", train_targets=np.array([[1]]), expected_positives=1.0, epr_weight=0.0)
+    logit = torch.zeros(1, 1, requires_grad=True)
+    positive(logit, t([[1]]), torch.tensor([0])).backward()
+    # d/dx [BCE(x -> 1) + BCE(x -> 0.995)] / 2 at x = 0; plain BCE's is 0.5 - 1, the old ROLE's (0.5 - 1) / 2
+    assert logit.grad.item() == pytest.approx(((0.5 - 1) + (0.5 - 0.995)) / 2, rel=1e-4)
     with pytest.raises(ValueError, match="sample indices"):
         loss(t([[0.0, 0.0]]), t([[1, -1]]))
+
+
+def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_path, fake_fashion_mnist, caplog):
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.data import load_training_data
+    from partial_csl.engine.run import expected_positives_record
+
+    root = build_coco_benchmark(tmp_path / "bench", n_train=120, n_val=16, source=fake_fashion_mnist)
+    for protocol, param in (("fpc", 10), ("single_positive", 0)):
+        cfg = TrainConfig(dataset="coco", data=str(root), simulate_partial_type=protocol, arch="csl",
+                          simulate_partial_param=param, loss="epr", logit_adjust="none")
+        labels, train, _ = load_training_data(cfg, tmp_path / protocol)
+        truth = labels.true_frequency.sum()
+        assert labels.expected_positives == pytest.approx(truth) and 1.5 < truth < 3
+        assert "true class frequencies" in labels.expected_positives_source
+        naive = expected_positives(train.targets)  # what the default was
+        assert naive > 2.5 * truth if protocol == "fpc" else naive == pytest.approx(1.0)
+        record = expected_positives_record(cfg, labels)
+        assert record["value"] == pytest.approx(truth)
+    given = TrainConfig(dataset="coco", data=str(root), arch="csl", loss="role", expected_positives=30.0,
+                        logit_adjust="none")
+    labels, _, _ = load_training_data(given, tmp_path / "given")
+    with caplog.at_level("WARNING", logger="partial_csl.engine.run"):
+        assert expected_positives_record(given, labels) == {"value": 30.0, "source": "given (--expected-positives)"}
+    assert "outside [1, 10]" in caplog.text  # 20 classes
+
+
+def test_attribute_data_expects_one_positive_per_attribute():
+    from partial_csl.data.schema import load_schema
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.data import LabelSpace, expected_positives_estimate
+
+    schema = load_schema(None)
+    labels = LabelSpace(schema.class_names, schema, train_targets=np.full((4, 21), -1))
+    assert expected_positives_estimate(TrainConfig(), labels) == (3.0, "one value per attribute")
 
 
 def test_hill_focal_margin_positive_and_hill_negative():
@@ -252,6 +316,11 @@ def test_methods_train_through_train_py_and_resume(tmp_path, fake_fashion_mnist,
     assert np.allclose(first["val_mAP"], resumed["val_mAP"], atol=1e-6)
     summary = pd.read_csv(run / "simulation" / "simulation_summary.csv")
     assert {"annotated_positives", "false_negatives", "unknown"} <= set(summary.columns)
+    expected = json.loads((run / "config.json").read_text()).get("expected_positives")
+    if loss in ("epr", "role"):  # k is recorded, from the simulation's true frequencies
+        assert expected["value"] == pytest.approx(summary["true_frequency"].sum(), rel=1e-5)
+    else:
+        assert expected is None
 
 
 def test_ll_cp_keeps_every_correction_of_an_image_drawn_twice_in_a_batch():

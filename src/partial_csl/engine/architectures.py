@@ -45,8 +45,8 @@ class Architecture:
 
 def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> dict:
     """Every setting a ``--loss`` constructor may ask for; :func:`partial_csl.losses.build_loss` picks its own.
-    The label stores of ROLE and LL-Cp are sized by the training set; EPR and ROLE take ``--expected-positives``,
-    or the estimate from the training labels."""
+    The label stores of ROLE and LL-Cp are sized by the training set (ROLE's starts from its targets); EPR and ROLE
+    take the expected positives per image the label space resolved (``--expected-positives`` first)."""
     expected = cfg.expected_positives if cfg.expected_positives is not None else labels.expected_positives
     return {"partial_loss_mode": mode, "gamma_pos": cfg.gamma_pos, "gamma_neg": cfg.gamma_neg,
             "gamma_unann": cfg.gamma_unann, "alpha_pos": cfg.alpha_pos, "alpha_neg": cfg.alpha_neg,
@@ -56,6 +56,7 @@ def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels:
             "focal_gamma": cfg.focal_gamma, "label_smoothing": cfg.label_smoothing, "margin": cfg.aam_margin,
             "scale": cfg.cosine_scale, "num_samples": labels.num_train_images,
             "num_classes": len(labels.class_names), "expected_positives": expected, "wan_weight": cfg.wan_weight,
+            "train_targets": labels.train_targets, "seed": cfg.seed,
             "epr_weight": cfg.epr_weight, "role_lr_multiplier": cfg.role_lr_multiplier,
             "hill_lambda": cfg.hill_lambda, "focal_margin": cfg.focal_margin, "splc_threshold": cfg.splc_threshold,
             "splc_start_epoch": cfg.splc_start_epoch, "ll_delta_rel": cfg.ll_delta_rel,

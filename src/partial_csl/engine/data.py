@@ -42,8 +42,10 @@ class LabelSpace:
     true_frequency: np.ndarray | None = None  # known only for simulated partial labels
     label_graph: np.ndarray | None = None  # (C, C) co-occurrence of the known training labels (label_graph head)
     num_train_images: int = 0
-    expected_positives: float | None = None  # positives per image estimated from the training labels (EPR, ROLE)
+    expected_positives: float | None = None  # positives per image k (EPR, ROLE): see expected_positives_estimate
+    expected_positives_source: str = ""  # where k comes from
     train_annotated_counts: list[int] = field(default_factory=list)  # annotated (not #N/A) labels per class
+    train_targets: np.ndarray | None = field(default=None, repr=False)  # (N, C) {1, 0, -1}: ROLE's store starts there
 
     @property
     def groups(self) -> dict[str, slice] | None:
@@ -198,11 +200,33 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
     if cfg.simulate_partial_type and cfg.dataset != "coco":
         raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
     labels, train, val = DATASETS[cfg.dataset](cfg, run_dir)
-    labels.num_train_images, labels.expected_positives = len(train), expected_positives(train.targets)
+    labels.num_train_images, labels.train_targets = len(train), train.targets
+    labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
     labels.train_annotated_counts = (train.targets != -1).sum(axis=0).astype(int).tolist()
     if cfg.head == "label_graph":
         labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
     return labels, train, val
+
+
+def expected_positives_estimate(cfg: TrainConfig, labels: LabelSpace) -> tuple[float, str]:
+    """The positives per image k of EPR and ROLE, and where it comes from, first of: ``--expected-positives``; the sum
+    of the true class frequencies when a simulation hid the labels (the value Cole et al. take as given); the number
+    of attributes for attribute data (a garment has one value of each); the sum of the ``--prior_path`` priors; and
+    last the annotated positive rates summed (:func:`expected_positives`), which is right only for labels missing at
+    random: under a fixed budget per class (FPC) it gives C/2, under single positives 1."""
+    if cfg.expected_positives is not None:
+        return float(cfg.expected_positives), "given (--expected-positives)"
+    if labels.true_frequency is not None:
+        return float(np.sum(labels.true_frequency)), "the simulation's true class frequencies, summed"
+    if labels.schema is not None:
+        return float(len(labels.schema.group_slices())), "one value per attribute"
+    if cfg.prior_path:
+        from ..priors import load_priors
+
+        return float(load_priors(cfg.prior_path, labels.class_names).sum()), f"the priors of {cfg.prior_path}, summed"
+    return (expected_positives(labels.train_targets),
+            "the annotated positive rates, summed (right for labels missing at random only: give --expected-positives "
+            "when annotation depends on the class)")
 
 
 def expected_positives(targets: np.ndarray) -> float:

@@ -12,7 +12,7 @@ import torch
 
 from ..data.schema import UNKNOWN
 from ..data.transforms import DataConfig, resolve_data_config
-from ..losses import loss_uses_priors
+from ..losses import loss_uses_expected_positives, loss_uses_priors
 from ..models.pretrained import pretrained_data_config
 from ..prior_estimates import holdout_mask
 from .architectures import get_architecture
@@ -95,6 +95,20 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
     return dataclasses.replace(run, cfg=prior_cfg, train=train), holdout
 
 
+def expected_positives_record(cfg: TrainConfig, labels: LabelSpace) -> dict | None:
+    """k of EPR and ROLE and its source, logged (with a warning outside [1, C / 2]) and kept for config.json; None
+    when the run's loss does not take it."""
+    if cfg.arch != "csl" or not loss_uses_expected_positives(cfg.loss):
+        return None
+    k, classes = labels.expected_positives, len(labels.class_names)
+    log.info("--loss %s: %.3f expected positives per image (k), from %s", cfg.loss, k, labels.expected_positives_source)
+    if not 1 <= k <= classes / 2:
+        log.warning("--loss %s: k = %.3f positives per image is outside [1, %g] (1 to half the %d classes); if the "
+                    "labels do not say how many positives an image has, give --expected-positives", cfg.loss, k,
+                    classes / 2, classes)
+    return {"value": k, "source": labels.expected_positives_source}
+
+
 def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
     """Read and check the data, write the run's config and sampler report, open TensorBoard."""
     from torch.utils.tensorboard import SummaryWriter
@@ -104,6 +118,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
     device = process_device(resolve_device(cfg.device), info)
     labels, train, val = load_training_data(cfg, run_dir)
     check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
+    expected = expected_positives_record(cfg, labels)
     warnings = label_warnings(labels, train)
     for warning in warnings:
         log.warning("%s: %s", warning["class"], warning["reason"])
@@ -124,7 +139,8 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
                                         else "off", "num_train_images": len(train), "num_val_images": len(val),
                                         "class_names": labels.class_names,
                                         "train_unknown_share": float((train.targets == UNKNOWN).mean()),
-                                        "label_warnings": warnings, "data_config": data_config.to_dict()})
+                                        "label_warnings": warnings, "data_config": data_config.to_dict(),
+                                        **({"expected_positives": expected} if expected else {})})
         write_json(run_dir / "label_warnings.json", {"classes": warnings})
         write_sampler_report(cfg, labels, train, weights, run_dir)
         writer = SummaryWriter(str(run_dir / "tensorboard"))

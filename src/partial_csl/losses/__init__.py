@@ -58,6 +58,11 @@ def loss_uses_priors(name: str) -> bool:
     return "prior" in inspect.signature(LOSSES[name]).parameters
 
 
+def loss_uses_expected_positives(name: str) -> bool:
+    """Whether the loss takes the expected number of positives per image (EPR, ROLE)."""
+    return "expected_positives" in inspect.signature(LOSSES[name]).parameters
+
+
 def build_loss(name: str, **settings):
     """The loss ``name`` from the settings its constructor accepts (the others are not its business)."""
     if name not in LOSSES:
@@ -91,5 +96,6 @@ __all__ = [
     "dwa_weights",
     "focal_loss",
     "likelihood_topk_mask",
+    "loss_uses_expected_positives",
     "loss_uses_priors",
 ]

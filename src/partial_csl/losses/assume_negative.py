@@ -11,23 +11,25 @@ Targets are {1 positive, 0 annotated negative, -1 unknown}; with p = sigmoid(log
   image towards ``k`` = ``expected_positives``. Cole et al. average their BCE over the B x C entries and divide the
   squared error by C^2; our ``mean`` reduction sums over classes, so dividing by C keeps their ratio of the two terms;
 * ``role`` (regularised online label estimation): a learnable estimate of every training image's labels (an (N, C)
-  table of logits, the *label store*, indexed by the batch's sample indices) with annotated entries fixed to their
-  labels. The model is trained towards the estimates and the estimates towards the model (each side's target
-  detached), each with the EPR term; the two halves are averaged.
+  table of logits, the *label store*, indexed by the batch's sample indices), started as Cole et al. start it
+  (annotated entries at 0.995 / 0.005, unknown ones uniform in [0.4, 0.6] in probability, drawn between the two
+  logits). Each side (model, estimates) is trained on half the BCE against the annotated labels plus half the BCE
+  against the other side's detached output, each with the EPR term, and the two halves are averaged.
 
-``k`` is the number of positives expected per image, which Cole et al. take as known; the engine passes an estimate
-from the training labels unless ``--expected-positives`` gives it. ROLE's table trains with the model's optimiser at
+``k`` is the number of positives expected per image, which Cole et al. take as known (COCO 2.9); the engine passes
+``--expected-positives``, else the simulation's true class frequencies summed, else one per attribute for attribute
+data, else the sum of a ``--prior_path`` file's priors, else the annotated positive rates summed (see
+:func:`partial_csl.engine.data.expected_positives_estimate`). ROLE's table trains with the model's optimiser at
 ``role_lr_multiplier`` times its learning rate and without weight decay: a row gets a gradient only when its image
 is in a batch (about once an epoch), though Adam's momentum keeps moving it for a while after, as in Cole et al.'s
-code. The expected count ``k`` matters: the default estimate sums each class's annotated positive rate, which is
-right for labels missing at random and too high under class-dependent annotation (FPC keeps as many negatives as
-positives per class, so rare classes look common): give ``--expected-positives`` there.
+code.
 """
 
 from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -98,33 +100,54 @@ class ExpectedPositiveLoss(nn.Module):
         return reduce_loss(per_entry, self.reduction) + self.epr_weight * penalty
 
 
+ROLE_UNKNOWN_START = math.log(0.6 / 0.4)  # unknown estimates start uniform in logit(0.4) .. logit(0.6)
+ROLE_ANNOTATED_START = math.log(0.995 / 0.005)  # annotated ones at 0.995 (positive) or 0.005 (negative)
+
+
+def initial_label_logits(train_targets: np.ndarray, seed: int) -> torch.Tensor:
+    """ROLE's label store as Cole et al. start it: logit(0.995) for annotated positives, logit(0.005) for annotated
+    negatives, and for every unknown entry a uniform draw between logit(0.4) and logit(0.6) (seeded)."""
+    targets = torch.as_tensor(np.asarray(train_targets), dtype=torch.float32)
+    generator = torch.Generator().manual_seed(seed)
+    logits = ROLE_UNKNOWN_START * (2 * torch.rand(targets.shape, generator=generator) - 1)
+    logits[targets == 1] = ROLE_ANNOTATED_START
+    logits[targets == 0] = -ROLE_ANNOTATED_START
+    return logits
+
+
 class OnlineLabelEstimationLoss(nn.Module):
     """ROLE: the model and a per-image label estimate (the label store) trained towards each other, with EPR.
 
-    Call with the batch's sample ``indices`` (rows of the training set). The label store's logits start at
-    logit(k / C) for every entry; annotated entries never use them.
+    Call with the batch's sample ``indices`` (rows of the training set). As in Cole et al.'s ``loss_role``, every
+    entry has an estimate (annotated ones included, started near their label by :func:`initial_label_logits`), and
+    each side's per-entry loss is half the BCE against the annotated labels plus half the BCE against the other
+    side's (detached) output; the EPR penalties of both sides are averaged. So an annotated positive weighs about as
+    much as in plain BCE: half through its label, half through its estimate (about 0.995).
     """
 
     uses_sample_index = True
 
     def __init__(self, num_samples: int = 0, num_classes: int = 0, expected_positives: float | None = None,
-                 epr_weight: float = 1.0, role_lr_multiplier: float = 10.0, reduction: str = "mean"):
+                 epr_weight: float = 1.0, role_lr_multiplier: float = 10.0, reduction: str = "mean",
+                 train_targets: np.ndarray | None = None, seed: int = 0):
         super().__init__()
-        if num_samples <= 0 or num_classes <= 0:
-            raise ValueError("role needs the number of training images and classes (its label store)")
+        if train_targets is None:  # nothing annotated is known: every estimate starts as an unknown one
+            if num_samples <= 0 or num_classes <= 0:
+                raise ValueError("role needs the training targets, or the number of training images and classes")
+            train_targets = np.full((num_samples, num_classes), -1, dtype=np.int8)
         self.expected_positives = _check_expected_positives(expected_positives)
         self.epr_weight, self.reduction, self.lr_multiplier = epr_weight, reduction, role_lr_multiplier
-        rate = min(max(self.expected_positives / num_classes, 1e-4), 1 - 1e-4)
-        self.label_logits = nn.Parameter(torch.full((num_samples, num_classes), math.log(rate / (1 - rate))))
+        self.label_logits = nn.Parameter(initial_label_logits(train_targets, seed))
 
     def forward(self, logits: torch.Tensor, targets: torch.Tensor, indices: torch.Tensor | None = None) -> torch.Tensor:
         if indices is None:
             raise ValueError("role needs the sample indices of the batch (its label store is per training image)")
-        logits = logits.float()
-        annotated = targets != -1
-        estimates = torch.where(annotated, targets.float(), torch.sigmoid(self.label_logits[indices]))
-        model_side = binary_cross_entropy(logits, estimates.detach())
-        label_side = binary_cross_entropy(self.label_logits[indices], torch.sigmoid(logits).detach()) * (~annotated)
+        logits, store = logits.float(), self.label_logits[indices]
+        annotated, labels = (targets != -1).float(), (targets == 1).float()
+        estimates = torch.sigmoid(store)
+        model_side = annotated * binary_cross_entropy(logits, labels) + binary_cross_entropy(logits, estimates.detach())
+        label_side = (annotated * binary_cross_entropy(store, labels)
+                      + binary_cross_entropy(store, torch.sigmoid(logits).detach()))
         penalties = (expected_positive_penalty(torch.sigmoid(logits), self.expected_positives, self.reduction)
                      + expected_positive_penalty(estimates, self.expected_positives, self.reduction))
         return (reduce_loss(model_side + label_side, self.reduction) + self.epr_weight * penalties) / 2
