@@ -217,11 +217,16 @@ def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
         posthoc_adjustment(TrainConfig(), labels_of(TARGETS))
 
 
-def test_csl_settings_left_unread_by_the_auto_architecture_are_named(caplog):
+def test_csl_settings_are_never_dropped_they_select_csl_or_stop_the_run(caplog):
     with caplog.at_level("WARNING", logger="partial_csl.engine.config"):
-        resolve_auto(TrainConfig(partial_loss_mode="ignore", gamma_unann=4))
+        typed = resolve_auto(TrainConfig(partial_loss_mode="ignore", prior_epochs=3))
         resolve_auto(TrainConfig(arch="csl", partial_loss_mode="ignore"))  # read: nothing to say
         resolve_auto(TrainConfig(dataset="coco", gamma_unann=4))  # auto is csl there
+    assert (typed.arch, typed.logit_adjust) == ("csl", "none")  # the typed settings select the architecture
     assert [r.getMessage() for r in caplog.records] == [
-        "--arch auto trains mtl on attribute data, which does not read --partial_loss_mode, --gamma_unann: add --arch "
-        "csl to use them"]
+        "--arch auto trains csl, not mtl, because --partial_loss_mode, --prior_epochs are set: only --arch csl "
+        "reads them"]
+    with pytest.raises(ValueError, match=r"--arch afa does not read --gamma_unann .* drop them, or train --arch csl"):
+        resolve_auto(TrainConfig(arch="afa", gamma_unann=4))
+
+

@@ -150,7 +150,8 @@ class TrainConfig:
 AUTO_ARCH = {"attributes": "mtl", "coco": "csl"}
 
 
-# settings only --arch csl reads: set while "auto" picks a per-attribute architecture, they are named in a warning
+# settings only --arch csl reads: set (to other than their defaults) under --arch auto, they select csl; with another
+# explicit --arch the run is refused, naming them
 CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann",
             "clip", "likelihood_topk", "likelihood_topk_scope", "prior_threshold", "prior_path", "prior_epochs",
             "prior_estimate", "prior_loss", "prior_holdout", "loss_reduction")
@@ -159,10 +160,14 @@ CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for (see AUTO_ARCH)."""
     arch = AUTO_ARCH.get(cfg.dataset, "csl") if cfg.arch == "auto" else cfg.arch
-    ignored = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]
-    if cfg.arch == "auto" and arch != "csl" and ignored:
-        log.warning("--arch auto trains %s on attribute data, which does not read %s: add --arch csl to use them",
-                    arch, ", ".join(f"--{name}" for name in ignored))
+    typed = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]
+    flags = ", ".join(f"--{name}" for name in typed)
+    if typed and arch != "csl":
+        if cfg.arch != "auto":
+            raise ValueError(f"--arch {arch} does not read {flags} (settings of --arch csl's partial-label loss): "
+                             f"drop them, or train --arch csl")
+        log.warning("--arch auto trains csl, not %s, because %s are set: only --arch csl reads them", arch, flags)
+        arch = "csl"
     adjust = cfg.logit_adjust
     if adjust == "auto":
         rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"

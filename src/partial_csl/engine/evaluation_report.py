@@ -51,8 +51,10 @@ def run_history(checkpoint: str | Path, ckpt: dict) -> list[dict]:
 
 
 def run_settings(ckpt: dict) -> dict:
-    """The run's key settings, as the report lists them."""
+    """The run's key settings, as the report lists them: the loss and its partial-label mode only where the
+    architecture reads them (``--arch csl``), the learning rate in scientific notation."""
     cfg = ckpt.get("config") or {}
+    arch = ckpt.get("arch", "csl")
     mode = ckpt.get("partial_loss_mode")
     if cfg.get("prior_path"):
         priors = f"from {cfg['prior_path']}"
@@ -61,10 +63,14 @@ def run_settings(ckpt: dict) -> dict:
                  f"{cfg.get('prior_estimate', 'em')})"
     else:
         priors = "not used"
-    return {"model": ckpt.get("model_name"), "architecture": ckpt.get("arch", "csl"), "loss": ckpt.get("loss"),
-            "loss mode": mode, "priors": priors, "epochs": cfg.get("epochs"), "best epoch": ckpt.get("epoch"),
-            "weights": ckpt.get("weights", "regular"), "image size": ckpt.get("image_size"),
-            "batch size": cfg.get("batch_size"), "learning rate": cfg.get("lr"), "augment": cfg.get("augment"),
+    lr = cfg.get("lr")
+    loss = ({"loss": ckpt.get("loss"), "loss mode": mode, "priors": priors} if arch == "csl"
+            else {"loss": f"softmax cross-entropy per attribute ({cfg.get('task_weighting')} task weighting)",
+                  "logit adjustment": cfg.get("logit_adjust")})
+    return {"model": ckpt.get("model_name"), "architecture": arch, **loss, "epochs": cfg.get("epochs"),
+            "best epoch": ckpt.get("epoch"), "weights": ckpt.get("weights", "regular"),
+            "image size": ckpt.get("image_size"), "batch size": cfg.get("batch_size"),
+            "learning rate": f"{lr:.2e}" if isinstance(lr, (int, float)) else lr, "augment": cfg.get("augment"),
             "sampler": cfg.get("sampler"), "seed": cfg.get("seed")}
 
 

@@ -61,6 +61,8 @@ def append_epoch(run_dir: Path, history: list[dict], row: dict, writer, epochs: 
         if key.startswith("acc_"):
             writer.add_scalar(f"{stage}/accuracy/{key[4:]}", value, epoch)
     acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
+    ema = row.get("val_mAP_ema", "")
+    ema_text = f"{ema:.2f}" if isinstance(ema, (int, float)) else "n/a"
     log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch, epochs,
-             row["train_loss"], row["lr"], row["val_mAP"], row["val_mAP_ema"], acc_text, row["seconds"],
+             row["train_loss"], row["lr"], row["val_mAP"], ema_text, acc_text, row["seconds"],
              " *best*" if improved else "")
