@@ -1,5 +1,5 @@
-"""Heads (linear, ML-Decoder, label graph) on one frozen backbone, from cached embeddings, over several seeds; and
-what the cache saves against end-to-end training of the same head.
+"""Heads (linear, ML-Decoder with fixed or learnt queries, label graph) on one frozen backbone, from cached
+embeddings, over several seeds; and what the cache saves against end-to-end training of the same head.
 
     .venv/bin/python benchmarks/heads_compare.py --backbone outputs/demo/run/checkpoints/best.pt   # after make demo
     .venv/bin/python benchmarks/heads_compare.py --backbone B.pt --seeds 0 1 2 --epochs 15 --end-to-end-epochs 3
@@ -33,7 +33,12 @@ from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.trainer import run_training
 from partial_csl.engine.validate import validate_checkpoint
 
-HEADS = {"linear": [], "ml_decoder": ["decoder_embed"], "label_graph": []}
+HEADS = {  # row: the settings of its head
+    "linear": {"head": "linear"},
+    "ml_decoder": {"head": "ml_decoder"},  # fixed queries, as the official head
+    "ml_decoder_learnable": {"head": "ml_decoder", "decoder_learnable_queries": True},
+    "label_graph": {"head": "label_graph"},
+}
 
 
 def head_parameters(model: torch.nn.Module) -> int:
@@ -100,7 +105,7 @@ def main() -> None:
     for head in args.heads:
         for seed in args.seeds:
             run = args.out / f"{head}-seed{seed}"
-            results[f"{head}/{seed}"] = one_run(replace(base, head=head, seed=seed, output_dir=str(run)), run, test)
+            results[f"{head}/{seed}"] = one_run(replace(base, **HEADS[head], seed=seed, output_dir=str(run)), run, test)
             (args.out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
     if args.end_to_end_epochs:
         run = args.out / "ml_decoder-end-to-end"
