@@ -29,9 +29,9 @@ from partial_csl.data.labels import LabelFileError
 from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
-from partial_csl.engine.architectures import ARCHITECTURES
+from partial_csl.engine.architectures import ARCHITECTURES, resolve_auto
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.config import TrainConfig, resolve_auto
+from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.data import DATASETS
 from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
@@ -62,7 +62,7 @@ def _adder(group: argparse._ArgumentGroup):
 
 def _data_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("data"))
-    add("dataset", choices=DATASETS, help="attributes: CSVs with #N/A; coco: COCO-format JSON")
+    add("dataset", choices=DATASETS, help="; ".join(entry.help for entry in DATASETS.values()))
     add("train_csv", help="training attributes CSV (filename + one column per attribute)")
     add("val_csv", help="validation attributes CSV")
     add("images", help="image folder of the CSVs")

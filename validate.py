@@ -46,7 +46,8 @@ def get_args_parser() -> argparse.ArgumentParser:
     p = make_parser(__doc__)
     add_option(p, "checkpoint", required=True, help="a checkpoint written by train.py")
     add_option(p, "output_dir", required=True, help="where the report goes")
-    add_option(p, "dataset", choices=DATASETS, default="attributes", help="attributes: a CSV; coco: COCO JSON")
+    add_option(p, "dataset", choices=DATASETS, default="attributes",
+               help="; ".join(entry.help for entry in DATASETS.values()))
     add_option(p, "csv", help="attributes CSV with the ground truth (#N/A allowed)")
     add_option(p, "images", help="image folder of the CSV (or of the COCO annotations)")
     add_option(p, "annotations", help="COCO-format JSON (with --dataset coco)")

@@ -10,8 +10,9 @@ without any flag. Adding an architecture is one model module plus one entry in :
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -21,8 +22,10 @@ from ..losses import build_loss
 from ..models import build_afa, build_latent, build_multihead, create_model
 from ..models.heads import HeadedModel, build_head
 from .config import TrainConfig
-from .data import LabelSpace
+from .data import LabelSpace, get_dataset
 from .imbalance import per_attribute_loss, wrap_single_head
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -33,7 +36,7 @@ class Architecture:
     build: Callable[..., nn.Module]
     criterion: Callable[[TrainConfig, str, np.ndarray | None, LabelSpace], nn.Module]
     arch_args: Callable[[TrainConfig, LabelSpace], dict]
-    uses_priors: bool = False  # True: the selective mode (and its prior stage) applies
+    uses_priors: bool = False  # True: the partial-label loss (--loss, its modes, priors, prior stage) applies
     # the timm model whose pretrained config says how inputs are normalised (the backbone, or afa's branches)
     input_model: Callable[[TrainConfig], str] = lambda cfg: cfg.model_name
 
@@ -135,3 +138,30 @@ def build_model(arch: str, model_name: str, num_classes: int, pretrained: str | 
     spec = get_architecture(arch)
     return spec.build(model_name, num_classes, **spec.model_kwargs(arch_args), pretrained=pretrained, norm=norm,
                       device=device)
+
+
+# settings only the partial-label loss reads (an architecture with ``uses_priors``): set to other than their defaults
+# under --arch auto, they select such an architecture (csl); with another explicit --arch the run is refused
+CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann",
+            "clip", "likelihood_topk", "likelihood_topk_scope", "prior_threshold", "prior_path", "prior_epochs",
+            "prior_estimate", "prior_loss", "prior_holdout", "loss_reduction")
+
+
+def resolve_auto(cfg: TrainConfig) -> TrainConfig:
+    """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for: the dataset format's
+    default architecture (:data:`.data.DATASETS`), unless CSL-only settings are typed; the balanced softmax for an
+    architecture of softmax heads that does not already re-balance (class weights, a sampler), none for csl."""
+    arch = get_dataset(cfg.dataset).default_arch if cfg.arch == "auto" else cfg.arch
+    typed = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]
+    flags = ", ".join(f"--{name}" for name in typed)
+    if typed and not get_architecture(arch).uses_priors:
+        if cfg.arch != "auto":
+            raise ValueError(f"--arch {arch} does not read {flags} (settings of --arch csl's partial-label loss): "
+                             f"drop them, or train --arch csl")
+        log.warning("--arch auto trains csl, not %s, because %s are set: only --arch csl reads them", arch, flags)
+        arch = "csl"
+    adjust = cfg.logit_adjust
+    if adjust == "auto":
+        rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
+        adjust = "none" if rebalanced or get_architecture(arch).uses_priors else "balanced_softmax"
+    return replace(cfg, arch=arch, logit_adjust=adjust)

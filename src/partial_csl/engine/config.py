@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
-import logging
 import platform
 import random
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, fields
 
 import numpy as np
 import torch
-
-log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -141,38 +138,6 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown config key(s): {unknown}")
         return cls(**data)
-
-
-# What "auto" means for --arch and --logit-adjust: attribute data (mutually exclusive classes per attribute) gets one
-# softmax head per attribute under the balanced softmax, the best of the imbalance methods end to end on the demo over
-# 3 seeds (benchmarks/README.md, "Imbalance handling"); COCO-format multi-label data gets CSL's sigmoid head under the
-# partial-label loss. The balanced softmax is left out when the run already re-balances (class weights, a sampler).
-AUTO_ARCH = {"attributes": "mtl", "coco": "csl"}
-
-
-# settings only --arch csl reads: set (to other than their defaults) under --arch auto, they select csl; with another
-# explicit --arch the run is refused, naming them
-CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann",
-            "clip", "likelihood_topk", "likelihood_topk_scope", "prior_threshold", "prior_path", "prior_epochs",
-            "prior_estimate", "prior_loss", "prior_holdout", "loss_reduction")
-
-
-def resolve_auto(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for (see AUTO_ARCH)."""
-    arch = AUTO_ARCH.get(cfg.dataset, "csl") if cfg.arch == "auto" else cfg.arch
-    typed = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]
-    flags = ", ".join(f"--{name}" for name in typed)
-    if typed and arch != "csl":
-        if cfg.arch != "auto":
-            raise ValueError(f"--arch {arch} does not read {flags} (settings of --arch csl's partial-label loss): "
-                             f"drop them, or train --arch csl")
-        log.warning("--arch auto trains csl, not %s, because %s are set: only --arch csl reads them", arch, flags)
-        arch = "csl"
-    adjust = cfg.logit_adjust
-    if adjust == "auto":
-        rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
-        adjust = "none" if rebalanced or arch == "csl" else "balanced_softmax"  # every other arch: softmax heads
-    return replace(cfg, arch=arch, logit_adjust=adjust)
 
 
 def require_resolved(cfg: TrainConfig) -> None:

@@ -1,8 +1,11 @@
 """What a run learns from: the label space, the labelled train/val images, and their data loaders.
 
-:data:`DATASETS` is the ``--dataset`` registry: each entry turns a :class:`~.config.TrainConfig` into
-``(LabelSpace, train, val)`` from one data format (the readers live in :mod:`partial_csl.data`). Adding a format is
-one reader module plus one entry here.
+:data:`DATASETS` is the ``--dataset`` registry: each :class:`DatasetFormat` knows how a training run reads the
+format (a :class:`~.config.TrainConfig` into ``(LabelSpace, train, val)``), how ``validate.py`` reads it (an
+:class:`EvalRequest` into labelled images), what ``--arch auto`` trains on it, and what it can do (the partial-label
+simulators need fully labelled data; attribute groups give per-attribute accuracy and abstention). The readers live in
+:mod:`partial_csl.data`; adding a format is one reader module plus one entry here, and no other code tests a format's
+name.
 """
 
 from __future__ import annotations
@@ -186,20 +189,76 @@ def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImag
     return LabelSpace(class_names, None, _count_positives(train.targets), true_frequency), train, val
 
 
-# the --dataset registry: name -> (config, run folder) -> (label space, train, val)
-DATASETS: dict[str, Callable[[TrainConfig, Path], tuple[LabelSpace, LabelledImages, LabelledImages]]] = {
-    "attributes": attribute_data,
-    "coco": coco_data,
+@dataclass(frozen=True)
+class EvalRequest:
+    """What ``validate.py`` reads labelled data from, with what the checkpoint says it must hold."""
+
+    checkpoint: str
+    class_names: list[str]
+    schema: AttributeSchema | None  # the checkpoint's attributes (None: multi-label)
+    output_dir: Path
+    csv_path: str | None = None
+    images: str | None = None
+    annotations: str | None = None
+    data_root: str | None = None
+    expected_schema: AttributeSchema | None = None  # --schema: refuse a checkpoint of other attributes
+    on_bad_rows: str = "error"
+    keep_empty: bool = False  # COCO images without annotations, as the checkpoint's run treated them
+
+
+def attribute_eval_data(req: EvalRequest) -> LabelledImages:
+    if req.schema is None:
+        raise ValueError(f"{req.checkpoint} was not trained on attributes; evaluate it with --dataset coco")
+    if not req.csv_path or not req.images:
+        raise ValueError("attribute data needs --csv and --images")
+    if req.expected_schema is not None and req.expected_schema != req.schema:
+        raise ValueError(f"{req.checkpoint} was trained for attributes {req.schema.to_dict()['groups']}, "
+                         f"not {req.expected_schema.to_dict()['groups']}")
+    return read_attribute_split(req.csv_path, req.images, req.schema, req.on_bad_rows,
+                                req.output_dir / "rejected_rows.csv")
+
+
+def coco_eval_data(req: EvalRequest) -> LabelledImages:
+    annotations, images = coco_paths("val", req.data_root, req.annotations, req.images)
+    return read_coco_split(annotations, images, req.keep_empty, class_names=req.class_names)[0]
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One ``--dataset``: its readers, what ``--arch auto`` trains on it, and what it can do."""
+
+    read_training: Callable[[TrainConfig, Path], tuple[LabelSpace, LabelledImages, LabelledImages]]
+    read_evaluation: Callable[[EvalRequest], LabelledImages]
+    default_arch: str  # what --arch auto trains (see config.resolve_auto)
+    fully_labelled: bool  # complete labels: the partial-label simulators (--simulate_partial_type) apply
+    attribute_groups: bool  # mutually exclusive classes per attribute: per-attribute accuracy and abstention
+    help: str
+
+
+DATASETS: dict[str, DatasetFormat] = {
+    # per-attribute softmax heads under the balanced softmax: the best of the imbalance arms end to end on the demo
+    # (benchmarks/README.md, "Imbalance handling")
+    "attributes": DatasetFormat(attribute_data, attribute_eval_data, default_arch="mtl", fully_labelled=False,
+                                attribute_groups=True, help="attributes: CSVs with #N/A"),
+    "coco": DatasetFormat(coco_data, coco_eval_data, default_arch="csl", fully_labelled=True,
+                          attribute_groups=False, help="coco: COCO-format JSON"),
 }
+
+
+def get_dataset(name: str) -> DatasetFormat:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset type {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[name]
 
 
 def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
     """The label space and train/val images of ``cfg`` (bad rows and simulations are recorded in ``run_dir``)."""
-    if cfg.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset type {cfg.dataset!r}; expected one of {sorted(DATASETS)}")
-    if cfg.simulate_partial_type and cfg.dataset != "coco":
-        raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
-    labels, train, val = DATASETS[cfg.dataset](cfg, run_dir)
+    data_format = get_dataset(cfg.dataset)
+    if cfg.simulate_partial_type and not data_format.fully_labelled:
+        simulated = sorted(name for name, entry in DATASETS.items() if entry.fully_labelled)
+        raise ValueError(f"--simulate_partial_type hides labels of fully labelled data (--dataset "
+                         f"{' or '.join(simulated)}), not of --dataset {cfg.dataset}")
+    labels, train, val = data_format.read_training(cfg, run_dir)
     labels.num_train_images, labels.train_targets = len(train), train.targets
     labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
     labels.train_annotated_counts = (train.targets != -1).sum(axis=0).astype(int).tolist()

@@ -14,6 +14,7 @@ from pathlib import Path
 from ..thresholds import ThresholdSettings
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .data import get_dataset
 from .distributed import barrier
 from .inference import predict_dataset
 from .run import Run
@@ -26,7 +27,7 @@ def check_run_settings(cfg: TrainConfig) -> ThresholdSettings:
     """The run's threshold settings, refused before the run folder is touched when they cannot apply to its data
     (abstaining needs attributes: COCO-format data has none)."""
     settings = settings_from_config(cfg)
-    check_settings_fit(settings, cfg.dataset == "attributes")
+    check_settings_fit(settings, get_dataset(cfg.dataset).attribute_groups)
     return settings
 
 

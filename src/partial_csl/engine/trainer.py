@@ -31,6 +31,7 @@ from tqdm import tqdm
 from ..losses import MultiTaskLoss
 from ..metrics import evaluate_predictions
 from ..priors import load_priors, prior_quality_report, priors_from_probabilities, save_priors
+from .architectures import resolve_auto
 from .build import TrainingParts, build_training
 from .checkpoint import (
     StageProgress,
@@ -42,7 +43,7 @@ from .checkpoint import (
     save_checkpoint,
     training_payload,
 )
-from .config import TrainConfig, derive_seed, resolve_auto, resolve_device, seed_everything
+from .config import TrainConfig, derive_seed, resolve_device, seed_everything
 from .distributed import barrier, init_distributed, mean_across_ranks
 from .embeddings import StageInputs, stage_inputs
 from .finish import check_run_settings, finish_training

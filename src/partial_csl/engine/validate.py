@@ -16,7 +16,7 @@ from ..reports.evaluation import write_report
 from ..safe_io import atomic_write_text, refuse_inputs_as_outputs
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import resolve_amp, resolve_device
-from .data import LabelledImages, LabelSpace, coco_paths, make_loader, read_attribute_split, read_coco_split
+from .data import EvalRequest, LabelledImages, LabelSpace, get_dataset, make_loader
 from .evaluation_report import (
     build_view,
     coverage_curves,
@@ -27,12 +27,6 @@ from .evaluation_report import (
 )
 from .inference import predict_probabilities
 from .thresholds import abstain_values, abstained, settings_for_checkpoint, thresholds_summary, tune_checkpoint
-
-
-def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeSchema | None, where: str) -> None:
-    if schema is not None and ckpt_schema is not None and schema != ckpt_schema:
-        raise ValueError(f"{where} was trained for attributes {ckpt_schema.to_dict()['groups']}, "
-                         f"not {schema.to_dict()['groups']}")
 
 
 def trained_keep_empty(ckpt: dict) -> bool:
@@ -46,18 +40,11 @@ def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, dataset
                    csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
                    data_root: str | None = None, schema: AttributeSchema | None = None,
                    on_bad_rows: str = "error") -> LabelledImages:
-    ckpt_schema = checkpoint_schema(ckpt)
-    if dataset == "attributes":
-        if ckpt_schema is None:
-            raise ValueError(f"{checkpoint} was not trained on attributes; evaluate it with --dataset coco")
-        if not csv_path or not images:
-            raise ValueError("attribute data needs --csv and --images")
-        check_schema_matches(ckpt_schema, schema, str(checkpoint))
-        return read_attribute_split(csv_path, images, ckpt_schema, on_bad_rows, output_dir / "rejected_rows.csv")
-    if dataset == "coco":
-        annotations, images = coco_paths("val", data_root, annotations, images)
-        return read_coco_split(annotations, images, trained_keep_empty(ckpt), class_names=ckpt["class_names"])[0]
-    raise ValueError(f"unknown dataset type {dataset!r}")
+    """The labelled images to evaluate ``ckpt`` on, read by the ``--dataset`` format's evaluation reader."""
+    request = EvalRequest(str(checkpoint), list(ckpt["class_names"]), checkpoint_schema(ckpt), output_dir,
+                          csv_path=csv_path, images=images, annotations=annotations, data_root=data_root,
+                          expected_schema=schema, on_bad_rows=on_bad_rows, keep_empty=trained_keep_empty(ckpt))
+    return get_dataset(dataset).read_evaluation(request)
 
 
 def _outputs(output_dir: Path, ckpt: dict | None, html: bool, tune: bool) -> list[Path]:
