@@ -39,7 +39,7 @@ from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK
 from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.models.heads import HEAD_NAMES
-from partial_csl.priors import PRIOR_ESTIMATES
+from partial_csl.prior_estimates import PRIOR_ESTIMATES
 from partial_csl.thresholds import CLASS_MODES
 
 DEFAULTS = TrainConfig()

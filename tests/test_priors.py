@@ -127,7 +127,7 @@ def calibrated_posteriors(x: np.ndarray, base_rate: float) -> np.ndarray:
 
 
 def test_em_recovers_a_shifted_prior():
-    from partial_csl.priors import em_prior_shift
+    from partial_csl.prior_estimates import em_prior_shift
 
     rng = np.random.default_rng(0)
     true_priors, annotated = np.array([0.1, 0.3, 0.02]), np.array([0.5, 0.5, 0.4])
@@ -146,7 +146,7 @@ def test_em_recovers_a_shifted_prior():
 
 
 def test_em_without_shift_returns_the_annotated_rate_and_handles_edges():
-    from partial_csl.priors import em_prior_shift
+    from partial_csl.prior_estimates import em_prior_shift
 
     rng = np.random.default_rng(1)
     a = 0.3
@@ -182,7 +182,7 @@ def test_estimate_priors_em_uses_the_annotated_rate_of_the_loader():
 
 def test_em_after_recalibration_stays_put_without_a_shift():
     """Random (label-independent) annotation and a model that overpredicts: raw EM runs away, ours does not."""
-    from partial_csl.priors import em_prior_shift, priors_from_probabilities
+    from partial_csl.prior_estimates import em_prior_shift, priors_from_probabilities
 
     rng = np.random.default_rng(2)
     n, a = 20000, 0.05

@@ -27,13 +27,6 @@ import pandas as pd
 import torch
 from scipy.stats import spearmanr
 
-from .prior_estimates import (  # the estimators lived here: their imports keep working
-    PRIOR_ESTIMATES,  # noqa: F401
-    em_prior_shift,  # noqa: F401
-    evidence_priors,  # noqa: F401
-    priors_from_probabilities,  # noqa: F401
-    recalibrate_to_annotated,  # noqa: F401
-)
 from .safe_io import atomic_write_text
 
 log = logging.getLogger(__name__)

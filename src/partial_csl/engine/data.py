@@ -28,6 +28,7 @@ from ..data.partial import simulate_partial, simulation_record, simulation_summa
 from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
 from ..models.heads import cooccurrence_graph
+from ..priors import load_priors
 from ..safe_io import atomic_write_text
 from .config import TrainConfig
 
@@ -280,8 +281,6 @@ def expected_positives_estimate(cfg: TrainConfig, labels: LabelSpace) -> tuple[f
     if labels.schema is not None:
         return float(len(labels.schema.group_slices())), "one value per attribute"
     if cfg.prior_path:
-        from ..priors import load_priors
-
         return float(load_priors(cfg.prior_path, labels.class_names).sum()), f"the priors of {cfg.prior_path}, summed"
     return (expected_positives(labels.train_targets),
             "the annotated positive rates, summed (right for labels missing at random only: give --expected-positives "

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ..models import logits_to_probabilities
-from ..priors import priors_from_probabilities
+from ..prior_estimates import priors_from_probabilities
 from .data import make_loader
 from .distributed import DistInfo, gather_rows, shard_indices
 

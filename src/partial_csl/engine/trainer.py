@@ -30,7 +30,8 @@ from tqdm import tqdm
 
 from ..losses import MultiTaskLoss
 from ..metrics import evaluate_predictions
-from ..priors import load_priors, prior_quality_report, priors_from_probabilities, save_priors
+from ..prior_estimates import priors_from_probabilities
+from ..priors import load_priors, prior_quality_report, save_priors
 from .architectures import resolve_auto
 from .build import TrainingParts, build_training
 from .checkpoint import (
