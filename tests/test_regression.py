@@ -1,6 +1,7 @@
-"""Recorded numbers of two seeded tiny runs, so that a refactor cannot change what training computes.
+"""Recorded numbers of three seeded tiny runs, so that a refactor cannot change what training computes.
 
-Each run (attribute CSVs; COCO-format data with an FPC simulation) is selective with its prior stage. Its
+Two runs (attribute CSVs; COCO-format data with an FPC simulation) are CSL's recipe, selective with its prior stage;
+the third is train.py's default recipe on the attribute CSVs (per-attribute heads, balanced softmax). Each run's
 ``metrics.csv`` (without wall-clock time), its prior CSV and the predictions of ``infer.py`` on the validation images
 are compared with the files under ``tests/golden/``. A change that alters the recipe on purpose regenerates them with
 ``UPDATE_GOLDEN=1 pytest tests/test_regression.py`` in the same commit, and says why.
@@ -23,9 +24,9 @@ from partial_csl.data.demo_coco import build_coco_benchmark
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
 UPDATE = os.environ.get("UPDATE_GOLDEN") == "1"
-COMMON = ["--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8", "--workers", "0",
-          "--epochs", "2", "--prior-epochs", "1", "--lr", "1e-3", "--ema-decay", "0.9", "--no-amp", "--seed", "3",
-          "--arch", "csl", "--partial_loss_mode", "selective", "--likelihood-topk", "2"]
+TINY = ["--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8", "--workers", "0", "--epochs", "2",
+        "--lr", "1e-3", "--ema-decay", "0.9", "--no-amp", "--seed", "3"]
+COMMON = [*TINY, "--prior-epochs", "1", "--arch", "csl", "--partial_loss_mode", "selective", "--likelihood-topk", "2"]
 
 
 def _compare(produced: Path, name: str, drop: tuple[str, ...] = ()) -> None:
@@ -48,23 +49,38 @@ def _compare(produced: Path, name: str, drop: tuple[str, ...] = ()) -> None:
             assert got.fillna("").astype(str).tolist() == want.fillna("").astype(str).tolist(), f"{name}: {column}"
 
 
-def test_attribute_run_reproduces_the_recorded_numbers(tmp_path):
+def _attribute_split(tmp_path: Path) -> tuple[Path, Path, Path]:
     csv_path = make_attribute_dataset(tmp_path / "data", n=48, seed=11)
-    images = tmp_path / "data" / "images"
-    val_csv = tmp_path / "val.csv"
     lines = csv_path.read_text().splitlines()
+    val_csv, train_csv = tmp_path / "val.csv", tmp_path / "train.csv"
     val_csv.write_text("\n".join([lines[0], *lines[-16:]]) + "\n")
-    train_csv = tmp_path / "train.csv"
     train_csv.write_text("\n".join(lines[:-16]) + "\n")
+    return train_csv, val_csv, tmp_path / "data" / "images"
+
+
+def _attribute_run(tmp_path: Path, flags: list[str]) -> tuple[Path, Path]:
+    """A run on the tiny attribute split and infer.py's predictions on its validation images."""
+    train_csv, val_csv, images = _attribute_split(tmp_path)
     run = tmp_path / "run"
     assert train_script.main(["--train-csv", str(train_csv), "--val-csv", str(val_csv), "--images", str(images),
-                              *COMMON, "--output-dir", str(run)]) == 0
+                              *flags, "--output-dir", str(run)]) == 0
     predictions = tmp_path / "pred.csv"
     assert infer_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--csv", str(val_csv),
                               "--images", str(images), "--output", str(predictions), "--no-amp"]) == 0
+    return run, predictions
+
+
+def test_attribute_run_reproduces_the_recorded_numbers(tmp_path):
+    run, predictions = _attribute_run(tmp_path, COMMON)
     _compare(run / "metrics.csv", "attributes_metrics.csv", drop=("seconds",))
     _compare(run / "priors" / "prior_ignore.csv", "attributes_priors.csv")
     _compare(predictions, "attributes_predictions.csv")
+
+
+def test_the_default_recipe_reproduces_the_recorded_numbers(tmp_path):
+    run, predictions = _attribute_run(tmp_path, TINY)  # train.py's defaults: --arch auto, --logit-adjust auto
+    _compare(run / "metrics.csv", "default_metrics.csv", drop=("seconds",))
+    _compare(predictions, "default_predictions.csv")
 
 
 def test_coco_run_reproduces_the_recorded_numbers(tmp_path, fake_fashion_mnist):
