@@ -286,14 +286,15 @@ def _warn_fallbacks(details: dict, priors: np.ndarray, class_names: list[str] | 
         log.warning("the Platt scaling fit did not converge for %d class(es); their posteriors were recalibrated by a "
                     "shift only: %s", len(unfitted),
                     ", ".join(class_names[c] if class_names else str(c) for c in unfitted))
-    reasons = (("fallback_unconverged", f"did not converge in {EM_MAX_ITER} iterations", "the mean posterior"),
+    reasons = (("fallback_unconverged", f"did not converge in {EM_MAX_ITER} iterations",
+                "the mean posterior clipped to [annotated positives / N, 1 - annotated negatives / N]"),
                ("em_clipped", "ended outside [annotated positives / N, 1 - annotated negatives / N]",
                 "the nearest bound"))
     for code, why, instead in reasons:
         hit = [c for c, e in enumerate(details["estimator"]) if e == code]
         if hit:
             names = [class_names[c] if class_names else str(c) for c in hit]
-            log.warning("EM prior estimate %s for %d class(es); using %s clipped to those bounds: %s",
+            log.warning("EM prior estimate %s for %d class(es); using %s: %s",
                         why, len(hit), instead, ", ".join(f"{n} {priors[c]:.4f} [{details['lower_bound'][c]:.4f}, "
                                                  f"{details['upper_bound'][c]:.4f}]" for n, c in zip(names, hit)))
 
