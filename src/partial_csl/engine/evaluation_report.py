@@ -23,6 +23,7 @@ from ..reports.plots import thumbnail_png
 from ..reports.predictions import attribute_predictions_table, label_predictions_table
 from ..safe_io import atomic_open, atomic_write_bytes, atomic_write_text
 from ..thresholds import UNKNOWN, accuracy_coverage, class_threshold_vector, top_label
+from .architectures import get_architecture
 from .data import LabelledImages
 from .thresholds import abstain_values
 
@@ -64,7 +65,7 @@ def run_settings(ckpt: dict) -> dict:
     else:
         priors = "not used"
     lr = cfg.get("lr")
-    loss = ({"loss": ckpt.get("loss"), "loss mode": mode, "priors": priors} if arch == "csl"
+    loss = ({"loss": ckpt.get("loss"), "loss mode": mode, "priors": priors} if get_architecture(arch).uses_priors
             else {"loss": f"softmax cross-entropy per attribute ({cfg.get('task_weighting')} task weighting)",
                   "logit adjustment": cfg.get("logit_adjust")})
     return {"model": ckpt.get("model_name"), "architecture": arch, **loss, "epochs": cfg.get("epochs"),

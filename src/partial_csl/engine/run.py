@@ -98,7 +98,7 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
 def expected_positives_record(cfg: TrainConfig, labels: LabelSpace) -> dict | None:
     """k of EPR and ROLE and its source, logged (with a warning outside [1, C / 2]) and kept for config.json; None
     when the run's loss does not take it."""
-    if cfg.arch != "csl" or not loss_uses_expected_positives(cfg.loss):
+    if not get_architecture(cfg.arch).uses_priors or not loss_uses_expected_positives(cfg.loss):
         return None
     k, classes = labels.expected_positives, len(labels.class_names)
     log.info("--loss %s: %.3f expected positives per image (k), from %s", cfg.loss, k, labels.expected_positives_source)
