@@ -15,7 +15,7 @@ from partial_csl.prior_estimates import (
     priors_from_probabilities,
     recalibrate_to_annotated,
 )
-from partial_csl.priors import PriorFileError, RunningPrior, load_priors, prior_quality, save_priors
+from partial_csl.priors import PriorFileError, load_priors, prior_quality, save_priors
 
 NAMES = ["neck_0", "neck_1", "sleeve_0"]
 
@@ -40,12 +40,6 @@ def test_estimate_priors_averages_eval_mode_probabilities():
     assert details["n_images"] == 10
     np.testing.assert_allclose(priors, torch.sigmoid(torch.tensor([0.0, 2.0, -1.0])).numpy(), rtol=1e-6)
     assert model.training  # restored
-
-
-def test_running_prior_is_the_reference_estimate():
-    running = RunningPrior(2)
-    running.update(torch.tensor([[0.0, 0.0], [0.0, 100.0]]))
-    np.testing.assert_allclose(running.value(), [0.5, 0.75])
 
 
 def test_save_and_load_by_name_in_any_row_order(tmp_path):

@@ -4,7 +4,7 @@ CSL's temporary model is trained in ``ignore`` mode (unknown labels carry no los
 how often each class is present. :func:`priors_from_probabilities` turns its eval-mode probabilities over the training
 images (no augmentation; the engine computes them) into one prior per class (the estimators live in
 :mod:`.prior_estimates`). (The reference instead kept a running mean over every training step since the first,
-near-random one; :class:`RunningPrior` reproduces it for comparisons.)
+near-random one.)
 
 The prior CSV has one row per class, ``class,prior``, with the class *names* in model order; the number of images
 and the method go to a JSON sidecar (``<file>.json``). Loading also reads the reference's files (``Classes,avg_pred``:
@@ -24,7 +24,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import torch
 from scipy.stats import spearmanr
 
 from .safe_io import atomic_write_text
@@ -37,23 +36,6 @@ REFERENCE_PRIOR_COLUMNS = ("Classes", "avg_pred")  # CSL's ComputePrior.save_pri
 
 class PriorFileError(ValueError):
     pass
-
-
-class RunningPrior:
-    """The reference's estimate: running mean of training-step sigmoid outputs since the first step."""
-
-    def __init__(self, num_classes: int):
-        self.sum = torch.zeros(num_classes, dtype=torch.float64)
-        self.count = 0
-
-    def update(self, logits: torch.Tensor) -> None:
-        self.sum += torch.sigmoid(logits.detach().float()).sum(dim=0).double().cpu()
-        self.count += logits.shape[0]
-
-    def value(self) -> np.ndarray:
-        if self.count == 0:
-            raise ValueError("RunningPrior has seen no outputs")
-        return (self.sum / self.count).numpy()
 
 
 def save_priors(path: str | Path, class_names: list[str], priors: np.ndarray, n_images: int,

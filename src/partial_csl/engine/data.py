@@ -27,6 +27,7 @@ from ..data.labels import read_attribute_csv, write_rejected_rows
 from ..data.partial import simulate_partial, simulation_record, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
+from ..losses.imbalance import annotated_counts, positive_counts
 from ..models.heads import cooccurrence_graph
 from ..priors import load_priors
 from ..safe_io import atomic_write_text
@@ -135,7 +136,7 @@ def read_coco_split(annotations: str | Path, images: str | Path, keep_empty: boo
 
 
 def _count_positives(targets: np.ndarray) -> list[int]:
-    return (targets == 1).sum(axis=0).astype(int).tolist()
+    return positive_counts(targets).astype(int).tolist()
 
 
 def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
@@ -262,7 +263,7 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
     labels, train, val = data_format.read_training(cfg, run_dir)
     labels.num_train_images, labels.train_targets = len(train), train.targets
     labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
-    labels.train_annotated_counts = (train.targets != -1).sum(axis=0).astype(int).tolist()
+    labels.train_annotated_counts = annotated_counts(train.targets).astype(int).tolist()
     if cfg.head == "label_graph":
         labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
     return labels, train, val
