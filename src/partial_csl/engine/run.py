@@ -15,6 +15,7 @@ from ..data.transforms import DataConfig, resolve_data_config
 from ..losses import loss_uses_priors
 from ..models.pretrained import pretrained_data_config
 from ..prior_estimates import holdout_mask
+from ..safe_io import announce_write
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
@@ -94,10 +95,20 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
     return dataclasses.replace(run, cfg=prior_cfg, train=train), holdout
 
 
-def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
-    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
+def open_tensorboard(folder: Path):
+    """A SummaryWriter on ``folder``; its new event file is announced to the run's manifest (it is not written
+    through :mod:`partial_csl.safe_io`)."""
     from torch.utils.tensorboard import SummaryWriter
 
+    before = set(folder.glob("events.out.tfevents.*"))
+    writer = SummaryWriter(str(folder))
+    for path in sorted(set(folder.glob("events.out.tfevents.*")) - before):
+        announce_write(path)
+    return writer
+
+
+def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
+    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
     run_dir = Path(cfg.output_dir)
     _log_prior_plan(cfg)
     device = process_device(resolve_device(cfg.device), info)
@@ -126,7 +137,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
                                         "label_warnings": warnings, "data_config": data_config.to_dict()})
         write_json(run_dir / "label_warnings.json", {"classes": warnings})
         write_sampler_report(cfg, labels, train, weights, run_dir)
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        writer = open_tensorboard(run_dir / "tensorboard")
     epochs = cfg.epochs + (cfg.prior_epochs or cfg.epochs if uses_prior_stage(cfg) and not cfg.prior_path else 0)
     clock = RunClock(epochs * steps_per_epoch(cfg, len(train), weights, info))
     return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, data_config, writer,

@@ -51,6 +51,7 @@ from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
 from .sampling import steps_per_epoch
+from .settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -244,7 +245,8 @@ def run_training(cfg: TrainConfig) -> dict:
     (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains.
     """
     cfg = resolve_auto(cfg)
-    check_run_settings(cfg)  # before the run folder is touched, not after the training
+    check_settings(cfg)  # before the run folder is touched, not after the training
+    check_run_settings(cfg)
     info = init_distributed(resolve_device(cfg.device))
     with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
         barrier(info)
