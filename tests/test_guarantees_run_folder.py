@@ -5,15 +5,20 @@ from __future__ import annotations
 
 import json
 import logging
+import re
+import shlex
 import shutil
 from pathlib import Path
 
 import pandas as pd
 import pytest
+import torch
 from conftest import make_train_val
 from test_hostile_runs import args, metrics
 
 import train as train_script
+from partial_csl.engine import checkpoint, records
+from partial_csl.engine.checkpoint import load_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -95,3 +100,52 @@ def test_invalid_settings_are_refused_before_anything_is_created(data, tmp_path,
     assert train_script.main(args(data, run, flag, value, "--ema-decay", "1")) == 2
     err = capsys.readouterr().err
     assert message in err and "--ema-decay 1.0 (must be in [0, 1))" in err and not any(run.iterdir())
+
+
+def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(data, tmp_path, capsys, monkeypatch):
+    reference = tmp_path / "reference"
+    assert train_script.main(args(data, reference, "--partial_loss_mode", "ignore", "--epochs", "2")) == 0
+    capsys.readouterr()
+    step, calls = records.RunClock.step, []
+
+    def interrupted_step(clock):
+        step(clock)
+        calls.append(1)
+        if len(calls) == 3:  # 2 steps per epoch: the first step of epoch 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(records.RunClock, "step", interrupted_step)
+    run = tmp_path / "run"
+    cli = args(data, run, "--partial_loss_mode", "ignore", "--epochs", "2")
+    assert train_script.main(cli) == 130
+    err = capsys.readouterr().err
+    expected = f"stopped at epoch 2 step 1; resume with: python train.py {shlex.join(cli)} --resume"
+    assert err.strip().splitlines()[-1] == expected and "Traceback" not in err
+    monkeypatch.undo()
+    assert train_script.main([*cli, "--resume"]) == 0
+    pd.testing.assert_frame_equal(metrics(run), metrics(reference))
+
+
+def test_a_full_disk_while_saving_says_so_and_keeps_the_previous_checkpoint(data, tmp_path, capsys, monkeypatch):
+    save, calls = torch.save, []
+
+    def disk_fills(obj, f, *rest, **kwargs):
+        calls.append(1)
+        if len(calls) <= 2:  # epoch 1: best.pt, last.pt
+            return save(obj, f, *rest, **kwargs)
+        f.write(b"part of a checkpoint")
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . PytorchStreamWriter failed writing file "
+                           "data/3: file write failed")
+
+    monkeypatch.setattr(checkpoint.torch, "save", disk_fills)
+    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096))
+    run = tmp_path / "run"
+    cli = args(data, run, "--partial_loss_mode", "ignore", "--epochs", "2")
+    assert train_script.main(cli) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"cannot save .*checkpoints/(best|last)\.pt: the disk is full \(the checkpoint needs about "
+                     r"[\d,]+ bytes, 4,096 are free there\); the previous (best|last)\.pt is intact", err), err
+    assert "Traceback" not in err and not list(run.rglob(".*.tmp"))
+    assert load_checkpoint(run / "checkpoints" / "last.pt")["train_state"]["epoch"] == 0  # epoch 1's, whole
+    monkeypatch.undo()
+    assert train_script.main([*cli, "--resume"]) == 0

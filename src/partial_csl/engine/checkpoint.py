@@ -19,7 +19,9 @@ no data_config) still reads.
 
 from __future__ import annotations
 
+import errno
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,10 +53,38 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write to a new temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint,
-    and the file gets the usual mode (the umask's), not a private temp file's."""
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
-    return Path(path)
+    and the file gets the usual mode (the umask's), not a private temp file's. A failed write (a full disk: torch
+    raises its own RuntimeError from ``inline_container``) is a CheckpointError that says so; the previous file at
+    ``path`` is then untouched."""
+    path = Path(path)
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(payload, f)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err) and "StreamWriter" not in str(err):
+            raise
+        raise CheckpointError(_save_failure(path, payload, err)) from err
+    return path
+
+
+def _tensor_bytes(value: object) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _save_failure(path: Path, payload: dict, err: BaseException) -> str:
+    needed, free = _tensor_bytes(payload), shutil.disk_usage(path.parent).free
+    previous = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was replaced"
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < needed
+    if full:
+        return (f"cannot save {path}: the disk is full (the checkpoint needs about {needed:,} bytes, "
+                f"{free:,} are free there); {previous}")
+    return f"cannot save {path} ({str(err).splitlines()[0]}); {previous}"
 
 
 def load_checkpoint(path: str | Path) -> dict:

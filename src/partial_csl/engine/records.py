@@ -15,14 +15,27 @@ log = logging.getLogger(__name__)
 
 
 class RunClock:
-    """Announces, once the first steps are timed, how long the run's training steps will take in all."""
+    """Announces, once the first steps are timed, how long the run's training steps will take in all; knows where
+    training stands (stage, epoch, step), for the line an interrupted run ends with."""
 
     def __init__(self, total_steps: int, warmup: int = 2, measure: int = 8):
         self.total_steps, self.warmup, self.measure = total_steps, warmup, measure
         self.steps, self.started = 0, 0.0
+        self.stage, self.epoch, self.epoch_steps = "", 0, 0
+
+    def start_epoch(self, stage: str, epoch: int) -> None:
+        """``epoch`` counts from 1, as the log lines do."""
+        self.stage, self.epoch, self.epoch_steps = stage, epoch, 0
+
+    def where(self) -> str:
+        if not self.stage:
+            return "stopped before training started"
+        stage = "" if self.stage == "main" else f" of the {self.stage} stage"
+        return f"stopped at epoch {self.epoch} step {self.epoch_steps}{stage}"
 
     def step(self) -> None:
         self.steps += 1
+        self.epoch_steps += 1
         if self.steps == self.warmup:  # the first steps pay for allocation and thread start-up
             self.started = time.perf_counter()
         elif self.steps == self.warmup + self.measure:

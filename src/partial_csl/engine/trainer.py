@@ -66,6 +66,10 @@ class TrainingInterrupted(RuntimeError):
     """Raised by ``stop_after_steps`` to simulate a crash (resume with ``--resume``)."""
 
 
+class TrainingStopped(Exception):
+    """Ctrl-C: the run stopped cleanly; the message says where (its last checkpoint is intact, ``--resume`` goes on)."""
+
+
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
@@ -168,6 +172,7 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
                       initial=progress.epoch + 1, total=epochs, disable=None if run.dist.is_primary else True):
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
+        run.clock.start_epoch(stage, epoch + 1)
         seed_everything(epoch_seed)
         started = time.time()
         if hasattr(parts.criterion, "set_epoch"):  # the schedules of SPLC and the large-loss methods
@@ -242,15 +247,21 @@ def run_training(cfg: TrainConfig) -> dict:
     """Run every stage of ``cfg`` and return a summary (paths, best metric and weights, priors).
 
     The primary process (rank 0 under torchrun, the only one otherwise) holds the run folder for the whole run
-    (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains.
+    (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains. Ctrl-C
+    becomes :class:`TrainingStopped`, saying where training stood.
     """
     cfg = resolve_auto(cfg)
     check_settings(cfg)  # before the run folder is touched, not after the training
     check_run_settings(cfg)
     info = init_distributed(resolve_device(cfg.device))
-    with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
-        barrier(info)
-        return _train_stages(start_run(cfg, info))
+    run = None
+    try:
+        with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
+            barrier(info)
+            run = start_run(cfg, info)
+            return _train_stages(run)
+    except KeyboardInterrupt:
+        raise TrainingStopped(run.clock.where() if run else "stopped before training started") from None
 
 
 def _train_stages(run: Run) -> dict:
