@@ -16,6 +16,7 @@ import sys
 from partial_csl.cli import add_option, make_parser
 from partial_csl.data.schema import load_schema
 from partial_csl.engine.split import check_split_paths, rebalance_train_split, split_attribute_csv
+from partial_csl.safe_io import describe_os_error
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,6 +56,9 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     print(summary["distribution_markdown"])
     print(f"rows: {summary['rows']}")
     if summary["rejected_rows"]:
@@ -63,6 +67,11 @@ def main(argv: list[str] | None = None) -> int:
     if rebalanced:
         print(f"rebalanced: {rebalanced['copies']} augmented copies, {rebalanced['rows']} training rows in "
               f"{rebalanced['csv']} (images: {rebalanced['images']}; before/after: {rebalanced['report']['markdown']})")
+        if rebalanced["removed"]:
+            print(f"removed {len(rebalanced['removed'])} image(s) of the earlier rebalancing that this one did not "
+                  f"write again: {', '.join(rebalanced['removed'])}")
+        if rebalanced["kept"]:
+            print(f"left {len(rebalanced['kept'])} file(s) that no rebalancing wrote: {', '.join(rebalanced['kept'])}")
     return 0
 
 

@@ -53,6 +53,11 @@ class Manifest:
     def add_one(self, path: str | Path) -> None:
         self.add([path])
 
+    def reset(self, paths: Iterable[str | Path]) -> None:
+        """Record exactly ``paths`` (after the files no longer written have been removed)."""
+        self._files = {rel for p in paths if (rel := relative_inside(self.folder, p)) and rel != self.path.name}
+        atomic_write_text(self.path, json.dumps({"files": sorted(self._files)}, indent=2) + "\n")
+
 
 def relative_inside(folder: str | Path, path: str | Path) -> str | None:
     """``path`` relative to ``folder`` (POSIX), or None when it lies outside (compared as resolved paths)."""

@@ -229,6 +229,8 @@ def replace_with_link(source: str | Path, target: str | Path) -> Path:
         except OSError:
             shutil.copyfile(source, temp)
         os.replace(temp, target)
+        if os.path.lexists(temp):  # target was already a link to source: rename(2) then does nothing
+            os.unlink(temp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)

@@ -13,7 +13,7 @@ from ..data.schema import AttributeSchema
 from ..data.transforms import DataConfig
 from ..metrics import evaluate_predictions
 from ..reports.evaluation import write_report
-from ..safe_io import atomic_write_text, refuse_inputs_as_outputs
+from ..safe_io import atomic_write_text, check_output_folder, refuse_inputs_as_outputs
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import resolve_amp, resolve_device
 from .data import LabelledImages, LabelSpace, coco_paths, make_loader, read_attribute_split, read_coco_split
@@ -93,6 +93,7 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     and predictions.csv. ``tune_thresholds`` (a dict of TrainConfig-named settings, None values = as stored) first
     tunes thresholds on this data and writes them to thresholds.json and ``output_dir/best.pt``."""
     output_dir = Path(output_dir)
+    check_output_folder(output_dir, "--output-dir")
     tune = tune_thresholds is not None
     inputs = [p for p in (checkpoint, csv_path, annotations, images, data_root, run_metrics_csv(checkpoint)) if p]
     refuse_inputs_as_outputs(_outputs(output_dir, None, html, tune), inputs)
