@@ -61,6 +61,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     print(summary["distribution_markdown"])
     print(f"rows: {summary['rows']}")
+    if summary["content_duplicates"]:
+        shown = ", ".join(f"{c['filename']} (line {c['line']}) = {c['copy_of']} (line {c['copy_of_line']})"
+                          for c in summary["content_duplicates"][:10])
+        print(f"{len(summary['content_duplicates'])} image(s) are byte-identical copies of another listed image, each "
+              f"put in its original's split (all in split_summary.json): {shown}")
     if summary["rejected_rows"]:
         print(f"{summary['rejected_rows']} bad row(s) left out, listed in {summary['rejected_file']}")
     print(f"wrote {', '.join(summary['files'].values())} and {summary['report']['markdown']}")

@@ -7,6 +7,8 @@ one reader module plus one entry here.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,8 +25,10 @@ from ..data.partial import simulate_partial, simulation_summary
 from ..data.schema import AttributeSchema, load_schema
 from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
 from ..models.heads import cooccurrence_graph
-from ..safe_io import atomic_write_text
+from ..safe_io import atomic_write_text, same_file
 from .config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -133,6 +137,9 @@ def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Labelle
                                         ("--images", cfg.images)) if not value]
     if missing:
         raise ValueError(f"attribute data needs {', '.join(missing)}")
+    if same_file(cfg.train_csv, cfg.val_csv):
+        raise ValueError(f"--val-csv {cfg.val_csv} is the --train-csv file: the best checkpoint would be chosen on "
+                         "the training data; give a validation split (images_train_test_valid_split.py makes one)")
     schema = load_schema(cfg.schema)
     train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
                                  run_dir / "rejected_rows_train.csv")
@@ -181,11 +188,34 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
     if cfg.simulate_partial_type and cfg.dataset != "coco":
         raise ValueError("--simulate_partial_type applies to --dataset coco (fully labelled data)")
     labels, train, val = DATASETS[cfg.dataset](cfg, run_dir)
+    shared = shared_images(train, val)
+    if shared:
+        log.warning("%d of the %d validation images are training images too (by resolved path or inode, e.g. %s): "
+                    "the best checkpoint is chosen partly on training data", len(shared), len(val), shared[0])
     labels.num_train_images, labels.expected_positives = len(train), expected_positives(train.targets)
     labels.train_annotated_counts = (train.targets != -1).sum(axis=0).astype(int).tolist()
     if cfg.head == "label_graph":
         labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
     return labels, train, val
+
+
+def _identities(images: LabelledImages) -> list[set[tuple]]:
+    """Each image's resolved path and, when it exists, (device, inode): two names of one file share one of them."""
+    out = []
+    for name in images.filenames:
+        path = (images.image_dir / name).resolve()
+        keys: set[tuple] = {("path", str(path))}
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            keys.add(("inode", st.st_dev, st.st_ino))
+        out.append(keys)
+    return out
+
+
+def shared_images(train: LabelledImages, val: LabelledImages) -> list[str]:
+    """The validation images that are also training images (the same file under any name), in validation order."""
+    seen = set().union(*_identities(train))
+    return [name for name, keys in zip(val.filenames, _identities(val)) if keys & seen]
 
 
 def expected_positives(targets: np.ndarray) -> float:

@@ -163,6 +163,8 @@ def collate_images(items: list[tuple]) -> tuple[torch.Tensor | None, list[int], 
 
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
+    if folder.is_file():
+        raise ValueError(f"--images {folder} is a file, not a folder (--image predicts one image)")
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -21,8 +21,15 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..data.images import load_rgb
-from ..data.labels import FILENAME_COLUMN, read_attribute_csv, resolve_image_path, write_label_csv, write_rejected_rows
+from ..data.images import content_duplicates, load_rgb
+from ..data.labels import (
+    FILENAME_COLUMN,
+    LabelTable,
+    read_attribute_csv,
+    resolve_image_path,
+    write_label_csv,
+    write_rejected_rows,
+)
 from ..data.sampling import expected_distribution, sampling_weights
 from ..data.schema import AttributeSchema
 from ..data.split import class_distribution, iterative_stratification, known_positive_matrix
@@ -100,6 +107,16 @@ def write_reports(dist: pd.DataFrame, out_dir: Path, stem: str, title: str) -> d
     return final
 
 
+def _keep_copies_together(table: LabelTable, images: list[Path], assignment: np.ndarray) -> list[dict]:
+    """Put each row whose image is a byte-identical copy of an earlier row's (``x.JPG`` saved again as ``x.jpg``)
+    into that row's split, so that no split is scored on an image another trained on; returns the copies found."""
+    copies = content_duplicates(images)
+    for i, j in copies.items():
+        assignment[i] = assignment[j]
+    return [{"line": table.lines[i], "filename": table.filenames[i], "copy_of_line": table.lines[j],
+             "copy_of": table.filenames[j]} for i, j in sorted(copies.items())]
+
+
 def split_attribute_csv(csv_path: str | Path, image_dir: str | Path, out_dir: str | Path, schema: AttributeSchema,
                         ratios: tuple[float, float, float] = (0.8, 0.1, 0.1), seed: int = 0,
                         on_bad_rows: str = "error") -> dict:
@@ -107,12 +124,16 @@ def split_attribute_csv(csv_path: str | Path, image_dir: str | Path, out_dir: st
     out_dir = Path(out_dir)
     check_split_paths(csv_path, image_dir, out_dir)
     table = read_attribute_csv(csv_path, schema, image_dir=image_dir, on_bad_rows=on_bad_rows)
-    refuse_inputs_as_outputs(split_outputs(out_dir), [resolve_image_path(Path(image_dir), n) for n in table.filenames])
+    if len(table) == 0:
+        raise ValueError(f"{csv_path}: no usable rows; nothing was written")
+    images = [resolve_image_path(Path(image_dir), n) for n in table.filenames]
+    refuse_inputs_as_outputs(split_outputs(out_dir), images)
     out_dir.mkdir(parents=True, exist_ok=True)
     rejected_path = None
     if table.rejected:
         rejected_path = write_rejected_rows(table.rejected, out_dir / "rejected_rows.csv")
     assignment = iterative_stratification(known_positive_matrix(table), list(ratios), seed)
+    copies = _keep_copies_together(table, images, assignment)
     parts = {name: table.subset(np.flatnonzero(assignment == k)) for k, name in enumerate(SPLIT_NAMES)}
     files = {name: str(write_label_csv(part.raw, out_dir / f"{name}.csv")) for name, part in parts.items()}
     dist = class_distribution({"all": table, **parts})
@@ -121,7 +142,7 @@ def split_attribute_csv(csv_path: str | Path, image_dir: str | Path, out_dir: st
         "csv": str(csv_path), "images": str(image_dir), "seed": seed, "ratios": list(ratios),
         "rows": {name: len(part) for name, part in parts.items()}, "files": files,
         "rejected_rows": len(table.rejected), "rejected_file": str(rejected_path) if rejected_path else None,
-        "schema": schema.to_dict(),
+        "content_duplicates": copies, "schema": schema.to_dict(),
     }
     atomic_write_text(out_dir / "split_summary.json", json.dumps(summary, indent=2) + "\n")
     summary["distribution_markdown"] = distribution_markdown(dist)
