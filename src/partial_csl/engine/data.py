@@ -238,6 +238,13 @@ def check_validation_labels(val: LabelledImages, source: str | Path | None) -> N
                          "validation set with known labels")
 
 
+def unscored_attributes(labels: LabelSpace, val: LabelledImages) -> list[str]:
+    """The attributes without one known validation label: their accuracy is undefined at every epoch."""
+    if labels.schema is None:
+        return []
+    return [name for name, sl in labels.schema.group_slices().items() if not (val.targets[:, sl] == 1).any()]
+
+
 def label_warnings(labels: LabelSpace, train: LabelledImages) -> list[dict]:
     """Classes the training labels say nothing (or nothing positive) about: listed at the start of a run."""
     known, positives = (train.targets != -1).sum(axis=0), (train.targets == 1).sum(axis=0)

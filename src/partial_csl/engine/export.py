@@ -70,7 +70,7 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opse
     check_output_file(sidecar, "--output (its metadata sidecar)")
     refuse_inputs_as_outputs([output, sidecar], [checkpoint])
     ckpt = load_checkpoint(checkpoint)
-    network = model_from_checkpoint(ckpt, "cpu", norm="torch")
+    network = model_from_checkpoint(ckpt, "cpu", norm="torch", source=checkpoint)
     model = ProbabilityHead(network).eval()
     size = int(ckpt["image_size"])
     example = torch.rand(2, 3, size, size)

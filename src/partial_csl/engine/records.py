@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -73,7 +74,8 @@ def append_epoch(run_dir: Path, history: list[dict], row: dict, writer, epochs: 
     for key, value in row.items():
         if key.startswith("acc_"):
             writer.add_scalar(f"{stage}/accuracy/{key[4:]}", value, epoch)
-    acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
+    acc_text = " ".join(f"{k[4:]} {v:.1f}" if math.isfinite(v) else f"{k[4:]} n/a" for k, v in row.items()
+                        if k.startswith("acc_"))
     log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch, epochs,
              row["train_loss"], row["lr"], row["val_mAP"], row["val_mAP_ema"], acc_text, row["seconds"],
              " *best*" if improved else "")

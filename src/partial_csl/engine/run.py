@@ -18,7 +18,14 @@ from ..prior_estimates import holdout_mask
 from ..safe_io import announce_write
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
-from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
+from .data import (
+    LabelledImages,
+    LabelSpace,
+    check_validation_labels,
+    label_warnings,
+    load_training_data,
+    unscored_attributes,
+)
 from .distributed import DistInfo, process_device
 from .records import RunClock, write_json, write_run_config
 from .sampling import steps_per_epoch, training_sample_weights, write_sampler_report
@@ -114,6 +121,9 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
     device = process_device(resolve_device(cfg.device), info)
     labels, train, val = load_training_data(cfg, run_dir)
     check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
+    for name in unscored_attributes(labels, val):
+        log.warning("the validation data has no known %s label: its accuracy is undefined at every epoch (n/a in "
+                    "the log, nan in metrics.csv) and no %s class counts in the validation mAP", name, name)
     warnings = label_warnings(labels, train)
     for warning in warnings:
         log.warning("%s: %s", warning["class"], warning["reason"])

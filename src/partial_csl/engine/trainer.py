@@ -217,7 +217,7 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
         return load_priors(prior_path, labels.class_names), str(prior_path)
     prior_run, holdout = prior_stage_run(run, derive_seed(cfg.seed, STAGES.index("prior"), 20_000))
     best_path, progress = fit(prior_run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, stage_dir)
-    model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm)
+    model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm, source=best_path)
     probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                             run.device, run.amp_dtype, run.dist, desc="estimating priors")
     groups = list(labels.groups.values()) if labels.groups else None

@@ -5,6 +5,7 @@ checkpoint's thresholds on that data first."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -27,6 +28,8 @@ from .evaluation_report import (
 )
 from .inference import predict_probabilities
 from .thresholds import abstain_values, abstained, settings_for_checkpoint, thresholds_summary, tune_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def check_schema_matches(ckpt_schema: AttributeSchema | None, schema: AttributeSchema | None, where: str) -> None:
@@ -102,7 +105,7 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     data = load_eval_data(ckpt, checkpoint, output_dir, dataset, csv_path, images, annotations, data_root, schema,
                           on_bad_rows)
     dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt, dev)
+    model = model_from_checkpoint(ckpt, dev, source=checkpoint)
     loader = make_loader(data.dataset(DataConfig.from_checkpoint(ckpt), train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
     source = str(csv_path or annotations or data_root)
@@ -110,6 +113,8 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
         ckpt = _tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold)
     labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
+    for name, reason in report.get("undefined_attributes", {}).items():
+        log.warning("%s: %s", name, reason)
     report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"], "csv": source,
                       "images": str(data.image_dir), "weights": ckpt.get("weights", "regular")}
     view = build_view(report, data.targets, scores, data, ckpt, checkpoint, threshold) if html else None
