@@ -117,7 +117,10 @@ def test_ctrl_c_stops_with_one_line_that_says_how_to_resume(data, tmp_path, caps
     monkeypatch.setattr(records.RunClock, "step", interrupted_step)
     run = tmp_path / "run"
     cli = args(data, run, "--partial_loss_mode", "ignore", "--epochs", "2")
-    assert train_script.main(cli) == 130
+    try:
+        assert train_script.main(cli) == 130
+    except KeyboardInterrupt:  # pytest would take it for the user's and stop the session
+        pytest.fail("Ctrl-C escaped train.py (a traceback)")
     err = capsys.readouterr().err
     expected = f"stopped at epoch 2 step 1; resume with: python train.py {shlex.join(cli)} --resume"
     assert err.strip().splitlines()[-1] == expected and "Traceback" not in err
