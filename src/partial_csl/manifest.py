@@ -50,9 +50,6 @@ class Manifest:
             self._files |= new
             atomic_write_text(self.path, json.dumps({"files": sorted(self._files)}, indent=2) + "\n")
 
-    def add_one(self, path: str | Path) -> None:
-        self.add([path])
-
     def reset(self, paths: Iterable[str | Path]) -> None:
         """Record exactly ``paths`` (after the files no longer written have been removed)."""
         self._files = {rel for p in paths if (rel := relative_inside(self.folder, p)) and rel != self.path.name}

@@ -110,13 +110,14 @@ def refuse_inputs_as_outputs(outputs: Iterable[str | Path], inputs: Iterable[str
                                      "choose an output path that is not one of the inputs")
 
 
-_watchers: list[Callable[[Path], None]] = []
+_watchers: list[Callable[[list[Path]], None]] = []
 
 
 @contextlib.contextmanager
-def watching_writes(callback: Callable[[Path], None]) -> Iterator[None]:
-    """Call ``callback(path)`` before each atomic write (and link) made in this block, so that a tool can record the
-    files it writes (a run's manifest) before they exist: a kill mid-write leaves a record, never an unlisted file."""
+def watching_writes(callback: Callable[[list[Path]], None]) -> Iterator[None]:
+    """Call ``callback([path])`` before each atomic write (and link) made in this block, so that a tool can record
+    the files it writes (a run's manifest) before they exist: a kill mid-write leaves a record, never an unlisted
+    file."""
     _watchers.append(callback)
     try:
         yield
@@ -124,10 +125,12 @@ def watching_writes(callback: Callable[[Path], None]) -> Iterator[None]:
         _watchers.remove(callback)
 
 
-def announce_write(path: Path) -> None:
-    """Tell the :func:`watching_writes` callbacks of a file written by other means (TensorBoard's event file)."""
+def announce_writes(paths: Iterable[Path]) -> None:
+    """Tell the :func:`watching_writes` callbacks of files written by other means (TensorBoard's event file), or of
+    several files about to be written (one record instead of one per file)."""
+    paths = [Path(p) for p in paths]
     for callback in list(_watchers):
-        callback(path)
+        callback(paths)
 
 
 def _temp_name(path: Path) -> Path:
@@ -176,7 +179,7 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None,
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes new files only: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
-    announce_write(path)
+    announce_writes([path])
     temp, fd = _create_temp(path)
     try:
         opened = os.fdopen(fd, "wb") if mode == "wb" else os.fdopen(fd, "w", newline=newline, encoding=encoding)
@@ -219,7 +222,7 @@ def replace_with_link(source: str | Path, target: str | Path) -> Path:
     a link to another file) is replaced, never written into.
     """
     source, target = Path(source), Path(target)
-    announce_write(target)
+    announce_writes([target])
     temp = _temp_name(target)
     try:
         try:

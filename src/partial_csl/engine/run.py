@@ -15,7 +15,7 @@ from ..data.transforms import DataConfig, resolve_data_config
 from ..losses import loss_uses_priors
 from ..models.pretrained import pretrained_data_config
 from ..prior_estimates import holdout_mask
-from ..safe_io import announce_write
+from ..safe_io import announce_writes
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
 from .data import (
@@ -109,9 +109,19 @@ def open_tensorboard(folder: Path):
 
     before = set(folder.glob("events.out.tfevents.*"))
     writer = SummaryWriter(str(folder))
-    for path in sorted(set(folder.glob("events.out.tfevents.*")) - before):
-        announce_write(path)
+    announce_writes(sorted(set(folder.glob("events.out.tfevents.*")) - before))
     return writer
+
+
+def planned_run_files(cfg: TrainConfig, run_dir: Path) -> list[Path]:
+    """The files every run of ``cfg`` writes, recorded in its manifest at once when it starts: one write of the
+    manifest instead of one per file (any other file is still recorded as it is written)."""
+    files = ["config.json", "label_warnings.json", "metrics.csv", "summary.json", "checkpoints/best.pt",
+             "checkpoints/last.pt"]
+    if uses_prior_stage(cfg) and not cfg.prior_path:
+        files += ["prior_stage/checkpoints/best.pt", "prior_stage/checkpoints/last.pt", "prior_stage/history.json",
+                  "priors/prior_ignore.csv", "priors/prior_ignore.csv.json", "priors/prior_quality.json"]
+    return [run_dir / f for f in files]
 
 
 def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
@@ -138,6 +148,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
         log.info("cached %d images in memory (%.0f MB)", len(train) + len(val), used / 2**20)
     writer = None
     if info.is_primary:
+        announce_writes(planned_run_files(cfg, run_dir))
         write_run_config(run_dir, cfg, {"device": str(device), "world_size": info.world_size,
                                         "versions": library_versions(),
                                         "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype

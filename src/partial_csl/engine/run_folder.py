@@ -185,7 +185,7 @@ def claim_run_folder(cfg: TrainConfig) -> Iterator[Path]:
                 raise RunFolderError(f"{run_dir} already holds a run ({config_path}); pass --resume to continue it, "
                                      "--overwrite to replace it, or choose another --output-dir")
         remove_temporary_files(run_dir)
-        with watching_writes(manifest.add_one):
+        with watching_writes(manifest.add):
             yield run_dir
 
 
