@@ -43,7 +43,7 @@ MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "stop_after_steps", "wo
                                   "abstain_accuracy", "abstain_coverage", "output_dir"})
 PATH_KEYS = ("train_csv", "val_csv", "images", "val_images", "schema", "data", "train_annotations",
              "val_annotations", "train_images", "model_path", "prior_path", "output_dir")
-# what a run writes in its folder; --overwrite deletes these and nothing else
+# files and folders a run writes at the top of its folder (no input may be one of them)
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "sampler_distribution.csv", "sampler_distribution.md",
              "sampler_distribution.png", "rejected_rows_train.csv", "rejected_rows_val.csv", "label_warnings.json")
 RUN_FOLDERS = ("checkpoints", "prior_stage", "priors", "tensorboard", "simulation")
