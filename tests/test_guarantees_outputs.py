@@ -4,6 +4,7 @@ offline rebalancing leaves no stale copies."""
 
 from __future__ import annotations
 
+import errno
 import os
 from pathlib import Path
 
@@ -82,6 +83,17 @@ def test_a_write_that_fails_anyway_is_one_line_not_a_traceback(data, tmp_path, c
                                          tmp_path / "out"])]) == 2
     err = capsys.readouterr().err
     assert err == f"error: {tmp_path / 'out' / 'train.csv'}: Permission denied\n"
+
+
+def test_a_failed_write_names_the_file_being_written_and_leaves_the_old_one(tmp_path):
+    target = tmp_path / "metrics.csv"
+    target.write_text("the previous file")
+    with pytest.raises(OSError) as info, safe_io.atomic_open(target) as f:
+        f.write("half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    assert info.value.filename == str(target) and info.value.errno == errno.ENOSPC
+    assert safe_io.describe_os_error(info.value) == f"{target}: the disk is full (No space left on device)"
+    assert target.read_text() == "the previous file" and os.listdir(tmp_path) == ["metrics.csv"]
 
 
 def test_infer_writes_into_the_image_folder_only_a_new_table(data, tmp_path, capsys, monkeypatch):

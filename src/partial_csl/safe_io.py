@@ -195,6 +195,12 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None,
         _crash_point("before-rename")
         os.replace(temp, path)
         _crash_point("after-rename")
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if err.filename is None and err.errno is not None:  # a failed write (a full disk) names no file
+            raise type(err)(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
