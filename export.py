@@ -16,6 +16,7 @@ import sys
 from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.export import EXPORT_FORMATS, export_checkpoint
+from partial_csl.safe_io import describe_os_error
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -33,6 +34,9 @@ def main(argv: list[str] | None = None) -> int:
         result = export_checkpoint(args.checkpoint, args.format, args.output, args.opset)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     print(f"wrote {result['output']} ({result['format']}) and {result['metadata']}")
     return 0

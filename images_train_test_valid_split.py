@@ -16,6 +16,7 @@ import sys
 from partial_csl.cli import add_option, make_parser
 from partial_csl.data.schema import load_schema
 from partial_csl.engine.split import check_split_paths, rebalance_train_split, split_attribute_csv
+from partial_csl.safe_io import describe_os_error
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -55,14 +56,27 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+        return 2
     print(summary["distribution_markdown"])
     print(f"rows: {summary['rows']}")
+    if summary["content_duplicates"]:
+        shown = ", ".join(f"{c['filename']} (line {c['line']}) = {c['copy_of']} (line {c['copy_of_line']})"
+                          for c in summary["content_duplicates"][:10])
+        print(f"{len(summary['content_duplicates'])} image(s) are byte-identical copies of another listed image, each "
+              f"put in its original's split (all in split_summary.json): {shown}")
     if summary["rejected_rows"]:
         print(f"{summary['rejected_rows']} bad row(s) left out, listed in {summary['rejected_file']}")
     print(f"wrote {', '.join(summary['files'].values())} and {summary['report']['markdown']}")
     if rebalanced:
         print(f"rebalanced: {rebalanced['copies']} augmented copies, {rebalanced['rows']} training rows in "
               f"{rebalanced['csv']} (images: {rebalanced['images']}; before/after: {rebalanced['report']['markdown']})")
+        if rebalanced["removed"]:
+            print(f"removed {len(rebalanced['removed'])} image(s) of the earlier rebalancing that this one did not "
+                  f"write again: {', '.join(rebalanced['removed'])}")
+        if rebalanced["kept"]:
+            print(f"left {len(rebalanced['kept'])} file(s) that no rebalancing wrote: {', '.join(rebalanced['kept'])}")
     return 0
 
 

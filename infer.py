@@ -21,6 +21,7 @@ import sys
 from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.infer import run_inference
+from partial_csl.safe_io import describe_os_error
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -62,6 +63,9 @@ def main(argv: list[str] | None = None) -> int:
                                class_names=args.names, use_thresholds=not args.ignore_thresholds)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     for name, reason in result["failed"].items():
         print(f"skipped unreadable image {name}: {reason}", file=sys.stderr)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import shlex
 import sys
 import time
 from dataclasses import replace
@@ -34,12 +35,13 @@ from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.data import DATASETS
 from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
-from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, run_training
+from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, TrainingStopped, run_training
 from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
 from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.models.heads import HEAD_NAMES
 from partial_csl.prior_estimates import PRIOR_ESTIMATES
+from partial_csl.safe_io import describe_os_error
 from partial_csl.thresholds import CLASS_MODES
 
 DEFAULTS = TrainConfig()
@@ -238,10 +240,20 @@ def get_args_parser() -> argparse.ArgumentParser:
     return p
 
 
+def resume_command(argv: list[str], output_dir: str) -> str:
+    """The command that continues a stopped run: the one given, with its --output-dir, plus --resume."""
+    words = [w for w in argv if w not in ("--overwrite", "--resume")]
+    if not any(w.split("=")[0] in spellings("output_dir") for w in words):
+        words += ["--output-dir", output_dir]
+    script = sys.argv[0] if sys.argv[0].endswith("train.py") else "train.py"
+    return shlex.join(["python", script, *words, "--resume"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
+    given = sys.argv[1:] if argv is None else list(argv)
     try:
-        argv = config_file_argv(parser, sys.argv[1:] if argv is None else list(argv))
+        argv = config_file_argv(parser, given)
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
@@ -258,9 +270,15 @@ def main(argv: list[str] | None = None) -> int:
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 3
+    except TrainingStopped as err:
+        print(f"{err}; resume with: {resume_command(given, cfg.output_dir)}", file=sys.stderr)
+        return 130
     except (LabelFileError, ValueError, FileNotFoundError, NonFiniteLossError, CheckpointError,
             PretrainedLoadError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     print(f"best val mAP {summary['best_val_mAP']:.2f} ({summary['best_weights']} weights)")
     print(f"checkpoint: {summary['best_checkpoint']}\nmetrics: {summary['metrics_csv']}")

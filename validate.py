@@ -26,6 +26,7 @@ from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.data import DATASETS
 from partial_csl.engine.validate import validate_checkpoint
 from partial_csl.reports.evaluation import summary_line
+from partial_csl.safe_io import describe_os_error
 from partial_csl.thresholds import CLASS_MODES
 
 
@@ -83,6 +84,9 @@ def main(argv: list[str] | None = None) -> int:
                                      tune_thresholds=tune if args.tune_thresholds else None)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
         return 2
     print(summary_line(report))
     files = report["files"]

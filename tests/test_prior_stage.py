@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -35,6 +36,13 @@ def test_a_zero_threshold_needs_no_priors():
     torch.testing.assert_close(without(logits, targets), with_prior(logits, targets))
 
 
+def validation_copy(csv_path: Path) -> Path:
+    """The training CSV again, as another file: --val-csv may not be the --train-csv file itself."""
+    copy = csv_path.with_name("valid.csv")
+    shutil.copyfile(csv_path, copy)
+    return copy
+
+
 @pytest.mark.parametrize("prior_file", [False, True])
 def test_selective_run_with_threshold_zero_skips_the_prior_stage(tmp_path, caplog, prior_file):
     csv_path = make_attribute_dataset(tmp_path / "data", n=24, seed=4)
@@ -42,8 +50,8 @@ def test_selective_run_with_threshold_zero_skips_the_prior_stage(tmp_path, caplo
     run = tmp_path / "run"
     extra = ["--prior_path", str(tmp_path / "never_read.csv")] if prior_file else []
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
-        assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(csv_path), "--images", str(images),
-                                  "--arch", "csl",
+        assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(validation_copy(csv_path)),
+                                  "--images", str(images), "--arch", "csl",
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
                                   "--workers", "0", "--epochs", "1", "--no-amp", "--device", "cpu",
                                   "--partial_loss_mode", "selective", "--prior_threshold", "0", *extra,
@@ -98,8 +106,8 @@ def test_a_selective_run_records_which_estimate_each_prior_is(tmp_path, caplog):
     images = tmp_path / "data" / "images"
     run = tmp_path / "run"
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
-        assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(csv_path), "--images", str(images),
-                                  "--arch", "csl",
+        assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(validation_copy(csv_path)),
+                                  "--images", str(images), "--arch", "csl",
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
                                   "--workers", "0", "--epochs", "1", "--prior_epochs", "1", "--no-amp",
                                   "--device", "cpu", "--gamma_neg", "3", "--gamma_unann", "4",

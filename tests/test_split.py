@@ -1,6 +1,7 @@
 import numpy as np
 import pandas as pd
 from conftest import file_digest, make_attribute_dataset, tree_digest
+from PIL import Image
 
 import images_train_test_valid_split as split_script
 from partial_csl.data.split import iterative_stratification
@@ -10,9 +11,19 @@ def run_split(csv_path, images, out_dir, *extra):
     return split_script.main(["--csv", str(csv_path), "--images", str(images), "--out-dir", str(out_dir), *extra])
 
 
+def make_distinct(images):
+    """Mark every generated image (equal labels draw equal pixels): byte-identical copies stay in one split, which
+    would bend the ratios this test checks."""
+    for k, path in enumerate(sorted(images.iterdir())):
+        pixels = np.asarray(Image.open(path)).copy()
+        pixels[-1, -1] = [k % 256, k // 256, 7]
+        Image.fromarray(pixels).save(path)
+
+
 def test_split_is_deterministic_complete_and_leaves_inputs_untouched(tmp_path):
     csv_path = make_attribute_dataset(tmp_path / "data", n=120, seed=3, missing=0.3)
     images = tmp_path / "data" / "images"
+    make_distinct(images)
     before_csv, before_images = file_digest(csv_path), tree_digest(images)
     assert run_split(csv_path, images, tmp_path / "a", "--seed", "7") == 0
     assert run_split(csv_path, images, tmp_path / "b", "--seed", "7") == 0

@@ -196,6 +196,10 @@ def evaluate_predictions(targets: np.ndarray, scores: np.ndarray, class_names: l
             report["mAP_per_attribute"][name] = float(np.mean(aps)) if aps else float("nan")
             acc, n_known = group_accuracy(targets, scores, sl)
             report["accuracy_per_attribute"][name] = 100 * acc
+            if n_known == 0:
+                report.setdefault("undefined_attributes", {})[name] = (
+                    f"no image of this data has a known {name} label, so its accuracy, macro accuracy, mAP and "
+                    "majority baseline are undefined (null in report.json)")
             report["known_per_attribute"][name] = n_known
             report["macro_accuracy_per_attribute"][name] = 100 * macro_accuracy(targets, scores, sl)
         if majority:

@@ -12,17 +12,56 @@ and a link to another file is replaced rather than written through.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import secrets
 import shutil
 import signal
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import IO
 
 
 class OutputIsInputError(ValueError):
     """An output path would overwrite (or write into) one of the inputs."""
+
+
+class OutputPathError(ValueError):
+    """An output path that cannot be written: a file where a folder belongs, a folder where a file belongs, or a
+    folder this process may not write in."""
+
+
+def _check_can_create_in(folder: Path, flag: str, target: Path) -> None:
+    """``folder`` (created when missing) must end up a writable folder: its nearest existing part decides."""
+    existing = next(p for p in (folder, *folder.parents) if p.exists() or p.is_symlink())
+    if not existing.is_dir():
+        raise OutputPathError(f"{flag} {target}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise OutputPathError(f"{flag} {target}: cannot write in {existing} (permission denied)")
+
+
+def check_output_folder(path: str | Path, flag: str = "--output-dir") -> None:
+    """Refuse, before any work, an output folder that is a file or cannot be created or written in."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a file, not a folder")
+    _check_can_create_in(path.absolute(), flag, path)
+
+
+def check_output_file(path: str | Path, flag: str = "--output") -> None:
+    """Refuse, before any work, an output file that is a folder or whose folder cannot be created or written in."""
+    path = Path(path)
+    if path.is_dir():
+        raise OutputPathError(f"{flag} {path} is a folder; give the path of the file to write")
+    _check_can_create_in(path.absolute().parent, flag, path)
+
+
+def describe_os_error(err: OSError) -> str:
+    """One line, not a traceback, for a read or write that failed anyway (the checks above run first)."""
+    where = f"{err.filename}: " if err.filename else ""
+    if err.errno in (errno.ENOSPC, errno.EDQUOT):
+        return f"{where}the disk is full ({err.strerror})"
+    return f"{where}{err.strerror or err}"
 
 
 def _identity(path: Path) -> tuple[int, int] | None:
@@ -71,6 +110,29 @@ def refuse_inputs_as_outputs(outputs: Iterable[str | Path], inputs: Iterable[str
                                      "choose an output path that is not one of the inputs")
 
 
+_watchers: list[Callable[[list[Path]], None]] = []
+
+
+@contextlib.contextmanager
+def watching_writes(callback: Callable[[list[Path]], None]) -> Iterator[None]:
+    """Call ``callback([path])`` before each atomic write (and link) made in this block, so that a tool can record
+    the files it writes (a run's manifest) before they exist: a kill mid-write leaves a record, never an unlisted
+    file."""
+    _watchers.append(callback)
+    try:
+        yield
+    finally:
+        _watchers.remove(callback)
+
+
+def announce_writes(paths: Iterable[Path]) -> None:
+    """Tell the :func:`watching_writes` callbacks of files written by other means (TensorBoard's event file), or of
+    several files about to be written (one record instead of one per file)."""
+    paths = [Path(p) for p in paths]
+    for callback in list(_watchers):
+        callback(paths)
+
+
 def _temp_name(path: Path) -> Path:
     """A hidden, random sibling of ``path`` (same folder, so ``os.replace`` is a rename on one file system)."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -117,6 +179,7 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None,
     if mode not in ("w", "wb"):
         raise ValueError(f"atomic_open writes new files only: mode must be 'w' or 'wb', got {mode!r}")
     path = Path(path)
+    announce_writes([path])
     temp, fd = _create_temp(path)
     try:
         opened = os.fdopen(fd, "wb") if mode == "wb" else os.fdopen(fd, "w", newline=newline, encoding=encoding)
@@ -132,6 +195,12 @@ def atomic_open(path: str | Path, mode: str = "w", newline: str | None = None,
         _crash_point("before-rename")
         os.replace(temp, path)
         _crash_point("after-rename")
+    except OSError as err:
+        with contextlib.suppress(OSError):
+            os.unlink(temp)
+        if err.filename is None and err.errno is not None:  # a failed write (a full disk) names no file
+            raise type(err)(err.errno, err.strerror, str(path)) from err
+        raise
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)
@@ -159,6 +228,7 @@ def replace_with_link(source: str | Path, target: str | Path) -> Path:
     a link to another file) is replaced, never written into.
     """
     source, target = Path(source), Path(target)
+    announce_writes([target])
     temp = _temp_name(target)
     try:
         try:
@@ -168,6 +238,8 @@ def replace_with_link(source: str | Path, target: str | Path) -> Path:
         except OSError:
             shutil.copyfile(source, temp)
         os.replace(temp, target)
+        if os.path.lexists(temp):  # target was already a link to source: rename(2) then does nothing
+            os.unlink(temp)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temp)

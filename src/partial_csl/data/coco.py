@@ -12,12 +12,14 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from pycocotools.coco import COCO
 
+from .images import check_image_folder, image_problem
 from .labels import resolve_image_path
 
 
@@ -34,6 +36,40 @@ def coco_2014_paths(root: str | Path, split: str) -> tuple[Path, Path]:
     """``ROOT/annotations/instances_<split>2014.json`` and ``ROOT/<split>2014/``."""
     root = Path(root)
     return root / "annotations" / f"instances_{split}2014.json", root / f"{split}2014"
+
+
+def duplicate_images(images: list[dict]) -> list[str]:
+    """An image id listed twice (pycocotools would keep the last entry only, dropping an image) and one file listed
+    under two ids (it would train under two label sets), each named with its ids and file names."""
+    names_of: dict = {}
+    ids_of: dict = {}
+    for entry in images:
+        name = entry.get("file_name")
+        names_of.setdefault(entry.get("id"), []).append(name)
+        ids_of.setdefault(os.path.normpath(str(name)), []).append(entry.get("id"))
+    problems = [f"image id {i} is listed {len(names)} times (file names {', '.join(map(repr, names))})"
+                for i, names in names_of.items() if len(names) > 1]
+    problems += [f"file name {name!r} is listed under {len(set(ids))} image ids ({', '.join(map(str, ids))})"
+                 for name, ids in ids_of.items() if len(set(ids)) > 1]
+    return problems
+
+
+def image_problems(image_ids: list, filenames: list[str], image_dir: Path) -> list[str]:
+    """Every listed image outside the folder, absent, or that does not fully decode (checked now, as an attribute
+    CSV's images are, rather than one at a time in the middle of training)."""
+    check_image_folder(image_dir)
+    problems = []
+    for image_id, name in zip(image_ids, filenames):
+        try:
+            path = resolve_image_path(image_dir, name)
+        except ValueError:
+            problems.append(f"image id {image_id}: file name {name!r} points outside {image_dir}")
+            continue
+        if not path.is_file():
+            problems.append(f"image id {image_id}: {name!r} is listed but absent from {image_dir}")
+        elif (reason := image_problem(path, name)) is not None:
+            problems.append(f"image id {image_id}: {name!r}: {reason}")
+    return problems
 
 
 def load_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bool = False,
@@ -56,17 +92,11 @@ def load_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bo
             problems.append(f"annotation {ann.get('id')} points to unknown image id {ann.get('image_id')}")
         if ann.get("category_id") not in column:
             problems.append(f"annotation {ann.get('id')} points to unknown category id {ann.get('category_id')}")
+    problems += duplicate_images(coco.dataset.get("images", []))
     image_ids = sorted(coco.imgs)
     filenames = [coco.imgs[i]["file_name"] for i in image_ids]
     if check_images:
-        for image_id, name in zip(image_ids, filenames):
-            try:
-                path = resolve_image_path(image_dir, name)
-            except ValueError:
-                problems.append(f"image id {image_id}: file name {name!r} points outside {image_dir}")
-                continue
-            if not path.is_file():
-                problems.append(f"image id {image_id}: {name!r} is listed but absent from {image_dir}")
+        problems += image_problems(image_ids, filenames, image_dir)
     if problems:
         shown = "\n  ".join(problems[:50])
         more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""

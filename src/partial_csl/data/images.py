@@ -23,6 +23,7 @@ limit and above it raises an error that names no file: images over the limit rai
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 from pathlib import Path
@@ -159,6 +160,16 @@ def resolve_image_path(image_dir: str | Path, filename: str) -> Path:
     return path
 
 
+def check_image_folder(folder: str | Path) -> Path:
+    """``folder``, refused when it is a file or missing (rather than every image in it reported as not found)."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        what = "a file" if folder.exists() else "missing"
+        raise ValueError(f"the image folder {folder} is {what}, not a folder (--images names the folder the "
+                         "filenames are relative to)")
+    return folder
+
+
 def image_problem(path: str | Path, name: str | None = None) -> str | None:
     """Why ``path`` fails :func:`verify_image`, in the words of a CSV check; None for a good image."""
     try:
@@ -203,3 +214,21 @@ def describe_error(err: BaseException | None) -> str:
         return "is a folder, not an image file"
     text = str(err) or "no details"
     return f"{type(err).__name__}: {text}"
+
+
+def content_duplicates(paths: list[Path]) -> dict[int, int]:
+    """``{position: position of its first byte-identical copy}`` among ``paths`` (``x.JPG`` saved again as
+    ``x.jpg``): sizes are compared first, so only files of equal size are read and hashed."""
+    by_size: dict[int, list[int]] = {}
+    for i, path in enumerate(paths):
+        by_size.setdefault(Path(path).stat().st_size, []).append(i)
+    copies: dict[int, int] = {}
+    for group in (g for g in by_size.values() if len(g) > 1):
+        first: dict[str, int] = {}
+        for i in group:
+            digest = hashlib.sha256(Path(paths[i]).read_bytes()).hexdigest()
+            if digest in first:
+                copies[i] = first[digest]
+            else:
+                first[digest] = i
+    return copies

@@ -26,7 +26,7 @@ import numpy as np
 import pandas as pd
 
 from ..safe_io import atomic_open
-from .images import image_problem, resolve_image_path
+from .images import check_image_folder, image_problem, resolve_image_path
 from .schema import UNKNOWN, AttributeSchema
 
 #: Missing-value tokens, compared after stripping and case-folding (so ``nan``, ``NAN`` and ``NaN`` all count).
@@ -207,7 +207,7 @@ def check_filenames(entries: Sequence[tuple[int, str]], image_dir: str | Path | 
     ``sub/../x.jpg``, an absolute path) or to one inode (hard links, symlinks). Returns the problems by position and
     each entry's resolved path (None if unusable). With ``check_images`` each image must fully decode.
     """
-    folder = None if image_dir is None else Path(image_dir)
+    folder = None if image_dir is None else check_image_folder(image_dir)
     problems: dict[int, BadRow] = {}
     paths: list[Path | None] = []
     first: dict[tuple, tuple[int, str]] = {}

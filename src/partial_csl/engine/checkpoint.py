@@ -19,7 +19,9 @@ no data_config) still reads.
 
 from __future__ import annotations
 
+import errno
 import random
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -51,10 +53,38 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(payload: dict, path: str | Path) -> Path:
     """Write to a new temporary file in the same folder, then rename: a crash never leaves a half-written checkpoint,
-    and the file gets the usual mode (the umask's), not a private temp file's."""
-    with atomic_open(path, "wb") as f:
-        torch.save(payload, f)
-    return Path(path)
+    and the file gets the usual mode (the umask's), not a private temp file's. A failed write (a full disk: torch
+    raises its own RuntimeError from ``inline_container``) is a CheckpointError that says so; the previous file at
+    ``path`` is then untouched."""
+    path = Path(path)
+    try:
+        with atomic_open(path, "wb") as f:
+            torch.save(payload, f)
+    except (OSError, RuntimeError) as err:
+        if isinstance(err, RuntimeError) and "inline_container" not in str(err) and "StreamWriter" not in str(err):
+            raise
+        raise CheckpointError(_save_failure(path, payload, err)) from err
+    return path
+
+
+def _tensor_bytes(value: object) -> int:
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, dict):
+        return sum(_tensor_bytes(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return sum(_tensor_bytes(v) for v in value)
+    return 0
+
+
+def _save_failure(path: Path, payload: dict, err: BaseException) -> str:
+    needed, free = _tensor_bytes(payload), shutil.disk_usage(path.parent).free
+    previous = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was replaced"
+    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < needed
+    if full:
+        return (f"cannot save {path}: the disk is full (the checkpoint needs about {needed:,} bytes, "
+                f"{free:,} are free there); {previous}")
+    return f"cannot save {path} ({str(err).splitlines()[0]}); {previous}"
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -87,11 +117,29 @@ def _check_fields(ckpt: dict, path: Path) -> None:
         raise CheckpointError(f"{path}: num_classes {count!r} does not match its {len(names)} class names")
     if not isinstance(ckpt["model_name"], str) or not ckpt["model_name"]:
         raise CheckpointError(f"{path}: model_name {ckpt['model_name']!r} is not a model name")
+    _check_schema(ckpt, path)
     if ckpt.get("thresholds") is not None:
         groups = [g["name"] for g in ckpt["schema"]["groups"]] if ckpt.get("schema") else None
         problem = thresholds_problem(ckpt["thresholds"], names, groups)
         if problem:
             raise CheckpointError(f"{path}: its thresholds cannot be used ({problem})")
+
+
+def _check_schema(ckpt: dict, path: Path) -> None:
+    """An attribute checkpoint's schema must list its class names, in order: it decides the CSV's columns."""
+    if not ckpt.get("schema"):
+        return
+    try:
+        schema = AttributeSchema.from_dict(ckpt["schema"])
+    except ValueError as err:
+        raise CheckpointError(f"{path}: its schema is not a schema ({err})") from err
+    differ = [f"class {i}: {a!r} in the schema, {b!r} in class_names"
+              for i, (a, b) in enumerate(zip(schema.class_names, ckpt["class_names"])) if a != b]
+    if len(schema.class_names) != len(ckpt["class_names"]):
+        differ.insert(0, f"{len(schema.class_names)} classes in the schema, {len(ckpt['class_names'])} in class_names")
+    if differ:
+        raise CheckpointError(f"{path}: its schema disagrees with its class_names (was the file edited?): "
+                              + "; ".join(differ[:5]))
 
 
 def check_same_model(ckpt: dict, path: Path, metadata: dict) -> None:
@@ -106,12 +154,39 @@ def checkpoint_schema(ckpt: dict) -> AttributeSchema | None:
     return AttributeSchema.from_dict(ckpt["schema"]) if ckpt.get("schema") else None
 
 
-def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", norm: str = "auto") -> nn.Module:
-    """Rebuild the model a checkpoint describes and load its weights (either ABN backend fits the same weights)."""
-    model = build_model(ckpt.get("arch", "csl"), ckpt["model_name"], ckpt["num_classes"], norm=norm, device=device,
-                        **(ckpt.get("arch_args") or {}))
+def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", norm: str = "auto",
+                          source: str | Path = "the checkpoint") -> nn.Module:
+    """Rebuild the model a checkpoint describes and load its weights (either ABN backend fits the same weights);
+    CheckpointError naming ``source`` when the model cannot be built or its weights do not fit it."""
+    described = f"model_name {ckpt['model_name']!r}, arch {ckpt.get('arch', 'csl')!r}, {ckpt['num_classes']} classes"
+    try:
+        model = build_model(ckpt.get("arch", "csl"), ckpt["model_name"], ckpt["num_classes"], norm=norm,
+                            device=device, **(ckpt.get("arch_args") or {}))
+    except (ValueError, RuntimeError, TypeError) as err:
+        raise CheckpointError(f"{source}: the model it describes ({described}) cannot be built: {err}") from err
+    problems = weight_mismatches(model.state_dict(), ckpt["model"])
+    if problems:
+        raise CheckpointError(f"{source}: its weights do not fit the model it describes ({described}; was the file "
+                              "edited?): " + "; ".join(problems))
     model.load_state_dict(ckpt["model"])
     return apply_logit_adjustment(model, ckpt.get("logit_adjustment")).eval()
+
+
+def weight_mismatches(expected: dict, given: dict, shown: int = 5) -> list[str]:
+    """How the weights ``given`` differ from those a model ``expected``: missing and unexpected names, shapes."""
+    if not isinstance(given, dict):
+        return [f"'model' is a {type(given).__name__}, not a dict of weights"]
+
+    def names(keys: list[str]) -> str:
+        return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
+
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} is {tuple(given[k].shape)} in the file, {tuple(v.shape)} in the model" for k, v in expected.items()
+              if k in given and tuple(getattr(given[k], "shape", ())) != tuple(v.shape)]
+    problems = [f"{len(missing)} missing ({names(missing)})"] if missing else []
+    problems += [f"{len(unexpected)} unexpected ({names(unexpected)})"] if unexpected else []
+    return problems + shapes[:shown] + ([f"{len(shapes) - shown} more of another shape"] if len(shapes) > shown else [])
 
 
 @dataclass

@@ -10,6 +10,7 @@ name.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 from collections.abc import Callable
@@ -30,7 +31,7 @@ from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_
 from ..losses.imbalance import annotated_counts, positive_counts
 from ..models.heads import cooccurrence_graph
 from ..priors import load_priors
-from ..safe_io import atomic_write_text
+from ..safe_io import atomic_write_text, same_file
 from .config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -145,6 +146,9 @@ def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Labelle
                                         ("--images", cfg.images)) if not value]
     if missing:
         raise ValueError(f"attribute data needs {', '.join(missing)}")
+    if same_file(cfg.train_csv, cfg.val_csv):
+        raise ValueError(f"--val-csv {cfg.val_csv} is the --train-csv file: the best checkpoint would be chosen on "
+                         "the training data; give a validation split (images_train_test_valid_split.py makes one)")
     schema = load_schema(cfg.schema)
     train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
                                  run_dir / "rejected_rows_train.csv")
@@ -261,6 +265,10 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
         raise ValueError(f"--simulate_partial_type hides labels of fully labelled data (--dataset "
                          f"{' or '.join(simulated)}), not of --dataset {cfg.dataset}")
     labels, train, val = data_format.read_training(cfg, run_dir)
+    shared = shared_images(train, val)
+    if shared:
+        log.warning("%d of the %d validation images are training images too (by resolved path or inode, e.g. %s): "
+                    "the best checkpoint is chosen partly on training data", len(shared), len(val), shared[0])
     labels.num_train_images, labels.train_targets = len(train), train.targets
     labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
     labels.train_annotated_counts = annotated_counts(train.targets).astype(int).tolist()
@@ -288,6 +296,25 @@ def expected_positives_estimate(cfg: TrainConfig, labels: LabelSpace) -> tuple[f
             "when annotation depends on the class)")
 
 
+def _identities(images: LabelledImages) -> list[set[tuple]]:
+    """Each image's resolved path and, when it exists, (device, inode): two names of one file share one of them."""
+    out = []
+    for name in images.filenames:
+        path = (images.image_dir / name).resolve()
+        keys: set[tuple] = {("path", str(path))}
+        with contextlib.suppress(OSError):
+            st = path.stat()
+            keys.add(("inode", st.st_dev, st.st_ino))
+        out.append(keys)
+    return out
+
+
+def shared_images(train: LabelledImages, val: LabelledImages) -> list[str]:
+    """The validation images that are also training images (the same file under any name), in validation order."""
+    seen = set().union(*_identities(train))
+    return [name for name, keys in zip(val.filenames, _identities(val)) if keys & seen]
+
+
 def expected_positives(targets: np.ndarray) -> float:
     """Positives per image the training labels suggest: the sum over classes of each class's annotated positive
     rate (positives / annotated), or, for a class without annotated negatives, of positives / images, a lower bound
@@ -306,6 +333,13 @@ def check_validation_labels(val: LabelledImages, source: str | Path | None) -> N
         raise ValueError(f"{source}: the validation data has no class with both a known positive and a known "
                          "negative, so its mAP (which picks the best checkpoint) cannot be computed; give a "
                          "validation set with known labels")
+
+
+def unscored_attributes(labels: LabelSpace, val: LabelledImages) -> list[str]:
+    """The attributes without one known validation label: their accuracy is undefined at every epoch."""
+    if labels.schema is None:
+        return []
+    return [name for name, sl in labels.schema.group_slices().items() if not (val.targets[:, sl] == 1).any()]
 
 
 def label_warnings(labels: LabelSpace, train: LabelledImages) -> list[dict]:

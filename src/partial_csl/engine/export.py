@@ -14,7 +14,13 @@ from torch import nn
 
 from ..data.transforms import DataConfig
 from ..models import logits_to_probabilities
-from ..safe_io import atomic_open, atomic_write_bytes, atomic_write_text, refuse_inputs_as_outputs
+from ..safe_io import (
+    atomic_open,
+    atomic_write_bytes,
+    atomic_write_text,
+    check_output_file,
+    refuse_inputs_as_outputs,
+)
 from .checkpoint import load_checkpoint, model_from_checkpoint
 
 EXPORT_FORMATS = ("onnx", "torchscript")
@@ -60,9 +66,11 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opse
         raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
     output = Path(output)
     sidecar = output.with_suffix(output.suffix + ".json")
+    check_output_file(output, "--output")
+    check_output_file(sidecar, "--output (its metadata sidecar)")
     refuse_inputs_as_outputs([output, sidecar], [checkpoint])
     ckpt = load_checkpoint(checkpoint)
-    network = model_from_checkpoint(ckpt, "cpu", norm="torch")
+    network = model_from_checkpoint(ckpt, "cpu", norm="torch", source=checkpoint)
     model = ProbabilityHead(network).eval()
     size = int(ckpt["image_size"])
     example = torch.rand(2, 3, size, size)

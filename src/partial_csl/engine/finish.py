@@ -38,7 +38,7 @@ def tune_best_checkpoint(run: Run, best_path: Path, settings: ThresholdSettings)
         return None
     cfg = run.cfg
     ckpt = load_checkpoint(best_path)
-    model = model_from_checkpoint(ckpt, run.device, cfg.norm)
+    model = model_from_checkpoint(ckpt, run.device, cfg.norm, source=best_path)
     scores = predict_dataset(model, run.val.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                              run.device, run.amp_dtype, run.dist, desc="tuning thresholds")
     source = cfg.val_csv or cfg.val_annotations or cfg.data or ""

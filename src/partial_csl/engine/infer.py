@@ -14,11 +14,12 @@ import numpy as np
 import pandas as pd
 
 from ..data.labels import FILENAME_COLUMN, read_filename_column
-from ..safe_io import atomic_open, atomic_write_text, refuse_inputs_as_outputs
+from ..safe_io import atomic_open, atomic_write_text, check_output_file, refuse_inputs_as_outputs
 from .predict import OnnxPredictor, Predictor, list_images
 from .thresholds import abstained, label_thresholds
 
 MISSING = "#N/A"  # the CSV format's unknown value: also what the model answers when it is unsure
+TABLE_SUFFIXES = (".csv", ".tsv")  # what an output inside the image folder may be (never listed as an image)
 
 
 def collect_inputs(image: str | None, images: str | None, csv_path: str | None) -> tuple[list[Path], list[str]]:
@@ -51,12 +52,28 @@ def _model_files(checkpoint: str | Path | None, onnx: str | Path | None) -> list
     return [Path(checkpoint)]
 
 
-def check_outputs(output: str | Path, inputs: list[Path]) -> None:
-    """Refuse an output that is a folder or that is (or would overwrite) any input."""
+def check_outputs(output: str | Path, inputs: list[Path], image_folder: str | Path | None = None) -> None:
+    """Refuse an output that is a folder, cannot be written, is (or would overwrite) any input, or lies in the image
+    folder other than as a new table file."""
     output = Path(output)
-    if output.is_dir():
-        raise ValueError(f"--output {output} is a folder; give the path of the CSV file to write")
+    check_output_file(output, "--output")
     refuse_inputs_as_outputs([output, failures_path(output)], inputs)
+    if image_folder is not None:
+        check_not_in_image_folder(output, Path(image_folder))
+
+
+def check_not_in_image_folder(output: Path, image_folder: Path) -> None:
+    """An output inside the image folder may only be a new table file: an existing file there (an image the CSV
+    does not list, the user's notes) would be replaced, and a new image-named file would be read as an image."""
+    if not output.resolve().is_relative_to(image_folder.resolve()):
+        return
+    for path in (output, failures_path(output)):
+        if path.exists():
+            raise ValueError(f"--output {output} lies inside the image folder {image_folder}, where {path} already "
+                             "exists and would be replaced; write the predictions outside the image folder")
+    if output.suffix.lower() not in TABLE_SUFFIXES:
+        raise ValueError(f"--output {output} lies inside the image folder {image_folder} and is not a "
+                         f"{'/'.join(TABLE_SUFFIXES)} file; write the predictions outside the image folder")
 
 
 def _names_done(paths: list[Path], names: list[str], done: list[Path]) -> list[str]:
@@ -121,7 +138,7 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, image: str 
         raise ValueError("give exactly one of --checkpoint and --onnx")
     paths, names = collect_inputs(image, images, csv_path)
     given = [p for p in (image, images, csv_path) if p]
-    check_outputs(output, [*_model_files(checkpoint, onnx), *map(Path, given), *paths])
+    check_outputs(output, [*_model_files(checkpoint, onnx), *map(Path, given), *paths], images)
     if onnx is not None:
         predictor = OnnxPredictor(onnx)
     else:

@@ -28,13 +28,14 @@ class Predictor:
     """``Predictor.from_checkpoint(path).predict([PIL images])`` -> (N, C) probabilities."""
 
     def __init__(self, checkpoint: dict, device: torch.device | str = "cpu", norm: str = "auto",
-                 channels_last: bool = False, compile_model: bool = False, amp: bool | None = None):
+                 channels_last: bool = False, compile_model: bool = False, amp: bool | None = None,
+                 source: str | Path = "the checkpoint"):
         self.checkpoint = checkpoint
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.amp_dtype = resolve_amp(amp, "auto", self.device)
-        self.model = optimize_for_inference(model_from_checkpoint(checkpoint, self.device, norm), channels_last,
-                                            compile_model)
+        self.model = optimize_for_inference(model_from_checkpoint(checkpoint, self.device, norm, source),
+                                            channels_last, compile_model)
         self.class_names: list[str] = list(checkpoint["class_names"])
         self.schema: AttributeSchema | None = checkpoint_schema(checkpoint)
         self.data_config = DataConfig.from_checkpoint(checkpoint)  # exactly the preprocessing training used
@@ -44,7 +45,7 @@ class Predictor:
     @classmethod
     def from_checkpoint(cls, path: str | Path, device: str = "auto", norm: str = "auto", channels_last: bool = False,
                         compile_model: bool = False, amp: bool | None = None) -> Predictor:
-        return cls(load_checkpoint(path), resolve_device(device), norm, channels_last, compile_model, amp)
+        return cls(load_checkpoint(path), resolve_device(device), norm, channels_last, compile_model, amp, path)
 
     @torch.inference_mode()
     def run_batch(self, batch: torch.Tensor) -> np.ndarray:
@@ -163,6 +164,8 @@ def collate_images(items: list[tuple]) -> tuple[torch.Tensor | None, list[int], 
 
 def list_images(folder: str | Path) -> list[Path]:
     folder = Path(folder)
+    if folder.is_file():
+        raise ValueError(f"--images {folder} is a file, not a folder (--image predicts one image)")
     if not folder.is_dir():
         raise FileNotFoundError(f"image folder not found: {folder}")
     return sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -15,14 +16,27 @@ log = logging.getLogger(__name__)
 
 
 class RunClock:
-    """Announces, once the first steps are timed, how long the run's training steps will take in all."""
+    """Announces, once the first steps are timed, how long the run's training steps will take in all; knows where
+    training stands (stage, epoch, step), for the line an interrupted run ends with."""
 
     def __init__(self, total_steps: int, warmup: int = 2, measure: int = 8):
         self.total_steps, self.warmup, self.measure = total_steps, warmup, measure
         self.steps, self.started = 0, 0.0
+        self.stage, self.epoch, self.epoch_steps = "", 0, 0
+
+    def start_epoch(self, stage: str, epoch: int) -> None:
+        """``epoch`` counts from 1, as the log lines do."""
+        self.stage, self.epoch, self.epoch_steps = stage, epoch, 0
+
+    def where(self) -> str:
+        if not self.stage:
+            return "stopped before training started"
+        stage = "" if self.stage == "main" else f" of the {self.stage} stage"
+        return f"stopped at epoch {self.epoch} step {self.epoch_steps}{stage}"
 
     def step(self) -> None:
         self.steps += 1
+        self.epoch_steps += 1
         if self.steps == self.warmup:  # the first steps pay for allocation and thread start-up
             self.started = time.perf_counter()
         elif self.steps == self.warmup + self.measure:
@@ -60,7 +74,8 @@ def append_epoch(run_dir: Path, history: list[dict], row: dict, writer, epochs: 
     for key, value in row.items():
         if key.startswith("acc_"):
             writer.add_scalar(f"{stage}/accuracy/{key[4:]}", value, epoch)
-    acc_text = " ".join(f"{k[4:]} {v:.1f}" for k, v in row.items() if k.startswith("acc_"))
+    acc_text = " ".join(f"{k[4:]} {v:.1f}" if math.isfinite(v) else f"{k[4:]} n/a" for k, v in row.items()
+                        if k.startswith("acc_"))
     ema = row.get("val_mAP_ema", "")
     ema_text = f"{ema:.2f}" if isinstance(ema, (int, float)) else "n/a"
     log.info("[%s] epoch %d/%d loss %.4f lr %.2e val mAP %.2f ema %s %s (%.0fs)%s", stage, epoch, epochs,

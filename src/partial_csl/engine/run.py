@@ -15,9 +15,17 @@ from ..data.transforms import DataConfig, resolve_data_config
 from ..losses import loss_uses_expected_positives, loss_uses_priors
 from ..models.pretrained import pretrained_data_config
 from ..prior_estimates import holdout_mask
+from ..safe_io import announce_writes
 from .architectures import get_architecture
 from .config import TrainConfig, library_versions, resolve_amp, resolve_device
-from .data import LabelledImages, LabelSpace, check_validation_labels, label_warnings, load_training_data
+from .data import (
+    LabelledImages,
+    LabelSpace,
+    check_validation_labels,
+    label_warnings,
+    load_training_data,
+    unscored_attributes,
+)
 from .distributed import DistInfo, process_device
 from .records import RunClock, write_json, write_run_config
 from .sampling import steps_per_epoch, training_sample_weights, write_sampler_report
@@ -109,16 +117,39 @@ def expected_positives_record(cfg: TrainConfig, labels: LabelSpace) -> dict | No
     return {"value": k, "source": labels.expected_positives_source}
 
 
-def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
-    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
+def open_tensorboard(folder: Path):
+    """A SummaryWriter on ``folder``; its new event file is announced to the run's manifest (it is not written
+    through :mod:`partial_csl.safe_io`)."""
     from torch.utils.tensorboard import SummaryWriter
 
+    before = set(folder.glob("events.out.tfevents.*"))
+    writer = SummaryWriter(str(folder))
+    announce_writes(sorted(set(folder.glob("events.out.tfevents.*")) - before))
+    return writer
+
+
+def planned_run_files(cfg: TrainConfig, run_dir: Path) -> list[Path]:
+    """The files every run of ``cfg`` writes, recorded in its manifest at once when it starts: one write of the
+    manifest instead of one per file (any other file is still recorded as it is written)."""
+    files = ["config.json", "label_warnings.json", "metrics.csv", "summary.json", "checkpoints/best.pt",
+             "checkpoints/last.pt"]
+    if uses_prior_stage(cfg) and not cfg.prior_path:
+        files += ["prior_stage/checkpoints/best.pt", "prior_stage/checkpoints/last.pt", "prior_stage/history.json",
+                  "priors/prior_ignore.csv", "priors/prior_ignore.csv.json", "priors/prior_quality.json"]
+    return [run_dir / f for f in files]
+
+
+def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
+    """Read and check the data, write the run's config and sampler report, open TensorBoard."""
     run_dir = Path(cfg.output_dir)
     _log_prior_plan(cfg)
     device = process_device(resolve_device(cfg.device), info)
     labels, train, val = load_training_data(cfg, run_dir)
     check_validation_labels(val, cfg.val_csv or cfg.val_annotations or cfg.data)
     expected = expected_positives_record(cfg, labels)
+    for name in unscored_attributes(labels, val):
+        log.warning("the validation data has no known %s label: its accuracy is undefined at every epoch (n/a in "
+                    "the log, nan in metrics.csv) and no %s class counts in the validation mAP", name, name)
     warnings = label_warnings(labels, train)
     for warning in warnings:
         log.warning("%s: %s", warning["class"], warning["reason"])
@@ -133,6 +164,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
         log.info("cached %d images in memory (%.0f MB)", len(train) + len(val), used / 2**20)
     writer = None
     if info.is_primary:
+        announce_writes(planned_run_files(cfg, run_dir))
         write_run_config(run_dir, cfg, {"device": str(device), "world_size": info.world_size,
                                         "versions": library_versions(),
                                         "mixed_precision": str(amp_dtype).removeprefix("torch.") if amp_dtype
@@ -143,7 +175,7 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
                                         **({"expected_positives": expected} if expected else {})})
         write_json(run_dir / "label_warnings.json", {"classes": warnings})
         write_sampler_report(cfg, labels, train, weights, run_dir)
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        writer = open_tensorboard(run_dir / "tensorboard")
     epochs = cfg.epochs + (cfg.prior_epochs or cfg.epochs if uses_prior_stage(cfg) and not cfg.prior_path else 0)
     clock = RunClock(epochs * steps_per_epoch(cfg, len(train), weights, info))
     return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, data_config, writer,

@@ -8,9 +8,13 @@
   even under ``kill -9``, so there are no stale locks to clean up.
 * A folder that holds a run (its ``config.json``) is refused unless ``--resume`` (continue it) or ``--overwrite``
   (delete that run's files, and only those, first).
+* Every file a run writes in its folder is recorded in ``<run>/run_files.json`` before it is written
+  (:mod:`partial_csl.manifest`); ``--overwrite`` deletes those files and the folders they leave empty, logs the
+  list, and names every other file, which stays. A run from before the manifest existed has only the files a run
+  writes by name (:data:`LEGACY_RUN_FILES`) counted as its own.
 * ``--resume`` compares the saved settings with the new ones and refuses, naming every key that differs, before
   anything is touched; the keys of :data:`MAY_CHANGE_ON_RESUME` (how the run executes, not what it computes) may
-  differ.
+  differ. The folder's own location is one of them: a run folder moved or copied elsewhere resumes there.
 * Temporary files left by a killed write (``.NAME.HEX.tmp``) are removed.
 * No input may be inside what the run writes: the folder must not be an input file, the image folder, or hold an
   input among the run's own files.
@@ -21,26 +25,34 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import logging
 import os
-import shutil
 import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..safe_io import refuse_inputs_as_outputs
+from ..manifest import Manifest, other_files, remove_files
+from ..safe_io import refuse_inputs_as_outputs, watching_writes
 from .config import TrainConfig
+
+log = logging.getLogger(__name__)
 
 MAY_CHANGE_ON_RESUME = frozenset({"resume", "overwrite", "stop_after_steps", "workers", "device", "cache_images",
                                   "cache_embeddings", "embeddings_dir", "class_thresholds", "target_precision",
-                                  "abstain_accuracy", "abstain_coverage"})
+                                  "abstain_accuracy", "abstain_coverage", "output_dir"})
 PATH_KEYS = ("train_csv", "val_csv", "images", "val_images", "schema", "data", "train_annotations",
              "val_annotations", "train_images", "model_path", "prior_path", "output_dir")
-# what a run writes in its folder; --overwrite deletes these and nothing else
+# files and folders a run writes at the top of its folder (no input may be one of them)
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "sampler_distribution.csv", "sampler_distribution.md",
              "sampler_distribution.png", "rejected_rows_train.csv", "rejected_rows_val.csv", "label_warnings.json")
 RUN_FOLDERS = ("checkpoints", "prior_stage", "priors", "tensorboard", "simulation")
-LOCK_NAME = ".lock"
+LOCK_NAME, MANIFEST_NAME = ".lock", "run_files.json"
+# the files a run wrote before run_files.json existed, by name: what --overwrite removes from such a folder
+LEGACY_RUN_FILES = (*RUN_FILES, "checkpoints/best.pt", "checkpoints/last.pt", "prior_stage/checkpoints/best.pt",
+                    "prior_stage/checkpoints/last.pt", "prior_stage/history.json", "priors/prior_ignore.csv",
+                    "priors/prior_ignore.csv.json", "priors/prior_quality.json", "simulation/simulated_targets.csv",
+                    "simulation/simulation_summary.csv", "tensorboard/events.out.tfevents.*", "embeddings/*.pt")
 
 
 class RunFolderError(ValueError):
@@ -58,7 +70,7 @@ def _image_folders(cfg: TrainConfig) -> list[Path]:
 
 def check_no_input_is_written(cfg: TrainConfig, run_dir: Path) -> None:
     """The run folder, and every file and folder a run writes in it, must not be (or contain) an input."""
-    outputs = [run_dir, *(run_dir / f for f in RUN_FILES), *(run_dir / d for d in RUN_FOLDERS)]
+    outputs = [run_dir, run_dir / MANIFEST_NAME, *(run_dir / f for f in RUN_FILES), *(run_dir / d for d in RUN_FOLDERS)]
     refuse_inputs_as_outputs(outputs, [*_input_paths(cfg), *_image_folders(cfg)])
     resolved = run_dir.resolve()
     for path in _input_paths(cfg):
@@ -86,12 +98,29 @@ def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
                              + "\n  ".join(differing) + "\n(use the original flags, or a new --output-dir)")
 
 
-def _remove_run_files(run_dir: Path) -> None:
-    for name in RUN_FILES:
-        (run_dir / name).unlink(missing_ok=True)
-    for name in RUN_FOLDERS:
-        if (run_dir / name).is_dir():
-            shutil.rmtree(run_dir / name)
+def previous_run_files(run_dir: Path) -> list[str]:
+    """The files the run in ``run_dir`` wrote: its manifest, or for a run from before manifests the files a run
+    writes by name (:data:`LEGACY_RUN_FILES`)."""
+    recorded = Manifest(run_dir, MANIFEST_NAME).read()
+    if recorded is not None:
+        return recorded
+    log.warning("%s has no %s (a run from before it existed): only the files a run writes by name count as that "
+                "run's", run_dir, MANIFEST_NAME)
+    return sorted({p.relative_to(run_dir).as_posix() for pattern in LEGACY_RUN_FILES for p in run_dir.glob(pattern)
+                   if p.is_file()})
+
+
+def remove_previous_run(run_dir: Path) -> list[str]:
+    """``--overwrite``: delete the previous run's files (and the folders they leave empty), say which, and name the
+    files that stay; returns the removed ones."""
+    removed = remove_files(run_dir, [*previous_run_files(run_dir), MANIFEST_NAME])
+    log.warning("--overwrite: removed %d file(s) of the previous run in %s: %s", len(removed), run_dir,
+                ", ".join(removed) or "none")
+    kept = other_files(run_dir, {LOCK_NAME})
+    if kept:
+        log.warning("--overwrite: left %d file(s) in %s that the previous run did not write: %s", len(kept), run_dir,
+                    ", ".join(kept))
+    return removed
 
 
 def remove_temporary_files(run_dir: Path) -> list[Path]:
@@ -144,16 +173,20 @@ def claim_run_folder(cfg: TrainConfig) -> Iterator[Path]:
     _make_folder(run_dir)
     with _exclusive_lock(run_dir):
         config_path = run_dir / "config.json"
+        manifest = Manifest(run_dir, MANIFEST_NAME)
         if config_path.is_file():
             if cfg.resume:
                 check_resume_matches(cfg, _saved_config(config_path), config_path)
+                if manifest.read() is None:  # a run from before manifests: adopt its files by name
+                    manifest.add(run_dir / f for f in previous_run_files(run_dir))
             elif cfg.overwrite:
-                _remove_run_files(run_dir)
+                remove_previous_run(run_dir)
             else:
                 raise RunFolderError(f"{run_dir} already holds a run ({config_path}); pass --resume to continue it, "
                                      "--overwrite to replace it, or choose another --output-dir")
         remove_temporary_files(run_dir)
-        yield run_dir
+        with watching_writes(manifest.add):
+            yield run_dir
 
 
 def _saved_config(path: Path) -> dict:

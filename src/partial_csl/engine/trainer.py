@@ -53,6 +53,7 @@ from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
 from .sampling import steps_per_epoch
+from .settings import check_settings
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,10 @@ class NonFiniteLossError(RuntimeError):
 
 class TrainingInterrupted(RuntimeError):
     """Raised by ``stop_after_steps`` to simulate a crash (resume with ``--resume``)."""
+
+
+class TrainingStopped(Exception):
+    """Ctrl-C: the run stopped cleanly; the message says where (its last checkpoint is intact, ``--resume`` goes on)."""
 
 
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
@@ -169,6 +174,7 @@ def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
                       initial=progress.epoch + 1, total=epochs, disable=None if run.dist.is_primary else True):
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
+        run.clock.start_epoch(stage, epoch + 1)
         seed_everything(epoch_seed)
         started = time.time()
         if hasattr(parts.criterion, "set_epoch"):  # the schedules of SPLC and the large-loss methods
@@ -213,7 +219,7 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
         return load_priors(prior_path, labels.class_names), str(prior_path)
     prior_run, holdout = prior_stage_run(run, derive_seed(cfg.seed, STAGES.index("prior"), 20_000))
     best_path, progress = fit(prior_run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, stage_dir)
-    model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm)
+    model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm, source=best_path)
     probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                             run.device, run.amp_dtype, run.dist, desc="estimating priors")
     groups = list(labels.groups.values()) if labels.groups else None
@@ -243,14 +249,21 @@ def run_training(cfg: TrainConfig) -> dict:
     """Run every stage of ``cfg`` and return a summary (paths, best metric and weights, priors).
 
     The primary process (rank 0 under torchrun, the only one otherwise) holds the run folder for the whole run
-    (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains.
+    (:func:`.run_folder.claim_run_folder`) and is the only one that writes files; every process trains. Ctrl-C
+    becomes :class:`TrainingStopped`, saying where training stood.
     """
     cfg = resolve_auto(cfg)
-    check_run_settings(cfg)  # before the run folder is touched, not after the training
+    check_settings(cfg)  # before the run folder is touched, not after the training
+    check_run_settings(cfg)
     info = init_distributed(resolve_device(cfg.device))
-    with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
-        barrier(info)
-        return _train_stages(start_run(cfg, info))
+    run = None
+    try:
+        with claim_run_folder(cfg) if info.is_primary else contextlib.nullcontext():
+            barrier(info)
+            run = start_run(cfg, info)
+            return _train_stages(run)
+    except KeyboardInterrupt:
+        raise TrainingStopped(run.clock.where() if run else "stopped before training started") from None
 
 
 def _train_stages(run: Run) -> dict:

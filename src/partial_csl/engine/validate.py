@@ -5,6 +5,7 @@ checkpoint's thresholds on that data first."""
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +14,7 @@ from ..data.schema import AttributeSchema
 from ..data.transforms import DataConfig
 from ..metrics import evaluate_predictions
 from ..reports.evaluation import write_report
-from ..safe_io import atomic_write_text, refuse_inputs_as_outputs
+from ..safe_io import atomic_write_text, check_output_folder, refuse_inputs_as_outputs
 from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import resolve_amp, resolve_device
 from .data import EvalRequest, LabelledImages, LabelSpace, get_dataset, make_loader
@@ -27,6 +28,8 @@ from .evaluation_report import (
 )
 from .inference import predict_probabilities
 from .thresholds import abstain_values, abstained, settings_for_checkpoint, thresholds_summary, tune_checkpoint
+
+log = logging.getLogger(__name__)
 
 
 def trained_keep_empty(ckpt: dict) -> bool:
@@ -87,6 +90,7 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     and predictions.csv. ``tune_thresholds`` (a dict of TrainConfig-named settings, None values = as stored) first
     tunes thresholds on this data and writes them to thresholds.json and ``output_dir/best.pt``."""
     output_dir = Path(output_dir)
+    check_output_folder(output_dir, "--output-dir")
     tune = tune_thresholds is not None
     inputs = [p for p in (checkpoint, csv_path, annotations, images, data_root, run_metrics_csv(checkpoint)) if p]
     refuse_inputs_as_outputs(_outputs(output_dir, None, html, tune), inputs)
@@ -95,7 +99,7 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     data = load_eval_data(ckpt, checkpoint, output_dir, dataset, csv_path, images, annotations, data_root, schema,
                           on_bad_rows)
     dev = resolve_device(device)
-    model = model_from_checkpoint(ckpt, dev)
+    model = model_from_checkpoint(ckpt, dev, source=checkpoint)
     loader = make_loader(data.dataset(DataConfig.from_checkpoint(ckpt), train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
     source = str(csv_path or annotations or data_root)
@@ -103,6 +107,8 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
         ckpt = _tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold)
     labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
+    for name, reason in report.get("undefined_attributes", {}).items():
+        log.warning("%s: %s", name, reason)
     report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"], "csv": source,
                       "images": str(data.image_dir), "weights": ckpt.get("weights", "regular")}
     view = build_view(report, data.targets, scores, data, ckpt, checkpoint, threshold) if html else None

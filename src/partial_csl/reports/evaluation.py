@@ -50,11 +50,22 @@ def report_markdown(report: dict, title: str = "Evaluation report") -> str:
 
 
 
+def json_safe(value: object) -> object:
+    """``value`` with every NaN or infinite float as None: strict JSON (bare ``NaN`` is not JSON) says null."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
 def write_report(report: dict, out_dir: str | Path, title: str = "Evaluation report") -> dict[str, Path]:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     json_path, md_path = out_dir / "report.json", out_dir / "report.md"
-    atomic_write_text(json_path, json.dumps(report, indent=2, allow_nan=True) + "\n")
+    atomic_write_text(json_path, json.dumps(json_safe(report), indent=2, allow_nan=False) + "\n")
     atomic_write_text(md_path, report_markdown(report, title))
     return {"json": json_path, "markdown": md_path}
 
