@@ -33,7 +33,7 @@ from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
 from partial_csl.engine.architectures import ARCHITECTURES, resolve_auto
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import DATASETS
+from partial_csl.engine.formats import DATASETS
 from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, TrainingStopped, run_training
 from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES

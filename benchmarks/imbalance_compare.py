@@ -42,7 +42,7 @@ from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.checkpoint import load_checkpoint
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import load_training_data
+from partial_csl.engine.formats import load_training_data
 from partial_csl.engine.imbalance import posthoc_adjustment
 from partial_csl.engine.split import split_attribute_csv
 from partial_csl.engine.trainer import run_training

@@ -7,11 +7,11 @@ import dataclasses
 
 import pytest
 
-from partial_csl.engine import data as data_module
+from partial_csl.engine import formats as data_module
 from partial_csl.engine.architectures import resolve_auto
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import DATASETS, get_dataset, load_training_data
 from partial_csl.engine.finish import check_run_settings
+from partial_csl.engine.formats import DATASETS, get_dataset, load_training_data
 
 
 def test_every_format_has_both_readers_and_a_known_default_architecture():

@@ -114,7 +114,7 @@ def test_role_trains_the_model_and_its_label_store_towards_each_other_as_cole_et
 
 def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_path, fake_fashion_mnist, caplog):
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.data import load_training_data
+    from partial_csl.engine.formats import load_training_data
     from partial_csl.engine.run import expected_positives_record
 
     root = build_coco_benchmark(tmp_path / "bench", n_train=120, n_val=16, source=fake_fashion_mnist)
@@ -140,7 +140,8 @@ def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_pat
 def test_attribute_data_expects_one_positive_per_attribute():
     from partial_csl.data.schema import load_schema
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.data import LabelSpace, expected_positives_estimate
+    from partial_csl.engine.data import LabelSpace
+    from partial_csl.engine.formats import expected_positives_estimate
 
     schema = load_schema(None)
     labels = LabelSpace(schema.class_names, schema, train_targets=np.full((4, 21), -1))

@@ -6,14 +6,14 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
-from partial_csl import prior_estimates
+from partial_csl import prior_calibration, prior_estimates
 from partial_csl.engine.inference import estimate_priors
+from partial_csl.prior_calibration import recalibrate_to_annotated
 from partial_csl.prior_estimates import (
     em_prior_shift,
     holdout_mask,
     prior_bounds,
     priors_from_probabilities,
-    recalibrate_to_annotated,
 )
 from partial_csl.priors import PriorFileError, load_priors, prior_quality, save_priors
 
@@ -295,7 +295,7 @@ def test_a_miscalibrated_model_no_longer_collapses_a_rare_class():
         # ... the robust one fits a scale too on the held-out entries (Platt, about 3: the Wald test takes it)
         robust, details = priors_from_probabilities(flat, targets, "em", holdout=holdout)
         held = holdout[:, 0] & (targets[:, 0] != -1)
-        fit = prior_estimates.platt_scaling(2 * x[held] / 3, targets[held, 0] == 1)
+        fit = prior_calibration.platt_scaling(2 * x[held] / 3, targets[held, 0] == 1)
         assert details["estimator"] == ["em"] and abs(fit.scale - 1) > 2 * fit.scale_error
         assert details["calibration"] == ["platt"]
         assert true_prior / 2 < robust[0] < true_prior * 2
@@ -305,13 +305,13 @@ def test_a_miscalibrated_model_no_longer_collapses_a_rare_class():
 
 
 def test_platt_scaling_is_finite_on_separable_entries_and_one_without_miscalibration():
-    fit = prior_estimates.platt_scaling(np.array([-2.0, -1.0, 1.0, 2.0]), np.array([0, 0, 1, 1]))
+    fit = prior_calibration.platt_scaling(np.array([-2.0, -1.0, 1.0, 2.0]), np.array([0, 0, 1, 1]))
     assert fit.converged and np.isfinite(fit.scale) and 1 < fit.scale < 10
     assert fit.shift == pytest.approx(0, abs=1e-9)  # symmetric: no shift
     rng = np.random.default_rng(0)
     logits = rng.normal(0, 2, 50000)
     labels = rng.random(50000) < 1 / (1 + np.exp(-logits))  # calibrated by construction
-    fit = prior_estimates.platt_scaling(logits, labels)
+    fit = prior_calibration.platt_scaling(logits, labels)
     assert abs(fit.scale - 1) <= 2 * fit.scale_error  # no evidence of miscalibration: the shift alone is used
     assert fit.scale == pytest.approx(1, abs=0.03) and fit.shift == pytest.approx(0, abs=0.03)
 
@@ -327,7 +327,7 @@ def test_platt_scaling_converges_on_an_overconfident_model_where_plain_newton_ra
     # logits 7.2 x are three times the exact log-odds: saturated sigmoids, a near-zero Hessian at (1, 0); the
     # undamped Newton iteration went to a scale of about 10,000 on this draw
     x, labels = overconfident_labels(seed=0, per_label=60)
-    fit = prior_estimates.platt_scaling(7.2 * x, labels)
+    fit = prior_calibration.platt_scaling(7.2 * x, labels)
     # a proper fit: the unpenalised logistic regression of the labels on the logit, by scikit-learn
     from sklearn.linear_model import LogisticRegression
 
@@ -343,8 +343,8 @@ def test_a_platt_fit_that_does_not_converge_is_not_used(caplog):
     probs = 1 / (1 + np.exp(-7.2 * np.r_[x, np.zeros(10)]))[:, None]
     assert recalibrate_to_annotated(probs, targets, fit_scale=True)[1] == ["platt"]
     with pytest.MonkeyPatch.context() as patch:  # a fit that failed
-        patch.setattr(prior_estimates, "platt_scaling",
-                      lambda *a: prior_estimates.PlattFit(1e4, 40.0, 1.0, converged=False))
+        patch.setattr(prior_calibration, "platt_scaling",
+                      lambda *a: prior_calibration.PlattFit(1e4, 40.0, 1.0, converged=False))
         shifted, calibration = recalibrate_to_annotated(probs, targets, fit_scale=True)
         assert calibration == ["shift_platt_unconverged"]
         # the shift alone: the posteriors of the annotated entries average to their positive rate

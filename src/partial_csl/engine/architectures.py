@@ -22,7 +22,8 @@ from ..losses import build_loss
 from ..models import build_afa, build_latent, build_multihead, create_model
 from ..models.heads import HeadedModel, build_head
 from .config import TrainConfig
-from .data import LabelSpace, get_dataset
+from .data import LabelSpace
+from .formats import get_dataset
 from .imbalance import per_attribute_loss, wrap_single_head
 
 log = logging.getLogger(__name__)
@@ -149,7 +150,7 @@ CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha
 
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for: the dataset format's
-    default architecture (:data:`.data.DATASETS`), unless CSL-only settings are typed; the balanced softmax for an
+    default architecture (:data:`.formats.DATASETS`), unless CSL-only settings are typed; the balanced softmax for an
     architecture of softmax heads that does not already re-balance (class weights, a sampler), none for csl."""
     arch = get_dataset(cfg.dataset).default_arch if cfg.arch == "auto" else cfg.arch
     typed = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]

@@ -3,7 +3,7 @@
     parts = build_training(cfg, labels, mode="ignore", prior=None, device=device, info=info, epochs=3, steps=75)
 
 The choices come from registries: the architecture (:data:`.architectures.ARCHITECTURES`: model, criterion,
-checkpoint args), the loss (:data:`partial_csl.losses.LOSSES`), the dataset format (:data:`.data.DATASETS`) and the
+checkpoint args), the loss (:data:`partial_csl.losses.LOSSES`), the dataset format (:data:`.formats.DATASETS`) and the
 partial-label simulator (:data:`partial_csl.data.partial.SIMULATORS`). The optimiser is the CSL recipe: Adam with L2
 decay on weights only, OneCycle stepped per iteration, an EMA copy of the weights.
 

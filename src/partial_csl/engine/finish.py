@@ -14,8 +14,8 @@ from pathlib import Path
 from ..thresholds import ThresholdSettings
 from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from .config import TrainConfig
-from .data import get_dataset
 from .distributed import barrier
+from .formats import get_dataset
 from .inference import predict_dataset
 from .run import Run
 from .thresholds import check_settings_fit, settings_from_config, thresholds_summary, tune_checkpoint

@@ -23,10 +23,10 @@ from .data import (
     LabelSpace,
     check_validation_labels,
     label_warnings,
-    load_training_data,
     unscored_attributes,
 )
 from .distributed import DistInfo, process_device
+from .formats import load_training_data
 from .records import RunClock, write_json, write_run_config
 from .sampling import steps_per_epoch, training_sample_weights, write_sampler_report
 

@@ -1,0 +1,198 @@
+"""The ``--dataset`` registry: :data:`DATASETS` holds one :class:`DatasetFormat` per data format.
+
+An entry knows how a training run reads the format (a :class:`~.config.TrainConfig` into ``(LabelSpace, train,
+val)``), how ``validate.py`` reads it (an :class:`EvalRequest` into labelled images), what ``--arch auto`` trains on
+it, and what it can do (the partial-label simulators need fully labelled data; attribute groups give per-attribute
+accuracy and abstention). The file readers live in :mod:`partial_csl.data`; adding a format is one reader module plus
+one entry here, and no other code tests a format's name.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from ..data.partial import simulate_partial, simulation_record, simulation_summary
+from ..data.schema import AttributeSchema, load_schema
+from ..losses.imbalance import annotated_counts, positive_counts
+from ..models.heads import cooccurrence_graph
+from ..priors import load_priors
+from ..safe_io import atomic_write_text, same_file
+from .config import TrainConfig
+from .data import (
+    LabelledImages,
+    LabelSpace,
+    coco_paths,
+    expected_positives,
+    read_attribute_split,
+    read_coco_split,
+    shared_images,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _count_positives(targets: np.ndarray) -> list[int]:
+    return positive_counts(targets).astype(int).tolist()
+
+
+def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset attributes``: train/val attribute CSVs over one image folder (or ``--val-images``)."""
+    missing = [flag for flag, value in (("--train-csv", cfg.train_csv), ("--val-csv", cfg.val_csv),
+                                        ("--images", cfg.images)) if not value]
+    if missing:
+        raise ValueError(f"attribute data needs {', '.join(missing)}")
+    if same_file(cfg.train_csv, cfg.val_csv):
+        raise ValueError(f"--val-csv {cfg.val_csv} is the --train-csv file: the best checkpoint would be chosen on "
+                         "the training data; give a validation split (images_train_test_valid_split.py makes one)")
+    schema = load_schema(cfg.schema)
+    train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
+                                 run_dir / "rejected_rows_train.csv")
+    val = read_attribute_split(cfg.val_csv, cfg.val_images or cfg.images, schema, cfg.on_bad_rows,
+                               run_dir / "rejected_rows_val.csv")
+    return LabelSpace(schema.class_names, schema, _count_positives(train.targets)), train, val
+
+
+def _write_simulation(run_dir: Path, train: LabelledImages, full: np.ndarray, class_names: list[str],
+                      cfg: TrainConfig) -> None:
+    sim_dir = run_dir / "simulation"
+    sim_dir.mkdir(parents=True, exist_ok=True)
+    record = simulation_record(full, train.targets, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
+    log.info("simulation %s(%s): kept %.1f %% of the %d true positives; %.1f %% of the entries annotated; %d of %d "
+             "images with a positive kept none", record["protocol"], record["param"],
+             100 * record["positives_kept_share"], record["true_positives"], 100 * record["annotated_share"],
+             record["images_that_lost_every_positive"], record["images_with_a_positive"])
+    over = record["positives_kept_share"] - cfg.simulate_partial_param
+    if cfg.simulate_partial_type == "missing_positives" and over > 0.01:
+        log.warning("missing_positives(%s) kept %.1f %% of the positives: every image keeps at least one, and these "
+                    "images have %.2f positives on average", cfg.simulate_partial_param,
+                    100 * record["positives_kept_share"], record["true_positives_per_image"])
+    atomic_write_text(sim_dir / "simulation.json", json.dumps(record, indent=2) + "\n")
+    frame = pd.DataFrame(train.targets.astype(np.int8), columns=class_names)
+    frame.insert(0, "filename", train.filenames)
+    atomic_write_text(sim_dir / "simulated_targets.csv", frame.to_csv(index=False, lineterminator="\n"))
+    summary = simulation_summary(full, train.targets, class_names)
+    atomic_write_text(sim_dir / "simulation_summary.csv",
+                      summary.to_csv(index=False, float_format="%.6f", lineterminator="\n"))
+
+
+def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset coco``: COCO-format train/val; the partial-label simulation (if any) hides training labels only."""
+    train_ann, train_img = coco_paths("train", cfg.data, cfg.train_annotations, cfg.train_images or cfg.images)
+    val_ann, val_img = coco_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
+    train, class_names = read_coco_split(train_ann, train_img, cfg.keep_empty)
+    val, _ = read_coco_split(val_ann, val_img, cfg.keep_empty, class_names)
+    true_frequency = None
+    if cfg.simulate_partial_type:
+        full = train.targets
+        train.targets = simulate_partial(full, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
+        true_frequency = full.mean(axis=0)
+        _write_simulation(run_dir, train, full, class_names, cfg)
+    return LabelSpace(class_names, None, _count_positives(train.targets), true_frequency), train, val
+
+
+@dataclass(frozen=True)
+class EvalRequest:
+    """What ``validate.py`` reads labelled data from, with what the checkpoint says it must hold."""
+
+    checkpoint: str
+    class_names: list[str]
+    schema: AttributeSchema | None  # the checkpoint's attributes (None: multi-label)
+    output_dir: Path
+    csv_path: str | None = None
+    images: str | None = None
+    annotations: str | None = None
+    data_root: str | None = None
+    expected_schema: AttributeSchema | None = None  # --schema: refuse a checkpoint of other attributes
+    on_bad_rows: str = "error"
+    keep_empty: bool = False  # COCO images without annotations, as the checkpoint's run treated them
+
+
+def attribute_eval_data(req: EvalRequest) -> LabelledImages:
+    if req.schema is None:
+        raise ValueError(f"{req.checkpoint} was not trained on attributes; evaluate it with --dataset coco")
+    if not req.csv_path or not req.images:
+        raise ValueError("attribute data needs --csv and --images")
+    if req.expected_schema is not None and req.expected_schema != req.schema:
+        raise ValueError(f"{req.checkpoint} was trained for attributes {req.schema.to_dict()['groups']}, "
+                         f"not {req.expected_schema.to_dict()['groups']}")
+    return read_attribute_split(req.csv_path, req.images, req.schema, req.on_bad_rows,
+                                req.output_dir / "rejected_rows.csv")
+
+
+def coco_eval_data(req: EvalRequest) -> LabelledImages:
+    annotations, images = coco_paths("val", req.data_root, req.annotations, req.images)
+    return read_coco_split(annotations, images, req.keep_empty, class_names=req.class_names)[0]
+
+
+@dataclass(frozen=True)
+class DatasetFormat:
+    """One ``--dataset``: its readers, what ``--arch auto`` trains on it, and what it can do."""
+
+    read_training: Callable[[TrainConfig, Path], tuple[LabelSpace, LabelledImages, LabelledImages]]
+    read_evaluation: Callable[[EvalRequest], LabelledImages]
+    default_arch: str  # what --arch auto trains (see config.resolve_auto)
+    fully_labelled: bool  # complete labels: the partial-label simulators (--simulate_partial_type) apply
+    attribute_groups: bool  # mutually exclusive classes per attribute: per-attribute accuracy and abstention
+    help: str
+
+
+DATASETS: dict[str, DatasetFormat] = {
+    # per-attribute softmax heads under the balanced softmax: the best of the imbalance arms end to end on the demo
+    # (benchmarks/README.md, "Imbalance handling")
+    "attributes": DatasetFormat(attribute_data, attribute_eval_data, default_arch="mtl", fully_labelled=False,
+                                attribute_groups=True, help="attributes: CSVs with #N/A"),
+    "coco": DatasetFormat(coco_data, coco_eval_data, default_arch="csl", fully_labelled=True,
+                          attribute_groups=False, help="coco: COCO-format JSON"),
+}
+
+
+def get_dataset(name: str) -> DatasetFormat:
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset type {name!r}; expected one of {sorted(DATASETS)}")
+    return DATASETS[name]
+
+
+def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """The label space and train/val images of ``cfg`` (bad rows and simulations are recorded in ``run_dir``)."""
+    data_format = get_dataset(cfg.dataset)
+    if cfg.simulate_partial_type and not data_format.fully_labelled:
+        simulated = sorted(name for name, entry in DATASETS.items() if entry.fully_labelled)
+        raise ValueError(f"--simulate_partial_type hides labels of fully labelled data (--dataset "
+                         f"{' or '.join(simulated)}), not of --dataset {cfg.dataset}")
+    labels, train, val = data_format.read_training(cfg, run_dir)
+    shared = shared_images(train, val)
+    if shared:
+        log.warning("%d of the %d validation images are training images too (by resolved path or inode, e.g. %s): "
+                    "the best checkpoint is chosen partly on training data", len(shared), len(val), shared[0])
+    labels.num_train_images, labels.train_targets = len(train), train.targets
+    labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
+    labels.train_annotated_counts = annotated_counts(train.targets).astype(int).tolist()
+    if cfg.head == "label_graph":
+        labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
+    return labels, train, val
+
+
+def expected_positives_estimate(cfg: TrainConfig, labels: LabelSpace) -> tuple[float, str]:
+    """The positives per image k of EPR and ROLE, and where it comes from, first of: ``--expected-positives``; the sum
+    of the true class frequencies when a simulation hid the labels (the value Cole et al. take as given); the number
+    of attributes for attribute data (a garment has one value of each); the sum of the ``--prior_path`` priors; and
+    last the annotated positive rates summed (:func:`expected_positives`), which is right only for labels missing at
+    random: under a fixed budget per class (FPC) it gives C/2, under single positives 1."""
+    if cfg.expected_positives is not None:
+        return float(cfg.expected_positives), "given (--expected-positives)"
+    if labels.true_frequency is not None:
+        return float(np.sum(labels.true_frequency)), "the simulation's true class frequencies, summed"
+    if labels.schema is not None:
+        return float(len(labels.schema.group_slices())), "one value per attribute"
+    if cfg.prior_path:
+        return float(load_priors(cfg.prior_path, labels.class_names).sum()), f"the priors of {cfg.prior_path}, summed"
+    return (expected_positives(labels.train_targets),
+            "the annotated positive rates, summed (right for labels missing at random only: give --expected-positives "
+            "when annotation depends on the class)")
