@@ -40,6 +40,7 @@ from seed_tables import mean_std_table
 
 from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
+from partial_csl.engine.architectures import csl_defaults, get_architecture
 from partial_csl.engine.checkpoint import load_checkpoint
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.formats import load_training_data
@@ -107,6 +108,8 @@ def arm_config(base: TrainConfig, arm: dict, args: argparse.Namespace, frozen_fr
     if settings.get("drw_start_epoch") == "drw":
         settings["drw_start_epoch"] = max(1, 2 * base.epochs // 3)
     cfg = replace(base, **settings)
+    if not get_architecture(cfg.arch).uses_priors:  # the baseline's CSL settings would stop a per-attribute arm
+        cfg = replace(cfg, **csl_defaults())
     if frozen_from is not None:
         return replace(cfg, model_path=frozen_from, freeze_backbone=True, cache_embeddings=True, ema_decay=0.0,
                        lr=1e-3, embeddings_dir=str(args.out / "embeddings"), reset_head=True)

@@ -78,3 +78,25 @@ def fake_fashion_mnist(tmp_path: Path) -> Path:
     write_idx(source / "t10k-images-idx3-ubyte.gz", images[::4])
     write_idx(source / "t10k-labels-idx1-ubyte.gz", labels[::4])
     return source
+
+
+def csl_flags_only_for_csl(args: list[str]) -> list[str]:
+    """``args`` without the flags only ``--arch csl`` reads when the last ``--arch`` is another one (train.py refuses
+    those with another architecture): the tests' shared argument lists carry CSL settings for the CSL runs."""
+    from itertools import pairwise
+
+    from partial_csl.engine.architectures import CSL_ONLY
+
+    archs = [value for flag, value in pairwise(args) if flag == "--arch"]
+    if not archs or archs[-1] == "csl":
+        return list(args)
+    flags = {f"--{name}" for name in CSL_ONLY} | {f"--{name.replace('_', '-')}" for name in CSL_ONLY}
+    out, skip = [], False
+    for arg in args:
+        if skip:
+            skip = False
+        elif arg in flags:
+            skip = True  # and its value
+        else:
+            out.append(arg)
+    return out

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import make_train_val
+from conftest import csl_flags_only_for_csl, make_train_val
 
 import export as export_script
 import infer as infer_script
@@ -157,11 +157,12 @@ def test_heads_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
 
 
 def _frozen_args(data, run, *extra):
-    return ["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
+    return csl_flags_only_for_csl([
+            "--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images",
             str(data / "images"), "--arch", "csl",
             "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
             "--workers", "0", "--epochs", "2", "--prior-epochs", "1", "--no-amp", "--lr", "1e-2",
-            "--freeze-backbone", "--output-dir", str(run), *extra]
+            "--freeze-backbone", "--output-dir", str(run), *extra])
 
 
 def test_a_frozen_backbone_trains_the_head_only_from_cached_features(data, tmp_path, caplog):

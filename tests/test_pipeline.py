@@ -5,7 +5,7 @@ import json
 import pandas as pd
 import pytest
 import torch
-from conftest import make_attribute_dataset
+from conftest import csl_flags_only_for_csl, make_attribute_dataset
 
 import images_train_test_valid_split as split_script
 import infer as infer_script
@@ -25,10 +25,11 @@ def split_data(tmp_path_factory):
 
 
 def train_args(root, out, *extra, model="test_resnet"):
-    return ["--train-csv", str(root / "split" / "train.csv"), "--val-csv", str(root / "split" / "valid.csv"),
+    return csl_flags_only_for_csl([
+            "--train-csv", str(root / "split" / "train.csv"), "--val-csv", str(root / "split" / "valid.csv"),
             "--images", str(root / "data" / "images"), "--arch", "csl", "--model-name", model, "--image-size", "32",
             "--batch-size", "8", "--workers", "0", "--epochs", "2", "--prior-epochs", "1", "--lr", "1e-3",
-            "--ema-decay", "0.9", "--output-dir", str(out), *extra]
+            "--ema-decay", "0.9", "--output-dir", str(out), *extra])
 
 
 def metrics_without_time(path):

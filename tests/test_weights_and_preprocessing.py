@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import timm
 import torch
-from conftest import make_train_val
+from conftest import csl_flags_only_for_csl, make_train_val
 from PIL import Image
 from safetensors.torch import save_file
 
@@ -31,11 +31,10 @@ def data(tmp_path_factory) -> Path:
 
 
 def train(data: Path, out: Path, model: str, *extra: str) -> Path:
-    assert train_script.main(["--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"),
-                              "--images", str(data / "images"), "--arch", "csl",
-                              "--model-name", model, "--image-size", "32",
-                              "--batch-size", "8", "--workers", "0", "--epochs", "1", "--no-amp",
-                              "--partial_loss_mode", "ignore", "--output-dir", str(out), *extra]) == 0
+    assert train_script.main(csl_flags_only_for_csl([
+        "--train-csv", str(data / "train.csv"), "--val-csv", str(data / "valid.csv"), "--images", str(data / "images"),
+        "--arch", "csl", "--model-name", model, "--image-size", "32", "--batch-size", "8", "--workers", "0",
+        "--epochs", "1", "--no-amp", "--partial_loss_mode", "ignore", "--output-dir", str(out), *extra])) == 0
     return out / "checkpoints" / "best.pt"
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from conftest import make_attribute_dataset
+from conftest import csl_flags_only_for_csl, make_attribute_dataset
 
 import images_train_test_valid_split as split_script
 import train as train_script
@@ -23,8 +23,9 @@ def split_data(root: Path, n: int = 48, seed: int = 0) -> tuple[Path, Path]:
 
 
 def train_args(split: Path, images: Path, out: Path, *extra: str, epochs: int = 2) -> list[str]:
-    return ["--train-csv", str(split / "train.csv"), "--val-csv", str(split / "valid.csv"), "--images", str(images),
-            *TINY, "--epochs", str(epochs), "--output-dir", str(out), *extra]
+    return csl_flags_only_for_csl(["--train-csv", str(split / "train.csv"), "--val-csv", str(split / "valid.csv"),
+                                   "--images", str(images), *TINY, "--epochs", str(epochs), "--output-dir", str(out),
+                                   *extra])
 
 
 def train_tiny(split: Path, images: Path, out: Path, *extra: str, epochs: int = 2) -> Path:

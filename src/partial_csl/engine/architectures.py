@@ -148,6 +148,11 @@ CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha
             "prior_estimate", "prior_loss", "prior_holdout", "loss_reduction")
 
 
+def csl_defaults() -> dict:
+    """The CSL-only settings at their defaults: what a configuration built for csl resets to train another arch."""
+    return {name: getattr(TrainConfig, name) for name in CSL_ONLY}
+
+
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for: the dataset format's
     default architecture (:data:`.formats.DATASETS`), unless CSL-only settings are typed; the balanced softmax for an
