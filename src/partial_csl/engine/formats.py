@@ -137,7 +137,7 @@ class DatasetFormat:
 
     read_training: Callable[[TrainConfig, Path], tuple[LabelSpace, LabelledImages, LabelledImages]]
     read_evaluation: Callable[[EvalRequest], LabelledImages]
-    default_arch: str  # what --arch auto trains (see config.resolve_auto)
+    default_arch: str  # what --arch auto trains (see architectures.resolve_auto)
     fully_labelled: bool  # complete labels: the partial-label simulators (--simulate_partial_type) apply
     attribute_groups: bool  # mutually exclusive classes per attribute: per-attribute accuracy and abstention
     help: str
