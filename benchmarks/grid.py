@@ -1,0 +1,87 @@
+"""The resumable grid shared by the multi-seed benchmarks: a cell is a folder whose ``result.json`` marks it done.
+
+A cell trains with ``train.py``'s engine, tests the best checkpoint on a split's ``test.csv`` and writes its metrics;
+a second call (after a kill, or to add seeds) reads the finished cells instead of training them again. Run as scripts,
+the benchmarks import this module by name (a script's folder comes first on the import path).
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from partial_csl.data.schema import default_schema
+from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.trainer import run_training
+from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.safe_io import atomic_write_text
+
+
+def resumable(run_dir: Path, compute: Callable[[], dict]) -> dict:
+    """``run_dir/result.json`` if it is there, else ``compute()``, written there atomically (a kill leaves no cell
+    half done: it is computed again)."""
+    done = run_dir / "result.json"
+    if done.is_file():
+        return json.loads(done.read_text())
+    started = time.perf_counter()
+    result = {**compute(), "seconds": time.perf_counter() - started}
+    run_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def attribute_metrics(report: dict, train_csv: Path) -> dict:
+    """Per attribute accuracy, balanced accuracy, mAP and rare-class AP, and the overall mAP, from a test report.
+
+    Rare-class AP: the mean AP of the bottom third (rounded, at least one) of an attribute's classes by training
+    frequency (classes without a scorable AP left out)."""
+    train = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
+    out = {"overall mAP": report["mAP"]}
+    for group in default_schema().groups:
+        known = train[group.name][~train[group.name].isin(["#N/A", ""])].astype(float).astype(int)
+        counts = known.value_counts()
+        order = sorted(range(group.num_classes), key=lambda k: counts.get(k, 0))
+        rare = [group.class_names[k] for k in order[:max(1, round(group.num_classes / 3))]]
+        out[f"{group.name} accuracy"] = report["accuracy_per_attribute"][group.name]
+        out[f"{group.name} balanced accuracy"] = report["macro_accuracy_per_attribute"][group.name]
+        out[f"{group.name} mAP"] = report["mAP_per_attribute"][group.name]
+        aps = np.array([report["ap_per_class"].get(c) for c in rare], dtype=float)  # None (not scorable): NaN
+        out[f"{group.name} rare-class AP"] = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
+    return out
+
+
+def test_checkpoint(checkpoint: str | Path, run_dir: Path, split: Path, images: str, device: str) -> dict:
+    """The evaluation report of ``checkpoint`` on ``split/test.csv`` (written under ``run_dir/test_report``)."""
+    return validate_checkpoint(checkpoint, run_dir / "test_report", csv_path=str(split / "test.csv"), images=images,
+                               workers=0, device=device, html=False)
+
+
+def train_and_test(cfg: TrainConfig, run_dir: Path, split: Path, metrics: Callable[[dict], dict],
+                   keep: bool = False) -> dict:
+    """One cell: train ``cfg`` into ``run_dir``, test its best checkpoint, ``metrics(report)``; the checkpoints go
+    unless ``keep`` (a finished cell is read, not trained again)."""
+    def compute() -> dict:
+        summary = run_training(replace(cfg, output_dir=str(run_dir)))
+        return metrics(test_checkpoint(summary["best_checkpoint"], run_dir, split, cfg.images, cfg.device))
+
+    result = resumable(run_dir, compute)
+    if not keep:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+    return result
+
+
+def slug(text: str) -> str:
+    """A folder name for a row label."""
+    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:60]
+
+
+def long_rows(dataset: str, row: str, seed: int, result: dict) -> list[dict]:
+    """One results.csv row per metric of a cell."""
+    return [{"dataset": dataset, "row": row, "seed": seed, "column": k, "value": v} for k, v in result.items()]
