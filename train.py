@@ -25,18 +25,18 @@ import sys
 import time
 from dataclasses import replace
 
-from partial_csl.cli import CONFIG_FLAG, HelpFormatter, config_file_argv
+from partial_csl.cli import CONFIG_FLAG, HelpFormatter, config_file_argv, option_flag
 from partial_csl.data.labels import LabelFileError
 from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
-from partial_csl.engine.architectures import ARCHITECTURES, resolve_auto
+from partial_csl.engine.architectures import ARCHITECTURES, get_architecture, resolve_auto
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.formats import DATASETS
 from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, TrainingStopped, run_training
-from partial_csl.losses import LOSSES, PARTIAL_LOSS_MODES, TASK_WEIGHTINGS, TOPK_SCOPES
+from partial_csl.losses import LOSS_OPTIONS, LOSSES, TASK_WEIGHTINGS
 from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.models.heads import HEAD_NAMES
@@ -129,7 +129,6 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add("decoder_learnable_queries", action="store_true",
         help="ml_decoder: learn the group queries (the official head keeps them fixed)")
     add("graph_threshold", type=float, help="label_graph: link j to i when P(j | i) over known labels is at least this")
-    add("cosine_scale", type=float, help="cosine head: the scale s of its s cos(theta) logits")
     add("task_weighting", choices=TASK_WEIGHTINGS, help="multi-head archs: equal, dwa or uncertainty")
     add("dwa_temperature", type=float, help="DWA temperature T")
     add("latent_tasks", type=int, help="latent: number K of shared latent tasks")
@@ -158,21 +157,7 @@ def _optim_options(p: argparse.ArgumentParser) -> None:
 
 def _loss_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("loss (Partial Selective Asymmetric Loss and the plain multi-label losses)"))
-    add("loss", choices=LOSSES, help="partial_asl: CSL's loss, unknowns as --partial_loss_mode says; bce, focal, "
-                                     "asl: on annotated labels only; zlpr: unknowns in neither sum; the "
-                                     "missing-label losses below (--arch csl)")
-    add("partial_loss_mode", choices=PARTIAL_LOSS_MODES, help="partial_asl: how unknown labels are treated")
-    for name in ("gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann"):
-        add(name, type=float)
-    add("clip", type=float, help="probability shift for negatives (ASL clip)")
-    add("focal_gamma", type=float, help="--loss focal: the focusing exponent of positives and negatives")
-    add("label_smoothing", type=float, help="--loss label_smoothing: targets become 1 - eps/2 and eps/2")
-    add("aam_margin", type=float, help="--loss aam: the additive angular margin m (radians) on positives")
-    add("likelihood_topk", type=int, help="selective: ignore the k most likely unknowns (per sample budget)")
-    add("likelihood_topk_scope", choices=TOPK_SCOPES, help="batch: k*B over the batch (reference); sample: k per "
-                                                            "sample; adaptive: each sample's expected positives "
-                                                            "among its unknowns, from the priors")
-    add("prior_threshold", type=float, help="selective: ignore unknowns of classes with a prior above this")
+    add("loss", choices=LOSSES, help="; ".join(f"{name}: {entry.help}" for name, entry in LOSSES.items()))
     add("prior_path", help="prior CSV (class,prior); without it selective estimates priors first")
     add("prior_epochs", type=int, help="epochs of the temporary ignore-mode model (default: --epochs)")
     add("prior_estimate", choices=PRIOR_ESTIMATES,
@@ -182,19 +167,11 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
                                            "annotated labels; the main stage's gammas and clip do not apply)")
     add("prior_holdout", type=float, help="share of each class's annotated positives and negatives the prior model "
                                           "does not train on (em only): its calibration is fitted on them")
-    add("loss_reduction", choices=("mean", "sum"), help="mean: per-sample; sum: the reference's raw sum")
-    add = _adder(p.add_argument_group("missing-label losses (--loss an, wan, an_ls, epr, role, hill, splc, ll_r, "
-                                      "ll_ct, ll_cp)"))
     add("expected_positives", type=float, help="epr, role: positives expected per image (default: estimated from "
                                                "the training labels)")
-    add("wan_weight", type=float, help="wan: weight of an unknown's negative term (default 1 / (classes - 1))")
-    add("epr_weight", type=float, help="epr, role: weight of the expected-positive penalty")
-    add("role_lr_multiplier", type=float, help="role: learning rate of the label estimates, times --lr")
-    add("hill_lambda", type=float, help="hill: lambda of the negative loss (lambda - p) p^2")
-    add("focal_margin", type=float, help="hill, splc: logit margin of the focal-margin loss on positives")
-    add("splc_threshold", type=float, help="splc: a negative above this probability is trained as a positive")
-    add("splc_start_epoch", type=int, help="splc: first epoch (0-based) of the correction")
-    add("ll_delta_rel", type=float, help="ll_r, ll_ct, ll_cp: percent of a batch's entries modified per epoch")
+    add = _adder(p.add_argument_group("loss settings (declared by the losses: each names the losses that read it)"))
+    for name, (option, readers) in LOSS_OPTIONS.items():
+        add(name, **option_flag(option, readers))
     add = _adder(p.add_argument_group("class imbalance (counts from the annotated training labels; #N/A excluded)"))
     add("class_weights", choices=CLASS_WEIGHTINGS, help="effective_number: (1 - beta) / (1 - beta^n_c), mean 1, on "
                                                        "the positive terms (csl) or per class in each attribute's CE")
@@ -205,9 +182,6 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
              "balanced_softmax: + log n_c in each attribute's softmax (multi-head archs); auto: balanced_softmax "
              "with per-attribute heads unless --class-weights or --sampler re-balance already, none with csl")
     add("la_tau", type=float, help="logit adjustment: tau")
-    add("db_neg_scale", type=float, help="--loss db: negative logit scale lambda")
-    add("db_focal_gamma", type=float, help="--loss db: focal exponent (2, with the balance factor 2, as the "
-                                           "authors' configuration; 0: the bare form without either)")
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:
@@ -260,9 +234,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     del args.config
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
-    cfg = resolve_auto(TrainConfig.from_dict(vars(args)))
+    try:
+        cfg = resolve_auto(TrainConfig.from_dict(vars(args)))
+    except ValueError as err:  # a typed setting the architecture does not read
+        print(f"error: {err}", file=sys.stderr)
+        return 2
     if not cfg.output_dir:
-        method = cfg.partial_loss_mode if cfg.arch == "csl" else cfg.arch
+        method = cfg.partial_loss_mode if get_architecture(cfg.arch).uses_priors else cfg.arch
         cfg = replace(cfg, output_dir=f"outputs/{cfg.model_name}-{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     logging.info("--arch %s, --logit-adjust %s", cfg.arch, cfg.logit_adjust)
     try:

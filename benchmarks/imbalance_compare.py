@@ -26,28 +26,23 @@ seeds, the best in bold, ties marked: seed_tables.py); a cell's ``result.json`` 
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
-import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
-import torch
+from grid import attribute_metrics, long_rows, resumable, slug, test_checkpoint, train_and_test
 from seed_tables import mean_std_table
 
 from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
-from partial_csl.engine.architectures import csl_defaults, get_architecture
-from partial_csl.engine.checkpoint import load_checkpoint
+from partial_csl.engine.architectures import unread_defaults
+from partial_csl.engine.checkpoint import load_checkpoint, save_checkpoint, with_posthoc_adjustment
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.formats import load_training_data
-from partial_csl.engine.imbalance import posthoc_adjustment
 from partial_csl.engine.split import split_attribute_csv
 from partial_csl.engine.trainer import run_training
-from partial_csl.engine.validate import validate_checkpoint
 
 GENTLE = dict(sampler_power=0.25, sampler_max_repeats=3.0, sampler_replacement=False)
 ARMS = {  # row: settings on top of the base; "drw" is replaced by two thirds of the epochs
@@ -108,8 +103,7 @@ def arm_config(base: TrainConfig, arm: dict, args: argparse.Namespace, frozen_fr
     if settings.get("drw_start_epoch") == "drw":
         settings["drw_start_epoch"] = max(1, 2 * base.epochs // 3)
     cfg = replace(base, **settings)
-    if not get_architecture(cfg.arch).uses_priors:  # the baseline's CSL settings would stop a per-attribute arm
-        cfg = replace(cfg, **csl_defaults())
+    cfg = replace(cfg, **unread_defaults(cfg.arch))  # the baseline's CSL settings would stop a per-attribute arm
     if frozen_from is not None:
         return replace(cfg, model_path=frozen_from, freeze_backbone=True, cache_embeddings=True, ema_decay=0.0,
                        lr=1e-3, embeddings_dir=str(args.out / "embeddings"), reset_head=True)
@@ -118,92 +112,47 @@ def arm_config(base: TrainConfig, arm: dict, args: argparse.Namespace, frozen_fr
     return replace(cfg, cache_images=True)
 
 
-def attribute_metrics(report: dict, train_csv: Path) -> dict:
-    """Per attribute accuracy, balanced accuracy, mAP and rare-class AP, and the overall mAP, from a test report."""
-    train = pd.read_csv(train_csv, dtype=str, keep_default_na=False)
-    out = {"overall mAP": report["mAP"]}
-    for group in default_schema().groups:
-        known = train[group.name][~train[group.name].isin(["#N/A", ""])].astype(float).astype(int)
-        counts = known.value_counts()
-        order = sorted(range(group.num_classes), key=lambda k: counts.get(k, 0))
-        rare = [group.class_names[k] for k in order[:max(1, round(group.num_classes / 3))]]
-        out[f"{group.name} accuracy"] = report["accuracy_per_attribute"][group.name]
-        out[f"{group.name} balanced accuracy"] = report["macro_accuracy_per_attribute"][group.name]
-        out[f"{group.name} mAP"] = report["mAP_per_attribute"][group.name]
-        aps = np.array([report["ap_per_class"].get(c) for c in rare], dtype=float)  # None (not scorable): NaN
-        out[f"{group.name} rare-class AP"] = float(np.nanmean(aps)) if np.isfinite(aps).any() else float("nan")
-    return out
-
-
-def one_cell(cfg: TrainConfig, run_dir: Path, split: Path, keep: bool) -> dict:
-    """Train and test one cell (or read its finished result); its checkpoints go unless ``keep``."""
-    done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    started = time.perf_counter()
-    summary = run_training(replace(cfg, output_dir=str(run_dir)))
-    report = validate_checkpoint(summary["best_checkpoint"], run_dir / "test_report", csv_path=str(split / "test.csv"),
-                                 images=cfg.images, workers=0, device=cfg.device, html=False)
-    result = {**attribute_metrics(report, split / "train.csv"), "seconds": time.perf_counter() - started}
-    done.write_text(json.dumps(result, indent=2) + "\n")
-    if not keep:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return result
-
-
 def posthoc_cell(cfg: TrainConfig, baseline_dir: Path, run_dir: Path, split: Path) -> dict:
     """``--logit-adjust posthoc`` trains exactly the baseline's run (same seed, same plain loss): its cell is the
     baseline's best.pt with the offset train.py would store, tested, instead of a second identical run."""
-    done = run_dir / "result.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    started = time.perf_counter()
-    run_dir.mkdir(parents=True, exist_ok=True)
-    labels, _, _ = load_training_data(cfg, run_dir)
-    ckpt = load_checkpoint(baseline_dir / "checkpoints" / "best.pt")
-    expected = replace(cfg, output_dir=ckpt["config"]["output_dir"], logit_adjust="none").to_dict()
-    differs = sorted(k for k, v in expected.items() if ckpt["config"].get(k) != v and k != "la_tau")
-    if differs:  # e.g. a baseline of another grid (--end-to-end, --epochs) in the same --out
-        raise ValueError(f"{baseline_dir}: the baseline was trained with other settings ({', '.join(differs)}): "
-                         "use another --out")
-    ckpt["logit_adjustment"] = posthoc_adjustment(cfg, labels)
-    ckpt["config"] = {**ckpt["config"], "logit_adjust": cfg.logit_adjust, "la_tau": cfg.la_tau}
-    adjusted = run_dir / "best_posthoc.pt"
-    torch.save(ckpt, adjusted)
-    report = validate_checkpoint(adjusted, run_dir / "test_report", csv_path=str(split / "test.csv"),
-                                 images=cfg.images, workers=0, device=cfg.device, html=False)
-    result = {**attribute_metrics(report, split / "train.csv"), "seconds": time.perf_counter() - started}
-    done.write_text(json.dumps(result, indent=2) + "\n")
-    adjusted.unlink()
-    return result
+    def compute() -> dict:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        labels, _, _ = load_training_data(cfg, run_dir)
+        adjusted = run_dir / "best_posthoc.pt"
+        save_checkpoint(with_posthoc_adjustment(load_checkpoint(baseline_dir / "checkpoints" / "best.pt"),
+                                                replace(cfg, output_dir=str(baseline_dir)), labels,
+                                                ignore=("la_tau",)), adjusted)
+        report = test_checkpoint(adjusted, run_dir, split, cfg.images, cfg.device)
+        adjusted.unlink()
+        return attribute_metrics(report, split / "train.csv")
+
+    return resumable(run_dir, compute)
 
 
 def run_dataset(args: argparse.Namespace, name: str, split: Path, images: str) -> list[dict]:
     base = base_config(args, split, images)
     frozen_from = None if args.end_to_end else backbone(args, base, name)
     rows, baseline = [], next(iter(ARMS))
+    metrics = partial(attribute_metrics, train_csv=split / "train.csv")
     for seed in args.seeds:
         baseline_dir = args.out / "runs" / name / "baseline" / f"seed{seed}"
         for arm in args.arms:
             folder = baseline_dir if arm == baseline else args.out / "runs" / name / slug(arm) / f"seed{seed}"
             crt_from = str(baseline_dir / "checkpoints" / "best.pt")
             if ARMS[arm].get("crt") and args.end_to_end:
-                one_cell(arm_config(replace(base, seed=seed), {}, args, None, None), baseline_dir, split, keep=True)
+                train_and_test(arm_config(replace(base, seed=seed), {}, args, None, None), baseline_dir, split,
+                               metrics, keep=True)
             cfg = arm_config(replace(base, seed=seed), ARMS[arm], args, frozen_from, crt_from)
             reuse = (folder / "result.json").is_file() or (baseline_dir / "checkpoints" / "best.pt").is_file()
             if ARMS[arm] == {"logit_adjust": "posthoc"} and reuse:  # the baseline's network, adjusted
                 result = posthoc_cell(cfg, baseline_dir, folder, split)
             else:
-                result = one_cell(cfg, folder, split, keep=arm == baseline)
-            rows += [{"dataset": name, "row": arm, "seed": seed, "column": k, "value": v} for k, v in result.items()]
+                result = train_and_test(cfg, folder, split, metrics, keep=arm == baseline)
+            rows += long_rows(name, arm, seed, result)
             print(f"{name:8s} seed {seed} {arm:44s} mAP {result['overall mAP']:.2f} "
                   f"pattern bal. acc {result['pattern balanced accuracy']:.1f} rare AP "
                   f"{result['pattern rare-class AP']:.1f} ({result['seconds']:.0f} s)", flush=True)
     return rows
-
-
-def slug(text: str) -> str:
-    return "".join(c if c.isalnum() else "_" for c in text).strip("_")[:60]
 
 
 def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:

@@ -48,7 +48,7 @@ def write_checkpoint(path: Path, model_name: str, image_size: int) -> Path:
     model = build_model(cfg.arch, model_name, len(labels.class_names), norm="torch", device="cpu",
                         **get_architecture(cfg.arch).arch_args(cfg, labels))
     data_config = resolve_data_config(model_name, image_size)
-    meta = model_metadata(cfg, labels, model, data_config, None, "ignore", "main")
+    meta = model_metadata(cfg, labels, model, data_config, None, "main")
     return save_checkpoint({**meta, "model": model.state_dict(), "weights": "regular", "metrics": {}}, path)
 
 

@@ -21,7 +21,7 @@ import torch
 from timing import images_per_second
 
 from partial_csl.data.schema import default_schema
-from partial_csl.engine.architectures import build_model, csl_defaults, get_architecture
+from partial_csl.engine.architectures import build_model, unread_defaults
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.trainer import run_training
@@ -56,9 +56,8 @@ def main() -> None:
     for arch in args.archs:
         run_dir = args.out / arch
         cfg = replace(base, arch=arch, output_dir=str(run_dir))
-        if not get_architecture(arch).uses_priors:  # the CSL settings would stop another architecture's run
-            cfg = replace(cfg, **csl_defaults())
-        elif cfg.prior_path is None:
+        cfg = replace(cfg, **unread_defaults(arch))  # the CSL settings would stop another architecture's run
+        if arch == "csl" and cfg.prior_path is None:
             cfg = replace(cfg, partial_loss_mode="ignore")
         started = time.time()
         summary = run_training(cfg)

@@ -24,9 +24,10 @@ import timm
 import torch
 
 from partial_csl.data.schema import default_schema
+from partial_csl.engine.build import build_criterion, build_optimizer
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import make_loader, read_attribute_split
-from partial_csl.engine.trainer import build_criterion, build_optimizer, train_one_epoch
+from partial_csl.engine.data import LabelSpace, make_loader, read_attribute_split
+from partial_csl.engine.trainer import train_one_epoch
 from partial_csl.models import create_model
 
 
@@ -44,7 +45,8 @@ def time_ours(model_name: str, data, amp_dtype) -> float:
     cfg = TrainConfig(arch="csl", logit_adjust="none", likelihood_topk=3, gamma_unann=4)
     optimizer = build_optimizer(model, 2e-4, 1e-4)
     scheduler = torch.optim.lr_scheduler.OneCycleLR(optimizer, 2e-4, total_steps=len(data) + 1, pct_start=0.2)
-    criterion = build_criterion(cfg, "selective", np.full(data[0][1].shape[1], 0.3))
+    classes = data[0][1].shape[1]
+    criterion = build_criterion(cfg, np.full(classes, 0.3), LabelSpace([f"c{i}" for i in range(classes)]))
     ema = ModelEmaV3(model, decay=0.9997)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     start = time.perf_counter()

@@ -85,12 +85,13 @@ def csl_flags_only_for_csl(args: list[str]) -> list[str]:
     those with another architecture): the tests' shared argument lists carry CSL settings for the CSL runs."""
     from itertools import pairwise
 
-    from partial_csl.engine.architectures import CSL_ONLY
+    from partial_csl.engine.architectures import unread_settings
 
     archs = [value for flag, value in pairwise(args) if flag == "--arch"]
     if not archs or archs[-1] == "csl":
         return list(args)
-    flags = {f"--{name}" for name in CSL_ONLY} | {f"--{name.replace('_', '-')}" for name in CSL_ONLY}
+    unread = unread_settings(archs[-1])
+    flags = {f"--{name}" for name in unread} | {f"--{name.replace('_', '-')}" for name in unread}
     out, skip = [], False
     for arg in args:
         if skip:

@@ -151,7 +151,7 @@ def test_heads_are_refused_where_they_do_not_apply(data, tmp_path, capsys):
     assert "--loss aam (additive angular margin) needs cosine logits" in capsys.readouterr().err
     assert train_script.main([*common, "--arch", "mtl", "--head", "ml_decoder", "--output-dir",
                               str(tmp_path / "b")]) == 2
-    assert "--head applies to --arch csl" in capsys.readouterr().err
+    assert "--arch mtl does not read --head (settings of --arch csl): drop them" in capsys.readouterr().err
     with pytest.raises(ValueError, match="unknown head 'mlp'"):
         build_model("csl", "test_resnet", 21, head="mlp")
 

@@ -84,12 +84,12 @@ def test_engine_settings_from_a_label_matrix_with_unknowns():
     assert weights == pytest.approx([0.8, 1.2, 9 / 8, 9 / 8, 0.75])
     # softmax post hoc: -tau log share; a: [2/3, 1/3]; b: counts [1, 1, 2] -> [1/4, 1/4, 1/2]
     expected = [-2 * math.log(s) for s in (2 / 3, 1 / 3, 1 / 4, 1 / 4, 1 / 2)]
-    assert posthoc_adjustment(cfg, labels) == pytest.approx(expected)
+    assert posthoc_adjustment(cfg, labels, "softmax") == pytest.approx(expected)
     # sigmoid: -log(pi / (1 - pi)), pi = 2/3, 1/3, 0 -> 1/4, 1/3, 2/3
     csl = TrainConfig(arch="csl", logit_adjust="posthoc")
-    assert posthoc_adjustment(csl, labels) == pytest.approx(
+    assert posthoc_adjustment(csl, labels, "sigmoid") == pytest.approx(
         [-math.log(2), math.log(2), math.log(3), math.log(2), -math.log(2)])
-    assert posthoc_adjustment(TrainConfig(arch="csl", logit_adjust="train"), labels) is None
+    assert posthoc_adjustment(TrainConfig(arch="csl", logit_adjust="train"), labels, "sigmoid") is None
 
 
 def test_reweighted_loss_weights_positives_and_defers():
@@ -215,7 +215,7 @@ def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
     assert (explicit.arch, explicit.logit_adjust) == ("csl", "posthoc")
     assert resolve_auto(resolved) == resolved
     with pytest.raises(ValueError, match="--arch and --logit-adjust auto must be resolved first"):
-        posthoc_adjustment(TrainConfig(), labels_of(TARGETS))
+        posthoc_adjustment(TrainConfig(), labels_of(TARGETS), "softmax")
 
 
 def test_csl_settings_are_never_dropped_they_select_csl_or_stop_the_run(caplog):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
 
 import pandas as pd
@@ -63,7 +64,7 @@ def test_end_to_end_posthoc_cell_is_the_baselines_network_adjusted(tmp_path):
     # a per-class shift of sigmoid logits reorders no class's scores: every AP is the baseline's
     for column in ("overall mAP", "pattern mAP", "pattern rare-class AP", "neck mAP"):
         assert results.loc[column, posthoc] == results.loc[column, baseline]
-    reports = [imbalance_compare.json.loads((folder / "test_report" / "report.json").read_text())
+    reports = [json.loads((folder / "test_report" / "report.json").read_text())
                for folder in (cell, out / "runs" / "demo" / "baseline" / "seed0")]
     thresholded = [[report[key] for key in ("CP", "CR", "OP", "OR")] for report in reports]
     assert thresholded[0] != thresholded[1]  # the offset moved scores across the 0.5 threshold

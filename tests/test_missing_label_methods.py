@@ -353,4 +353,4 @@ def test_label_store_losses_refuse_torchrun():
                       partial_loss_mode="negative")
     info = DistInfo(rank=0, world_size=2)
     with pytest.raises(ValueError, match="per-image label store"):
-        build_training(cfg, labels, "negative", None, torch.device("cpu"), info, 1, 1, None)
+        build_training(cfg, labels, None, torch.device("cpu"), info, 1, 1, None)

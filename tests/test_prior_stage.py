@@ -3,6 +3,7 @@ trains with and on."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import shutil
@@ -77,13 +78,13 @@ def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(c
         prior_run, holdout = prior_stage_run(run, seed=0)
     assert holdout is None and prior_run.cfg.loss == "bce" and run.cfg.loss == "partial_asl"
     assert "prior stage: bce loss in ignore mode" in caplog.text
-    criterion = build_criterion(prior_run.cfg, "ignore", None, run.labels)
+    criterion = build_criterion(prior_run.cfg, None, run.labels)
     assert (criterion.gamma_pos, criterion.gamma_neg, criterion.gamma_unann, criterion.clip) == (0, 0, 0, 0)
     logits, targets = torch.zeros(2, 2), torch.tensor([[1.0, -1.0], [0.0, 1.0]])
     # three annotated entries at p = 1/2, log 2 each, summed over classes and averaged over the 2 images
     assert criterion(logits, targets).item() == pytest.approx(1.5 * math.log(2))
     # what it trained with before: the negative's q = 1/2 + clip, weighted by (1 - q)^gamma_neg
-    focused = build_criterion(cfg, "ignore", None, run.labels)
+    focused = build_criterion(dataclasses.replace(cfg, partial_loss_mode="ignore"), None, run.labels)
     assert focused(logits, targets).item() == pytest.approx((2 * math.log(2) - 0.45 ** 3 * math.log(0.55)) / 2)
 
 

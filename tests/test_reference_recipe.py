@@ -58,13 +58,13 @@ def _ours(cfg: TrainConfig, batches):
     torch.manual_seed(0)
     labels = LabelSpace(NAMES)
     prior = np.linspace(0.1, 0.9, len(NAMES))
-    parts = build_training(cfg, labels, cfg.partial_loss_mode, prior, torch.device("cpu"), DistInfo(), epochs=2,
+    parts = build_training(cfg, labels, prior, torch.device("cpu"), DistInfo(), epochs=2,
                            steps_per_epoch=STEPS // 2, amp_dtype=None)
     initial = copy.deepcopy(parts.model)
     train_one_epoch(parts.train_model, batches, parts.criterion, parts.optimizer, parts.scheduler,
                     torch.device("cpu"), epoch=0, stage="main", ema=parts.ema, scaler=parts.scaler, amp_dtype=None,
                     grad_clip=0.0, step_budget=[None])
-    summed = build_criterion(replace(cfg, loss_reduction="sum"), cfg.partial_loss_mode, prior, labels)
+    summed = build_criterion(replace(cfg, loss_reduction="sum"), prior, labels)
     return parts.model.state_dict(), initial, summed
 
 
@@ -101,7 +101,7 @@ def _stage_warnings(caplog, **overrides) -> list[str]:
     cfg = TrainConfig(**{**STRONG, **overrides})
     caplog.clear()
     with caplog.at_level(logging.WARNING, logger="partial_csl.engine.build"):
-        build_training(cfg, LabelSpace(NAMES), "negative", None, torch.device("cpu"), DistInfo(), epochs=30,
+        build_training(cfg, LabelSpace(NAMES), None, torch.device("cpu"), DistInfo(), epochs=30,
                        steps_per_epoch=44, amp_dtype=None)
     return [r.getMessage() for r in caplog.records if "EMA" in r.getMessage()]
 

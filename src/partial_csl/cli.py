@@ -20,6 +20,8 @@ from pathlib import Path
 
 import yaml
 
+from .options import Option
+
 CONFIG_FLAG = "--config"
 
 
@@ -112,3 +114,15 @@ def config_file_argv(parser: argparse.ArgumentParser, argv: list[str], ignore: t
         if key not in ignore and key != "config":
             tokens += _flag_tokens(actions[key], value)
     return tokens + list(argv)
+
+
+def option_flag(option: Option, readers: list[str]) -> dict:
+    """``add_argument`` keywords of a declared option; its help names the components that read it."""
+    kwargs: dict = {"help": f"{', '.join(readers)}: {option.help}".replace("%", "%%")}  # argparse formats help
+    if option.value_type is bool:
+        kwargs["action"] = "store_true"
+    else:
+        kwargs["type"] = option.value_type
+    if option.choices:
+        kwargs["choices"] = option.choices
+    return kwargs

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..losses import build_loss
+from ..losses import LOSS_OPTIONS, get_loss
 from ..models import build_afa, build_latent, build_multihead, create_model
 from ..models.heads import HeadedModel, build_head
 from .config import TrainConfig
@@ -32,11 +32,15 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class Architecture:
     """One ``--arch``: ``build(model_name, num_classes, **arch_args, pretrained, norm, device)``, the criterion it
-    trains under (``criterion(cfg, mode, prior, labels)``) and which config values it records (``arch_args``)."""
+    trains under (``criterion(cfg, prior, labels)``), which config values it records (``arch_args``), what its
+    logits are (``output_form``: one sigmoid per class, or a softmax per attribute) and the settings only some
+    architectures read that it reads (``reads``: a typed setting it does not read selects another or stops the run)."""
 
     build: Callable[..., nn.Module]
-    criterion: Callable[[TrainConfig, str, np.ndarray | None, LabelSpace], nn.Module]
+    criterion: Callable[[TrainConfig, np.ndarray | None, LabelSpace], nn.Module]
     arch_args: Callable[[TrainConfig, LabelSpace], dict]
+    output_form: str
+    reads: tuple[str, ...] = ()
     uses_priors: bool = False  # True: the partial-label loss (--loss, its modes, priors, prior stage) applies
     # the timm model whose pretrained config says how inputs are normalised (the backbone, or afa's branches)
     input_model: Callable[[TrainConfig], str] = lambda cfg: cfg.model_name
@@ -47,43 +51,28 @@ class Architecture:
         return {k: v for k, v in arch_args.items() if k in accepted}
 
 
-def loss_settings(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> dict:
-    """Every setting a ``--loss`` constructor may ask for; :func:`partial_csl.losses.build_loss` picks its own.
-    The label stores of ROLE and LL-Cp are sized by the training set (ROLE's starts from its targets); EPR and ROLE
-    take the expected positives per image the label space resolved (``--expected-positives`` first)."""
+def loss_context(cfg: TrainConfig, prior: np.ndarray | None, labels: LabelSpace) -> dict:
+    """What the run knows that a ``--loss`` constructor may name (:data:`partial_csl.losses.CONTEXT`); its settings
+    come from its declared options. The label stores of ROLE and LL-Cp are sized by the training set (ROLE's starts
+    from its targets); EPR and ROLE take the expected positives per image the label space resolved
+    (``--expected-positives`` first)."""
     expected = cfg.expected_positives if cfg.expected_positives is not None else labels.expected_positives
-    return {"partial_loss_mode": mode, "gamma_pos": cfg.gamma_pos, "gamma_neg": cfg.gamma_neg,
-            "gamma_unann": cfg.gamma_unann, "alpha_pos": cfg.alpha_pos, "alpha_neg": cfg.alpha_neg,
-            "alpha_unann": cfg.alpha_unann, "clip": cfg.clip, "likelihood_topk": cfg.likelihood_topk,
-            "likelihood_topk_scope": cfg.likelihood_topk_scope, "prior_threshold": cfg.prior_threshold,
-            "prior": None if prior is None else torch.as_tensor(prior), "reduction": cfg.loss_reduction,
-            "focal_gamma": cfg.focal_gamma, "label_smoothing": cfg.label_smoothing, "margin": cfg.aam_margin,
-            "scale": cfg.cosine_scale, "num_samples": labels.num_train_images,
-            "num_classes": len(labels.class_names), "expected_positives": expected, "wan_weight": cfg.wan_weight,
+    return {"prior": None if prior is None else torch.as_tensor(prior), "num_samples": labels.num_train_images,
+            "num_classes": len(labels.class_names), "expected_positives": expected,
             "train_targets": labels.train_targets, "seed": cfg.seed,
-            "epr_weight": cfg.epr_weight, "role_lr_multiplier": cfg.role_lr_multiplier,
-            "hill_lambda": cfg.hill_lambda, "focal_margin": cfg.focal_margin, "splc_threshold": cfg.splc_threshold,
-            "splc_start_epoch": cfg.splc_start_epoch, "ll_delta_rel": cfg.ll_delta_rel,
             "class_positives": np.asarray(labels.train_class_counts, dtype=float),
-            "class_annotated": np.asarray(labels.train_annotated_counts, dtype=float),
-            "db_neg_scale": cfg.db_neg_scale, "db_focal_gamma": cfg.db_focal_gamma}
+            "class_annotated": np.asarray(labels.train_annotated_counts, dtype=float)}
 
 
-def _single_head_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+def _single_head_criterion(cfg: TrainConfig, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
     if cfg.loss == "aam" and cfg.head != "cosine":
         raise ValueError("--loss aam (additive angular margin) needs cosine logits: use it with --head cosine")
-    return wrap_single_head(build_loss(cfg.loss, **loss_settings(cfg, mode, prior, labels)), cfg, labels)
+    return wrap_single_head(get_loss(cfg.loss).create(cfg, **loss_context(cfg, prior, labels)), cfg, labels)
 
 
-def _per_attribute_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+def _per_attribute_criterion(cfg: TrainConfig, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
     if labels.schema is None:
         raise ValueError(f"--arch {cfg.arch} needs attribute data (one head per attribute)")
-    if cfg.head != "linear":
-        raise ValueError(f"--head applies to --arch csl (pass it: attribute data trains --arch mtl by default); "
-                         f"--arch {cfg.arch} has one linear head per attribute")
-    if cfg.loss != "partial_asl":
-        raise ValueError(f"--loss applies to --arch csl (pass it: attribute data trains --arch mtl by default); "
-                         f"--arch {cfg.arch} trains a softmax cross-entropy per attribute")
     return per_attribute_loss(cfg, labels)
 
 
@@ -109,22 +98,31 @@ def _csl_args(cfg: TrainConfig, labels: LabelSpace) -> dict:
                                                "learnable_queries": cfg.decoder_learnable_queries}}
 
 
+CSL_READS = ("loss", "head", "decoder_queries", "decoder_embed", "decoder_layers", "decoder_learnable_queries",
+             "graph_threshold", *LOSS_OPTIONS, "expected_positives", "prior_path", "prior_epochs", "prior_estimate",
+             "prior_loss", "prior_holdout")
+MULTITASK_READS = ("task_weighting", "dwa_temperature")
+
 ARCHITECTURES: dict[str, Architecture] = {
     # one sigmoid head over all classes, trained under --loss (the partial-label loss by default)
-    "csl": Architecture(_build_csl, _single_head_criterion, _csl_args, uses_priors=True),
+    "csl": Architecture(_build_csl, _single_head_criterion, _csl_args, "sigmoid", CSL_READS, uses_priors=True),
     # a shared backbone and one softmax head per attribute
     "mtl": Architecture(build_multihead, _per_attribute_criterion,
-                        lambda cfg, labels: {"group_sizes": _group_sizes(labels)}),
+                        lambda cfg, labels: {"group_sizes": _group_sizes(labels)}, "softmax", MULTITASK_READS),
     # heads W_g = L S_g over shared latent tasks, with the grouping regulariser
     "latent": Architecture(build_latent, _per_attribute_criterion,
-                           lambda cfg, labels: {"group_sizes": _group_sizes(labels), "latent_tasks": cfg.latent_tasks}),
+                           lambda cfg, labels: {"group_sizes": _group_sizes(labels), "latent_tasks": cfg.latent_tasks},
+                           "softmax", (*MULTITASK_READS, "latent_tasks", "latent_reg")),
     # one branch per attribute, joined by AFA layers
     "afa": Architecture(build_afa, _per_attribute_criterion,
                         lambda cfg, labels: {"group_sizes": _group_sizes(labels), "branch_model": cfg.branch_model,
                                              "afa_stages": tuple(int(s) for s in str(cfg.afa_stages).split(",")),
                                              "afa_grad_balance": cfg.afa_grad_balance},
+                        "softmax", (*MULTITASK_READS, "branch_model", "afa_stages", "afa_grad_balance"),
                         input_model=lambda cfg: cfg.branch_model),
 }
+# the settings only some architectures read
+ARCH_SETTINGS = tuple(dict.fromkeys(name for spec in ARCHITECTURES.values() for name in spec.reads))
 
 
 def get_architecture(arch: str) -> Architecture:
@@ -141,31 +139,43 @@ def build_model(arch: str, model_name: str, num_classes: int, pretrained: str | 
                       device=device)
 
 
-# settings only the partial-label loss reads (an architecture with ``uses_priors``): set to other than their defaults
-# under --arch auto, they select such an architecture (csl); with another explicit --arch the run is refused
-CSL_ONLY = ("partial_loss_mode", "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann",
-            "clip", "likelihood_topk", "likelihood_topk_scope", "prior_threshold", "prior_path", "prior_epochs",
-            "prior_estimate", "prior_loss", "prior_holdout", "loss_reduction")
+def unread_settings(arch: str) -> tuple[str, ...]:
+    """The settings of other architectures that ``arch`` does not read."""
+    return tuple(name for name in ARCH_SETTINGS if name not in get_architecture(arch).reads)
 
 
-def csl_defaults() -> dict:
-    """The CSL-only settings at their defaults: what a configuration built for csl resets to train another arch."""
-    return {name: getattr(TrainConfig, name) for name in CSL_ONLY}
+def unread_defaults(arch: str) -> dict:
+    """Those settings at their defaults: what a configuration built for another architecture resets to train
+    ``arch`` (a typed setting ``arch`` does not read stops its run)."""
+    return {name: getattr(TrainConfig, name) for name in unread_settings(arch)}
+
+
+def _arch_for_typed_settings(cfg: TrainConfig, arch: str) -> str:
+    """``arch``, or under ``--arch auto`` the first architecture that reads every typed architecture-specific
+    setting; a typed setting is never dropped: it selects an architecture that reads it or stops the run."""
+    typed = [name for name in ARCH_SETTINGS if getattr(cfg, name) != getattr(TrainConfig, name)]
+    unread = [name for name in typed if name not in get_architecture(arch).reads]
+    if not unread:
+        return arch
+    flags = ", ".join(f"--{name}" for name in unread)
+    owners = [name for name, spec in ARCHITECTURES.items() if set(unread) <= set(spec.reads)]
+    readers = [name for name in owners if set(typed) <= set(ARCHITECTURES[name].reads)]
+    if cfg.arch != "auto" or not readers:
+        where = f"settings of --arch {', '.join(owners)}" if owners else "no architecture reads them all"
+        raise ValueError(f"--arch {arch} does not read {flags} ({where}): drop them, or train "
+                         f"--arch {owners[0] if owners else 'auto'}")
+    log.warning("--arch auto trains %s, not %s, because %s are set: only --arch %s reads them", readers[0], arch,
+                flags, ", ".join(owners))
+    return readers[0]
 
 
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for: the dataset format's
-    default architecture (:data:`.formats.DATASETS`), unless CSL-only settings are typed; the balanced softmax for an
-    architecture of softmax heads that does not already re-balance (class weights, a sampler), none for csl."""
+    default architecture (:data:`.formats.DATASETS`), unless settings only another architecture reads are typed;
+    the balanced softmax for an architecture of softmax heads that does not already re-balance (class weights, a
+    sampler), none for csl."""
     arch = get_dataset(cfg.dataset).default_arch if cfg.arch == "auto" else cfg.arch
-    typed = [name for name in CSL_ONLY if getattr(cfg, name) != getattr(TrainConfig, name)]
-    flags = ", ".join(f"--{name}" for name in typed)
-    if typed and not get_architecture(arch).uses_priors:
-        if cfg.arch != "auto":
-            raise ValueError(f"--arch {arch} does not read {flags} (settings of --arch csl's partial-label loss): "
-                             f"drop them, or train --arch csl")
-        log.warning("--arch auto trains csl, not %s, because %s are set: only --arch csl reads them", arch, flags)
-        arch = "csl"
+    arch = _arch_for_typed_settings(cfg, arch)
     adjust = cfg.logit_adjust
     if adjust == "auto":
         rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"

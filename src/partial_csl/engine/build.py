@@ -1,6 +1,6 @@
 """Turn a :class:`~.config.TrainConfig` into the objects one training stage needs.
 
-    parts = build_training(cfg, labels, mode="ignore", prior=None, device=device, info=info, epochs=3, steps=75)
+    parts = build_training(cfg, labels, prior=None, device=device, info=info, epochs=3, steps=75)
 
 The choices come from registries: the architecture (:data:`.architectures.ARCHITECTURES`: model, criterion,
 checkpoint args), the loss (:data:`partial_csl.losses.LOSSES`), the dataset format (:data:`.formats.DATASETS`) and the
@@ -118,9 +118,9 @@ def build_stage_model(cfg: TrainConfig, labels: LabelSpace, device: torch.device
     return model
 
 
-def build_criterion(cfg: TrainConfig, mode: str, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
-    """The loss ``cfg.arch`` trains under, in partial-label ``mode`` (with ``prior`` for the selective mode)."""
-    return get_architecture(cfg.arch).criterion(cfg, mode, prior, labels)
+def build_criterion(cfg: TrainConfig, prior: np.ndarray | None, labels: LabelSpace) -> nn.Module:
+    """The loss ``cfg.arch`` trains under (with ``prior`` for the selective mode)."""
+    return get_architecture(cfg.arch).criterion(cfg, prior, labels)
 
 
 def _wrap_for_training(model: nn.Module, cfg: TrainConfig, device: torch.device, info: DistInfo) -> nn.Module:
@@ -134,7 +134,7 @@ def _wrap_for_training(model: nn.Module, cfg: TrainConfig, device: torch.device,
     return nn.parallel.DistributedDataParallel(model, device_ids=device_ids)
 
 
-def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.ndarray | None, device: torch.device,
+def build_training(cfg: TrainConfig, labels: LabelSpace, prior: np.ndarray | None, device: torch.device,
                    info: DistInfo, epochs: int, steps_per_epoch: int, amp_dtype: torch.dtype | None) -> TrainingParts:
     """Model, criterion, optimiser, OneCycle schedule over ``epochs * steps_per_epoch`` steps, EMA and scaler.
 
@@ -145,7 +145,7 @@ def build_training(cfg: TrainConfig, labels: LabelSpace, mode: str, prior: np.nd
         reset_head(model, build_stage_model(replace(cfg, model_path=None), labels, device))
     if cfg.freeze_backbone:
         freeze_backbone(model)  # the optimiser below then holds the head's parameters only
-    criterion = build_criterion(cfg, mode, prior, labels).to(device)
+    criterion = build_criterion(cfg, prior, labels).to(device)
     if info.enabled and getattr(criterion, "uses_sample_index", False):
         # each process would keep its own label store, and --resume would restore rank 0's alone
         raise ValueError(f"--loss {cfg.loss} keeps a per-image label store, which is not shared across processes: "

@@ -22,7 +22,7 @@ from __future__ import annotations
 import errno
 import random
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -150,6 +150,20 @@ def check_same_model(ckpt: dict, path: Path, metadata: dict) -> None:
                                   "it cannot be resumed by this run")
 
 
+def with_posthoc_adjustment(ckpt: dict, cfg: TrainConfig, labels: LabelSpace, ignore: tuple[str, ...] = ()) -> dict:
+    """A copy of ``ckpt`` with the offset ``cfg``'s ``--logit-adjust posthoc`` stores: what train.py would have
+    written had the run asked for it (post-hoc adjustment leaves the training unchanged). Refused when ``ckpt`` was
+    trained with settings other than ``cfg``'s (besides ``logit_adjust`` and ``ignore``)."""
+    trained = ckpt["config"]
+    expected = replace(cfg, logit_adjust=trained.get("logit_adjust")).to_dict()
+    differs = sorted(k for k, v in expected.items() if trained.get(k) != v and k not in ignore)
+    if differs:
+        raise CheckpointError(f"the checkpoint was trained with other settings ({', '.join(differs)})")
+    offset = posthoc_adjustment(cfg, labels, get_architecture(ckpt.get("arch", "csl")).output_form)
+    return {**ckpt, "logit_adjustment": offset,
+            "config": {**trained, "logit_adjust": cfg.logit_adjust, "la_tau": cfg.la_tau}}
+
+
 def checkpoint_schema(ckpt: dict) -> AttributeSchema | None:
     return AttributeSchema.from_dict(ckpt["schema"]) if ckpt.get("schema") else None
 
@@ -204,7 +218,7 @@ def _rng_state() -> dict:
 
 
 def model_metadata(cfg: TrainConfig, labels: LabelSpace, model: nn.Module, data_config: DataConfig,
-                   prior: np.ndarray | None, mode: str, stage: str) -> dict:
+                   prior: np.ndarray | None, stage: str) -> dict:
     """What a checkpoint needs to rebuild and use ``model`` without any flag."""
     return {"format_version": FORMAT_VERSION, "arch": cfg.arch,
             "arch_args": get_architecture(cfg.arch).arch_args(cfg, labels), "model_name": cfg.model_name,
@@ -213,9 +227,10 @@ def model_metadata(cfg: TrainConfig, labels: LabelSpace, model: nn.Module, data_
             "data_config": data_config.to_dict(),
             "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
             "priors": None if prior is None else [float(p) for p in prior],
-            "partial_loss_mode": mode, "loss": cfg.loss, "stage": stage,
+            "partial_loss_mode": cfg.partial_loss_mode, "loss": cfg.loss, "stage": stage,
             "train_class_counts": labels.train_class_counts, "config": cfg.to_dict(),
-            "logit_adjustment": posthoc_adjustment(cfg, labels) if stage == "main" else None}
+            "logit_adjustment": posthoc_adjustment(cfg, labels, get_architecture(cfg.arch).output_form)
+            if stage == "main" else None}
 
 
 def best_payload(metadata: dict, parts: TrainingParts, weights: str, metrics: dict, progress: StageProgress,

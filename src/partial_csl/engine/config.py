@@ -4,14 +4,22 @@ from __future__ import annotations
 
 import platform
 import random
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, field, fields, make_dataclass
 
 import numpy as np
 import torch
 
+from ..losses import LOSS_OPTIONS
+
+# the settings the losses declare (partial_csl.losses: LOSS_OPTIONS), one field each: TrainConfig inherits them
+LossSettings = make_dataclass("LossSettings", [(name, option.annotation, field(default=option.default))
+                                               for name, (option, _) in LOSS_OPTIONS.items()])
+
 
 @dataclass
-class TrainConfig:
+class TrainConfig(LossSettings):
+    """Every setting of a training run: the loss settings (inherited, declared by the losses) and these."""
+
     # data
     dataset: str = "attributes"
     train_csv: str | None = None
@@ -53,7 +61,6 @@ class TrainConfig:
     decoder_layers: int = 1
     decoder_learnable_queries: bool = False  # ml_decoder: the official head keeps its queries fixed
     graph_threshold: float = 0.4
-    cosine_scale: float = 30.0
     model_name: str = "tresnet_m"
     model_path: str | None = None
     norm: str = "auto"
@@ -74,46 +81,20 @@ class TrainConfig:
     amp_dtype: str = "auto"
     grad_clip: float = 0.0
     sync_bn: bool = False
-    # loss
+    # loss (each loss's own settings are inherited from LossSettings) and CSL's prior stage
     loss: str = "partial_asl"
-    partial_loss_mode: str = "selective"
-    gamma_pos: float = 0.0
-    gamma_neg: float = 1.0
-    gamma_unann: float = 2.0
-    alpha_pos: float = 1.0
-    alpha_neg: float = 1.0
-    alpha_unann: float = 1.0
-    clip: float = 0.0
-    focal_gamma: float = 2.0
-    label_smoothing: float = 0.1
-    aam_margin: float = 0.5
-    likelihood_topk: int = 5
-    likelihood_topk_scope: str = "batch"
-    prior_threshold: float = 0.5
     prior_path: str | None = None
     prior_epochs: int | None = None
     prior_estimate: str = "mean"  # the winner of benchmarks/partial_methods.py's prior-quality table
     prior_loss: str = "bce"  # the prior stage's own loss (ignore mode): none of the main stage's focusing
     prior_holdout: float = 0.2  # em: share of each class's annotated labels the prior model calibrates on, unseen
-    loss_reduction: str = "mean"
-    # the missing-label losses (partial_csl.losses: an, wan, an_ls, epr, role, hill, splc, ll_r, ll_ct, ll_cp)
     expected_positives: float | None = None  # epr/role: positives per image (None: estimated from the labels)
-    wan_weight: float | None = None  # wan: weight of an unknown's negative term (None: 1 / (classes - 1))
-    epr_weight: float = 1.0
-    role_lr_multiplier: float = 10.0
-    hill_lambda: float = 1.5
-    focal_margin: float = 1.0  # hill/splc: the margin of the focal-margin loss on positives
-    splc_threshold: float = 0.6  # the authors' code's default (their README: 0.65 for COCO with 75 % left)
-    splc_start_epoch: int = 1
-    ll_delta_rel: float = 0.2  # ll_*: percent of the batch's entries modified per epoch
     # class imbalance (partial_csl.losses.imbalance), from the known training labels only
     class_weights: str = "none"  # none or effective_number (Cui et al. 2019) on positive terms / per-class CE
     cb_beta: float = 0.999
     drw_start_epoch: int = 0  # class weights from this epoch (0-based) on: deferred re-weighting (Cao et al. 2019)
     logit_adjust: str = "auto"  # none, train, posthoc (Menon et al. 2021), balanced_softmax (per-attribute heads)
     la_tau: float = 1.0
-    db_neg_scale: float = 2.0  # --loss db: lambda of the negative-tolerant regularisation
-    db_focal_gamma: float = 2.0  # --loss db: the focal term's exponent (0: the bare form, no focal term)
     # thresholds tuned on the validation split at the end of training (off by default)
     class_thresholds: str = "none"  # multi-label data: none, f1 or precision (see partial_csl.thresholds)
     target_precision: float = 0.9

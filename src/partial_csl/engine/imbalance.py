@@ -83,11 +83,6 @@ def logit_offsets(cfg: TrainConfig, labels: LabelSpace, form: str) -> Offsets:
     return LOGIT_ADJUSTMENTS[cfg.logit_adjust](cfg, labels, form)
 
 
-def output_form(cfg: TrainConfig) -> str:
-    require_resolved(cfg)
-    return "sigmoid" if cfg.arch == "csl" else "softmax"
-
-
 def wrap_single_head(criterion: nn.Module, cfg: TrainConfig, labels: LabelSpace) -> nn.Module:
     """``criterion`` with the class weights (on positives) and training-time offset of the settings, if any."""
     weights = class_weights(cfg, labels, None)
@@ -111,9 +106,10 @@ def per_attribute_loss(cfg: TrainConfig, labels: LabelSpace) -> MultiTaskLoss:
     return MultiTaskLoss(groups, cfg.task_weighting, cfg.dwa_temperature, ce=ce)
 
 
-def posthoc_adjustment(cfg: TrainConfig, labels: LabelSpace) -> list[float] | None:
-    """The offset a checkpoint stores for prediction (``--logit-adjust posthoc``), else None."""
-    _, offset = logit_offsets(cfg, labels, output_form(cfg))
+def posthoc_adjustment(cfg: TrainConfig, labels: LabelSpace, form: str) -> list[float] | None:
+    """The offset a checkpoint stores for prediction (``--logit-adjust posthoc``), else None; ``form``: the
+    architecture's output form (sigmoid or softmax)."""
+    _, offset = logit_offsets(cfg, labels, form)
     return None if offset is None else [float(v) for v in offset]
 
 

@@ -99,7 +99,8 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
     log.info("prior stage: %s loss in ignore mode (--prior_loss), posteriors calibrated %s", cfg.prior_loss,
              calibration)
     # the prior model estimates the natural class frequencies: no class weights or logit adjustment
-    prior_cfg = dataclasses.replace(cfg, loss=cfg.prior_loss, class_weights="none", logit_adjust="none")
+    prior_cfg = dataclasses.replace(cfg, loss=cfg.prior_loss, partial_loss_mode="ignore", class_weights="none",
+                                    logit_adjust="none")
     return dataclasses.replace(run, cfg=prior_cfg, train=train), holdout
 
 

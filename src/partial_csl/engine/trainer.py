@@ -154,17 +154,16 @@ def _validate_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: 
     return row, {"regular": report, "chosen": chosen}, use_ema
 
 
-def fit(run: Run, stage: str, mode: str, epochs: int, prior: np.ndarray | None,
-        stage_dir: Path) -> tuple[Path, StageProgress]:
-    """Train one model under one loss mode for ``epochs``; resumes from ``stage_dir/checkpoints/last.pt``.
+def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: Path) -> tuple[Path, StageProgress]:
+    """Train one model under ``run.cfg`` for ``epochs``; resumes from ``stage_dir/checkpoints/last.pt``.
     Returns the stage's best checkpoint and its progress (best metric, which weights)."""
     cfg = run.cfg
     last_path, best_path = stage_dir / "checkpoints" / "last.pt", stage_dir / "checkpoints" / "best.pt"
     seed_everything(derive_seed(cfg.seed, STAGES.index(stage), 10_000))  # the initial weights
     steps = steps_per_epoch(cfg, len(run.train), run.sample_weights, run.dist)
-    parts = build_training(cfg, run.labels, mode, prior, run.device, run.dist, epochs, steps, run.amp_dtype)
+    parts = build_training(cfg, run.labels, prior, run.device, run.dist, epochs, steps, run.amp_dtype)
     progress = StageProgress()
-    metadata = model_metadata(cfg, run.labels, parts.model, run.data_config, prior, mode, stage)
+    metadata = model_metadata(cfg, run.labels, parts.model, run.data_config, prior, stage)
     if cfg.resume and last_path.is_file():
         progress, run.history[:] = restore_training(last_path, parts, metadata)
         if run.dist.is_primary:  # a kill may have come between last.pt and metrics.csv
@@ -218,7 +217,7 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
         _remove_stage_checkpoints(stage_dir)  # left behind by a kill just after the CSV
         return load_priors(prior_path, labels.class_names), str(prior_path)
     prior_run, holdout = prior_stage_run(run, derive_seed(cfg.seed, STAGES.index("prior"), 20_000))
-    best_path, progress = fit(prior_run, "prior", "ignore", cfg.prior_epochs or cfg.epochs, None, stage_dir)
+    best_path, progress = fit(prior_run, "prior", cfg.prior_epochs or cfg.epochs, None, stage_dir)
     model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm, source=best_path)
     probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                             run.device, run.amp_dtype, run.dist, desc="estimating priors")
@@ -277,7 +276,7 @@ def _train_stages(run: Run) -> dict:
                 prior, summary["prior_path"] = load_priors(cfg.prior_path, run.labels.class_names), cfg.prior_path
             else:
                 prior, summary["prior_path"] = _prior_stage(run)
-        best_path, progress = fit(run, "main", cfg.partial_loss_mode, cfg.epochs, prior, run.run_dir)
+        best_path, progress = fit(run, "main", cfg.epochs, prior, run.run_dir)
         summary["thresholds"] = finish_training(run, best_path, thresholds)
     finally:
         if run.writer is not None:

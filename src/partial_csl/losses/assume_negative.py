@@ -34,8 +34,18 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import Option
 from .margin import LabelSmoothingLoss
+from .options import LABEL_SMOOTHING, REDUCTION
 from .partial import PartialSelectiveLoss, reduce_loss
+
+EPR_WEIGHT = Option("epr_weight", 1.0, "weight of the expected-positive penalty")
+WAN_OPTIONS = (Option("wan_weight", None, "weight of an unknown's negative term (default 1 / (classes - 1))",
+                      type=float), REDUCTION)
+AN_LS_OPTIONS = (LABEL_SMOOTHING, REDUCTION)
+EPR_OPTIONS = (EPR_WEIGHT, REDUCTION)
+ROLE_OPTIONS = (EPR_WEIGHT, Option("role_lr_multiplier", 10.0, "learning rate of the label estimates, times --lr"),
+                REDUCTION)
 
 
 def an_loss(reduction: str = "mean") -> PartialSelectiveLoss:

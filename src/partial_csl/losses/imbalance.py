@@ -27,8 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import Option
+from .options import REDUCTION
 from .partial import reduce_loss
 from .plain import GroupSoftmaxCrossEntropy
+
+DB_OPTIONS = (Option("db_neg_scale", 2.0, "negative logit scale lambda"),
+              Option("db_focal_gamma", 2.0, "focal exponent (2, with the balance factor 2, as the authors' "
+                     "configuration; 0: the bare form without either)"), REDUCTION)
 
 UNKNOWN = -1
 

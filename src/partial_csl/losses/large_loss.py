@@ -23,7 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import Option
+from .options import REDUCTION
 from .partial import reduce_loss
+
+OPTIONS = (Option("ll_delta_rel", 0.2, "percent of a batch's entries modified per epoch"), REDUCTION)
 
 LARGE_LOSS_SCHEMES = ("rejection", "temporary", "permanent")
 

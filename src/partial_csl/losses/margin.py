@@ -20,7 +20,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .partial import PartialSelectiveLoss, reduce_loss
+from ..options import Option
+from .options import LABEL_SMOOTHING, REDUCTION
+from .partial import MODE_OPTIONS, PartialSelectiveLoss, reduce_loss
+
+LABEL_SMOOTHING_OPTIONS = (LABEL_SMOOTHING, *MODE_OPTIONS, REDUCTION)
+AAM_OPTIONS = (Option("aam_margin", 0.5, "the additive angular margin m (radians) on positives", param="margin"),
+               Option("cosine_scale", 30.0, "the scale s of the cosine logits s cos(theta) (the cosine head's too)",
+                      param="scale"),
+               *MODE_OPTIONS, REDUCTION)
 
 
 class _ModeWeighted(nn.Module):

@@ -37,8 +37,26 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..options import Option
+from .options import CLIP, GAMMA_NEG, GAMMA_POS, REDUCTION
+
 PARTIAL_LOSS_MODES = ("negative", "ignore", "ignore_normalize_classes", "selective")
 TOPK_SCOPES = ("batch", "sample", "adaptive")
+
+# the settings of the partial-label modes (also read by the losses built on this one: label_smoothing, aam)
+MODE_OPTIONS = (
+    Option("partial_loss_mode", "selective", "how unknown labels are treated", choices=PARTIAL_LOSS_MODES),
+    Option("likelihood_topk", 5, "selective: ignore the k most likely unknowns (per sample budget)"),
+    Option("likelihood_topk_scope", "batch", "batch: k*B over the batch (reference); sample: k per sample; "
+           "adaptive: each sample's expected positives among its unknowns, from the priors", choices=TOPK_SCOPES),
+    Option("prior_threshold", 0.5, "selective: ignore unknowns of classes with a prior above this"),
+)
+OPTIONS = (*MODE_OPTIONS, GAMMA_POS, GAMMA_NEG,
+           Option("gamma_unann", 2.0, "focusing exponent of the unknown labels trained as negatives"),
+           Option("alpha_pos", 1.0, "weight of the positive terms"),
+           Option("alpha_neg", 1.0, "weight of the negative terms"),
+           Option("alpha_unann", 1.0, "weight of the unknown labels trained as negatives"),
+           CLIP, REDUCTION)
 REDUCTIONS = ("sum", "mean", "none")
 LOG_EPS = 1e-8
 

@@ -12,7 +12,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .options import CLIP, FOCAL_GAMMA, GAMMA_NEG, GAMMA_POS, REDUCTION
 from .partial import PartialSelectiveLoss, reduce_loss
+
+FOCAL_OPTIONS = (FOCAL_GAMMA, REDUCTION)
+ASL_OPTIONS = (GAMMA_NEG, GAMMA_POS, CLIP, REDUCTION)
 
 
 def bce_loss(reduction: str = "mean") -> PartialSelectiveLoss:

@@ -23,7 +23,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..options import Option
+from .options import FOCAL_GAMMA, REDUCTION
 from .partial import reduce_loss
+
+FOCAL_MARGIN = Option("focal_margin", 1.0, "logit margin of the focal-margin loss on positives")
+HILL_OPTIONS = (Option("hill_lambda", 1.5, "lambda of the negative loss (lambda - p) p^2"), FOCAL_MARGIN, FOCAL_GAMMA,
+                REDUCTION)
+SPLC_OPTIONS = (Option("splc_threshold", 0.6, "a negative above this probability is trained as a positive (the "
+                       "authors' code's default; their README: 0.65 for COCO with 75 % left)"),
+                Option("splc_start_epoch", 1, "first epoch (0-based) of the correction"), FOCAL_MARGIN, FOCAL_GAMMA,
+                REDUCTION)
 
 
 def focal_positive(logits: torch.Tensor, gamma: float) -> torch.Tensor:
