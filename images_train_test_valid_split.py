@@ -51,8 +51,9 @@ def main(argv: list[str] | None = None) -> int:
         summary = split_attribute_csv(args.csv, args.images, args.output_dir, schema, tuple(args.ratios), args.seed,
                                       args.on_bad_rows)
         rebalanced = rebalance_train_split(summary["files"]["train"], args.images, args.output_dir, schema,
-                                           args.rebalance, args.repeat_threshold, args.rebalance_max_copies,
-                                           args.rebalance_max_total, args.seed) if args.rebalance else None
+                                           kind=args.rebalance, threshold=args.repeat_threshold,
+                                           max_copies=args.rebalance_max_copies, max_total=args.rebalance_max_total,
+                                           seed=args.seed) if args.rebalance else None
     except (ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

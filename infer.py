@@ -57,10 +57,12 @@ def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
-        result = run_inference(args.checkpoint, args.output, args.image, args.images, args.csv, args.threshold,
-                               args.batch_size, args.device, args.channels_last, args.compile, args.amp, args.onnx,
-                               workers=args.workers, tta=args.tta, probabilities=args.probabilities,
-                               class_names=args.names, use_thresholds=not args.ignore_thresholds)
+        result = run_inference(args.checkpoint, args.output, image=args.image, images=args.images,
+                               csv_path=args.csv, threshold=args.threshold, batch_size=args.batch_size,
+                               device=args.device, channels_last=args.channels_last, compile_model=args.compile,
+                               amp=args.amp, onnx=args.onnx, workers=args.workers, tta=args.tta,
+                               probabilities=args.probabilities, class_names=args.names,
+                               use_thresholds=not args.ignore_thresholds)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

@@ -78,9 +78,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         schema = load_schema(args.schema) if args.schema else None
-        report = validate_checkpoint(args.checkpoint, args.output_dir, args.dataset, args.csv, args.images,
-                                     args.annotations, args.data, schema, args.batch_size, args.workers,
-                                     args.threshold, args.device, args.on_bad_rows, args.amp, html=args.html,
+        report = validate_checkpoint(args.checkpoint, args.output_dir, dataset=args.dataset, csv_path=args.csv,
+                                     images=args.images, annotations=args.annotations, data_root=args.data,
+                                     schema=schema, batch_size=args.batch_size, workers=args.workers,
+                                     threshold=args.threshold, device=args.device, on_bad_rows=args.on_bad_rows,
+                                     amp=args.amp, html=args.html,
                                      tune_thresholds=tune if args.tune_thresholds else None)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

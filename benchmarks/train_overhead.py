@@ -51,7 +51,7 @@ def time_ours(model_name: str, data, amp_dtype) -> float:
     scaler = torch.amp.GradScaler("cpu", enabled=False)
     start = time.perf_counter()
     train_one_epoch(model, data, criterion, optimizer, scheduler, torch.device("cpu"), epoch=0, stage="bench",
-                    ema=ema, scaler=scaler, amp_dtype=amp_dtype, grad_clip=0.0, step_budget=[None])
+                    ema=ema, scaler=scaler, amp_dtype=amp_dtype, grad_clip=0.0)
     return len(data) * data[0][0].shape[0] / (time.perf_counter() - start)
 
 

@@ -241,7 +241,7 @@ def test_label_graph_head_starts_at_the_logit_scale_of_a_linear_head():
 @pytest.mark.parametrize("head", ["ml_decoder", "label_graph", "cosine"])
 def test_reset_head_gives_every_head_parameter_a_fresh_initialisation(head):
     from partial_csl.engine.architectures import build_model
-    from partial_csl.engine.embeddings import reset_head
+    from partial_csl.models.backbone_head import reset_head
     options = {"head": head, "head_options": {"num_queries": 4, "embed_dim": 16, "layers": 1, "scale": 10.0}}
     model = build_model("csl", "test_resnet", 5, **options)
     torch.manual_seed(1)

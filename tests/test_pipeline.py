@@ -161,8 +161,7 @@ def test_non_finite_loss_names_epoch_and_step():
     batches = [(torch.rand(2, 4), torch.zeros(2, 3))]
     with pytest.raises(NonFiniteLossError, match=r"stage 'main', epoch 3, step 1"):
         train_one_epoch(model, batches, NanLoss(), optimizer, scheduler, torch.device("cpu"), epoch=2, stage="main",
-                        ema=None, scaler=torch.amp.GradScaler("cpu", enabled=False), amp_dtype=None, grad_clip=0.0,
-                        step_budget=[None])
+                        ema=None, scaler=torch.amp.GradScaler("cpu", enabled=False), amp_dtype=None, grad_clip=0.0)
 
 
 @pytest.mark.parametrize("loss", ["bce", "focal", "asl", "zlpr"])

@@ -96,7 +96,7 @@ def test_the_prior_stage_hides_its_holdout_from_training_only():
     np.testing.assert_array_equal(holdout, holdout_mask(targets, 0.5, seed=5))
     np.testing.assert_array_equal(prior_run.train.targets, np.where(holdout, -1, targets))
     assert holdout.sum() == 8  # 5 -> 2 (round half to even), 4 -> 2 for class 0; 4 -> 2 and 4 -> 2 for class 1
-    assert prior_run.history is run.history and prior_run.step_budget is run.step_budget
+    assert prior_run.history is run.history and prior_run.clock is run.clock
     # the mean estimate calibrates nothing, so its prior model trains on every label
     prior_run, holdout = prior_stage_run(tiny_run(TrainConfig(arch="csl", prior_holdout=0.5), targets.copy()), seed=5)
     assert holdout is None and np.array_equal(prior_run.train.targets, targets)

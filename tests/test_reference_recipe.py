@@ -63,7 +63,7 @@ def _ours(cfg: TrainConfig, batches):
     initial = copy.deepcopy(parts.model)
     train_one_epoch(parts.train_model, batches, parts.criterion, parts.optimizer, parts.scheduler,
                     torch.device("cpu"), epoch=0, stage="main", ema=parts.ema, scaler=parts.scaler, amp_dtype=None,
-                    grad_clip=0.0, step_budget=[None])
+                    grad_clip=0.0)
     summed = build_criterion(replace(cfg, loss_reduction="sum"), prior, labels)
     return parts.model.state_dict(), initial, summed
 

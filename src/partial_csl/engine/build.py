@@ -27,11 +27,11 @@ from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
 from ..models import convert_sync_norm
+from ..models.backbone_head import freeze_backbone, reset_head
 from .architectures import build_model, get_architecture
 from .config import TrainConfig
 from .data import LabelSpace
 from .distributed import DistInfo
-from .embeddings import freeze_backbone, reset_head
 
 log = logging.getLogger(__name__)
 

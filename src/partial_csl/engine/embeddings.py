@@ -25,6 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from ..models.backbone_head import HeadOnly, embed
 from ..safe_io import atomic_open
 from .data import LabelledImages, make_loader
 from .sampling import feature_loader, train_loader
@@ -34,69 +35,6 @@ if TYPE_CHECKING:
     from .run import Run
 
 log = logging.getLogger(__name__)
-
-
-def check_separable(model: nn.Module) -> None:
-    if not hasattr(model, "embed") and not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
-        raise ValueError(f"--freeze-backbone needs a model with a separable backbone; {type(model).__name__} has "
-                         "none (the afa branches are joined inside the network)")
-
-
-def embed(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """The backbone part of ``model``: our models' ``embed``, or a timm classifier's ``forward_features``."""
-    return model.embed(images) if hasattr(model, "embed") else model.forward_features(images)
-
-
-def classify(model: nn.Module, features: torch.Tensor) -> torch.Tensor:
-    """The head part of ``model``, from the features :func:`embed` gives."""
-    return model.classify(features) if hasattr(model, "classify") else model.forward_head(features)
-
-
-def head_parameter_names(model: nn.Module) -> set[str]:
-    """The parameters a frozen-backbone run trains: everything outside the backbone."""
-    if hasattr(model, "backbone"):
-        return {n for n, _ in model.named_parameters() if not n.startswith("backbone.")}
-    classifier = model.get_classifier()
-    prefix = next(name for name, module in model.named_modules() if module is classifier)
-    return {f"{prefix}.{n}" for n, _ in classifier.named_parameters()}
-
-
-def reset_head(model: nn.Module, fresh: nn.Module) -> None:
-    """Give ``model`` the head of ``fresh``, a newly built model of the same architecture (``--reset-head``):
-    classifier re-training (cRT, Kang et al., ICLR 2020) learns a new classifier on a trained backbone, not a
-    fine-tuned copy of the old one, and each head keeps its own initialisation (queries, class embeddings, scales)."""
-    model.load_state_dict({k: v for k, v in fresh.state_dict().items() if _is_head_entry(model, k)}, strict=False)
-
-
-def _is_head_entry(model: nn.Module, key: str) -> bool:
-    """Whether state-dict entry ``key`` (a parameter or a buffer) belongs to the head of ``model``."""
-    if hasattr(model, "backbone"):
-        return not key.startswith("backbone.")
-    classifier = model.get_classifier()
-    prefix = next(name for name, module in model.named_modules() if module is classifier)
-    return key.startswith(f"{prefix}.")
-
-
-def freeze_backbone(model: nn.Module) -> None:
-    """Only the head keeps ``requires_grad`` (the optimiser then holds the head's parameters alone)."""
-    check_separable(model)
-    trainable = head_parameter_names(model)
-    for name, param in model.named_parameters():
-        param.requires_grad_(name in trainable)
-
-
-class HeadOnly(nn.Module):
-    """``model``'s head as a module of the features, for the training step and evaluation; it shares the parameters
-    (and the output activation) of ``model``."""
-
-    def __init__(self, model: nn.Module):
-        super().__init__()
-        self.module = model  # named like DDP's wrapped module, so the EMA update reaches the whole model
-        self.output_activation = getattr(model, "output_activation", "sigmoid")
-        self.group_bounds = getattr(model, "group_bounds", None)
-
-    def forward(self, features: torch.Tensor) -> torch.Tensor:
-        return classify(self.module, features)
 
 
 class FeatureSet(Dataset):
@@ -155,7 +93,7 @@ def compute_features(model: nn.Module, images: LabelledImages, data_config, batc
     return torch.cat(out)
 
 
-def feature_set(model: nn.Module, images: LabelledImages, data_config, description: dict, cache_dir: Path | None,
+def feature_set(model: nn.Module, images: LabelledImages, *, data_config, description: dict, cache_dir: Path | None,
                 batch_size: int, workers: int, device: torch.device, amp_dtype: torch.dtype | None) -> FeatureSet:
     """The features of ``images``, read from ``cache_dir`` when a file with the same key is there, else computed
     (and written there when ``cache_dir`` is given)."""
@@ -199,7 +137,8 @@ def stage_inputs(run: Run, parts: TrainingParts) -> StageInputs:
         cache_dir = Path(cfg.embeddings_dir) if cfg.embeddings_dir else run.run_dir / "embeddings"
     description = {"arch": cfg.arch, "model_name": cfg.model_name, "data_config": run.data_config.to_dict(),
                    "model_path": cfg.model_path}
-    sets = [feature_set(parts.model, images, run.data_config, description, cache_dir, cfg.batch_size, cfg.workers,
-                        run.device, run.amp_dtype) for images in (run.train, run.val)]
+    sets = [feature_set(parts.model, images, data_config=run.data_config, description=description,
+                        cache_dir=cache_dir, batch_size=cfg.batch_size, workers=cfg.workers, device=run.device,
+                        amp_dtype=run.amp_dtype) for images in (run.train, run.val)]
     return StageInputs(lambda seed: feature_loader(cfg, sets[0], run.sample_weights, seed, run.dist), sets[1],
                        HeadOnly(parts.model), HeadOnly)

@@ -121,7 +121,7 @@ def prediction_rows(predictor: Predictor, names: list[str], probs: np.ndarray, t
     return rows
 
 
-def run_inference(checkpoint: str | Path | None, output: str | Path, image: str | None = None,
+def run_inference(checkpoint: str | Path | None, output: str | Path, *, image: str | None = None,
                   images: str | None = None, csv_path: str | None = None, threshold: float | None = None,
                   batch_size: int = 32, device: str = "auto", channels_last: bool = False,
                   compile_model: bool = False, amp: bool | None = None, onnx: str | Path | None = None,

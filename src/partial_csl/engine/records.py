@@ -15,12 +15,17 @@ from .config import TrainConfig
 log = logging.getLogger(__name__)
 
 
+class TrainingInterrupted(RuntimeError):
+    """Raised by ``stop_after_steps`` to simulate a crash (resume with ``--resume``)."""
+
+
 class RunClock:
     """Announces, once the first steps are timed, how long the run's training steps will take in all; knows where
-    training stands (stage, epoch, step), for the line an interrupted run ends with."""
+    training stands (stage, epoch, step), for the line an interrupted run ends with; stops the run as if killed
+    after ``stop_after`` steps in all stages (``--stop-after-steps``: the crash tests)."""
 
-    def __init__(self, total_steps: int, warmup: int = 2, measure: int = 8):
-        self.total_steps, self.warmup, self.measure = total_steps, warmup, measure
+    def __init__(self, total_steps: int, warmup: int = 2, measure: int = 8, stop_after: int | None = None):
+        self.total_steps, self.warmup, self.measure, self.stop_after = total_steps, warmup, measure, stop_after
         self.steps, self.started = 0, 0.0
         self.stage, self.epoch, self.epoch_steps = "", 0, 0
 
@@ -43,6 +48,9 @@ class RunClock:
             per_step = (time.perf_counter() - self.started) / self.measure
             log.info("estimated training time: %.1f min (%.2f s per step x %d steps in all stages; validation adds "
                      "a little per epoch)", per_step * self.total_steps / 60, per_step, self.total_steps)
+        if self.stop_after is not None and self.steps >= self.stop_after:
+            raise TrainingInterrupted(f"stopped after the requested number of steps (in stage {self.stage!r}, "
+                                      f"epoch {self.epoch}); continue with --resume")
 
 
 def write_run_config(run_dir: Path, cfg: TrainConfig, facts: dict) -> Path:

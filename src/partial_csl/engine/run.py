@@ -49,7 +49,6 @@ class Run:
     data_config: DataConfig  # the model's preprocessing, stored in every checkpoint
     writer: object | None  # TensorBoard SummaryWriter on the primary process, else None
     history: list[dict] = field(default_factory=list)
-    step_budget: list[int | None] = field(default_factory=lambda: [None])
     clock: RunClock = field(default_factory=lambda: RunClock(0))
 
 
@@ -178,6 +177,5 @@ def start_run(cfg: TrainConfig, info: DistInfo) -> Run:
         write_sampler_report(cfg, labels, train, weights, run_dir)
         writer = open_tensorboard(run_dir / "tensorboard")
     epochs = cfg.epochs + (cfg.prior_epochs or cfg.epochs if uses_prior_stage(cfg) and not cfg.prior_path else 0)
-    clock = RunClock(epochs * steps_per_epoch(cfg, len(train), weights, info))
-    return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, data_config, writer,
-               step_budget=[cfg.stop_after_steps], clock=clock)
+    clock = RunClock(epochs * steps_per_epoch(cfg, len(train), weights, info), stop_after=cfg.stop_after_steps)
+    return Run(cfg, labels, train, val, run_dir, device, info, amp_dtype, weights, data_config, writer, clock=clock)

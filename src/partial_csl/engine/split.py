@@ -196,7 +196,7 @@ def _write_images(sources: list[Path], originals: list[str], generated: list[lis
 
 
 def rebalance_train_split(train_csv: str | Path, image_dir: str | Path, out_dir: str | Path,
-                          schema: AttributeSchema, kind: str = "balanced", threshold: float = 0.3,
+                          schema: AttributeSchema, *, kind: str = "balanced", threshold: float = 0.3,
                           max_copies: int = 10, max_total: int | None = None, seed: int = 0) -> dict:
     """Offline rebalancing (the Flixstock workflow, bounded): augmented copies of rare-class images on disk.
 

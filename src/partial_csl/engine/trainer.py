@@ -64,10 +64,6 @@ class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite (the last good checkpoint is kept)."""
 
 
-class TrainingInterrupted(RuntimeError):
-    """Raised by ``stop_after_steps`` to simulate a crash (resume with ``--resume``)."""
-
-
 class TrainingStopped(Exception):
     """Ctrl-C: the run stopped cleanly; the message says where (its last checkpoint is intact, ``--resume`` goes on)."""
 
@@ -75,12 +71,12 @@ class TrainingStopped(Exception):
 def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: torch.optim.Optimizer,
                     scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
-                    step_budget: list[int | None], regulariser: Callable[[], torch.Tensor] | None = None,
+                    regulariser: Callable[[], torch.Tensor] | None = None,
                     on_step: Callable[[], None] | None = None) -> dict:
     """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples'}.
 
-    ``step_budget`` is one counter shared by every stage of a run (a list, so that it survives across calls): when it
-    reaches 0 the run stops as if killed, which is how the tests crash a run at a chosen step.
+    ``on_step`` is called after every step: the run's clock (:class:`.records.RunClock`), which also stops the run
+    as if killed after ``--stop-after-steps`` (how the tests crash a run at a chosen step).
     """
     model.train()
     total, seen, steps = 0.0, 0, 0
@@ -119,11 +115,6 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         bar.set_postfix(loss=f"{per_sample:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
         if on_step is not None:
             on_step()
-        if step_budget[0] is not None:
-            step_budget[0] -= 1
-            if step_budget[0] <= 0:
-                raise TrainingInterrupted(f"stopped after the requested number of steps (in stage {stage!r}, "
-                                          f"epoch {epoch + 1}); continue with --resume")
     return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps, "samples": seen}
 
 
@@ -181,7 +172,7 @@ def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: 
         stats = train_one_epoch(inputs.step_model, inputs.loader(epoch_seed), parts.criterion, parts.optimizer,
                                 parts.scheduler, run.device, epoch=epoch, stage=stage, ema=parts.ema,
                                 scaler=parts.scaler, amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip,
-                                step_budget=run.step_budget, regulariser=parts.regulariser, on_step=run.clock.step)
+                                regulariser=parts.regulariser, on_step=run.clock.step)
         if isinstance(parts.criterion, MultiTaskLoss):
             parts.criterion.end_epoch()
         stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)

@@ -40,7 +40,7 @@ def trained_keep_empty(ckpt: dict) -> bool:
     return bool(config.get("keep_empty", not config.get("drop_empty", True)))
 
 
-def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, dataset: str = "attributes",
+def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, *, dataset: str = "attributes",
                    csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
                    data_root: str | None = None, schema: AttributeSchema | None = None,
                    on_bad_rows: str = "error") -> LabelledImages:
@@ -82,7 +82,7 @@ def _abstention_report(ckpt: dict, targets: np.ndarray, scores: np.ndarray) -> d
     return {n: {"threshold": values[n], "coverage": 100 * c, "accuracy": 100 * a} for n, (c, a) in marks.items()}
 
 
-def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset: str = "attributes",
+def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, dataset: str = "attributes",
                         csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
                         data_root: str | None = None, schema: AttributeSchema | None = None, batch_size: int = 64,
                         workers: int = 2, threshold: float = 0.5, device: str = "auto", on_bad_rows: str = "error",
@@ -97,8 +97,8 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, dataset:
     refuse_inputs_as_outputs(_outputs(output_dir, None, html, tune), inputs)
     ckpt = load_checkpoint(checkpoint)
     refuse_inputs_as_outputs(_outputs(output_dir, ckpt, html, tune), inputs)
-    data = load_eval_data(ckpt, checkpoint, output_dir, dataset, csv_path, images, annotations, data_root, schema,
-                          on_bad_rows)
+    data = load_eval_data(ckpt, checkpoint, output_dir, dataset=dataset, csv_path=csv_path, images=images,
+                          annotations=annotations, data_root=data_root, schema=schema, on_bad_rows=on_bad_rows)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev, source=checkpoint)
     loader = make_loader(data.dataset(DataConfig.from_checkpoint(ckpt), train=False), batch_size, workers, train=False)

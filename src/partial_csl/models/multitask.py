@@ -161,7 +161,7 @@ def build_latent(model_name: str, num_classes: int, group_sizes: list[int], late
     return LatentTaskModel(backbone, backbone.num_features, sizes, latent_tasks).to(device)
 
 
-def build_afa(model_name: str, num_classes: int, group_sizes: list[int], branch_model: str = "resnet18",
+def build_afa(model_name: str, num_classes: int, *, group_sizes: list[int], branch_model: str = "resnet18",
               afa_stages: tuple[int, ...] = (4,), afa_grad_balance: bool = False, pretrained: str | None = None,
               norm: str = "auto", device: torch.device | str = "cpu") -> AFAModel:
     """``--arch afa``: one ``branch_model`` branch per attribute (``model_name`` is not used), joined by AFA layers."""
