@@ -15,7 +15,7 @@ import streamlit as st
 
 from partial_csl.app.predictions import checkpoint_summary, describe, open_upload
 from partial_csl.cli import add_option, make_parser
-from partial_csl.engine.predict import Predictor, list_images
+from partial_csl.engine.inference.predictor import Predictor, list_images
 
 
 def parse_args() -> argparse.Namespace:

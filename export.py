@@ -15,7 +15,7 @@ import sys
 
 from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.export import EXPORT_FORMATS, export_checkpoint
+from partial_csl.engine.tools.export import EXPORT_FORMATS, export_checkpoint
 from partial_csl.safe_io import describe_os_error
 
 

@@ -15,7 +15,7 @@ import sys
 
 from partial_csl.cli import add_option, make_parser
 from partial_csl.data.schema import load_schema
-from partial_csl.engine.split import check_split_paths, rebalance_train_split, split_attribute_csv
+from partial_csl.engine.tools.split_csv import check_split_paths, rebalance_train_split, split_attribute_csv
 from partial_csl.safe_io import describe_os_error
 
 

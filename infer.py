@@ -20,7 +20,7 @@ import sys
 
 from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.infer import run_inference
+from partial_csl.engine.tools.infer import run_inference
 from partial_csl.safe_io import describe_os_error
 
 

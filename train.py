@@ -30,12 +30,13 @@ from partial_csl.data.labels import LabelFileError
 from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
-from partial_csl.engine.architectures import ARCHITECTURES, get_architecture, resolve_auto
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.formats import DATASETS
-from partial_csl.engine.imbalance import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
-from partial_csl.engine.trainer import NonFiniteLossError, TrainingInterrupted, TrainingStopped, run_training
+from partial_csl.engine.setup.architectures import ARCHITECTURES, get_architecture, resolve_auto
+from partial_csl.engine.setup.formats import DATASETS
+from partial_csl.engine.setup.rebalancing import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
+from partial_csl.engine.training.records import TrainingInterrupted
+from partial_csl.engine.training.trainer import NonFiniteLossError, TrainingStopped, run_training
 from partial_csl.losses import LOSS_OPTIONS, LOSSES, TASK_WEIGHTINGS
 from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS

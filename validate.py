@@ -23,8 +23,8 @@ import sys
 from partial_csl.cli import add_option, make_parser
 from partial_csl.data.schema import load_schema
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.formats import DATASETS
-from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.engine.setup.formats import DATASETS
+from partial_csl.engine.tools.validate import validate_checkpoint
 from partial_csl.reports.evaluation import summary_line
 from partial_csl.safe_io import describe_os_error
 from partial_csl.thresholds import CLASS_MODES

@@ -20,8 +20,8 @@ from timm.utils import ModelEmaV3
 
 from partial_csl.data.schema import default_schema
 from partial_csl.data.transforms import resolve_data_config
-from partial_csl.engine.build import build_optimizer
-from partial_csl.engine.data import make_loader, read_attribute_split
+from partial_csl.engine.setup.build import build_optimizer
+from partial_csl.engine.setup.run_data import make_loader, read_attribute_split
 from partial_csl.losses import PartialSelectiveLoss
 from partial_csl.models import create_model
 

@@ -33,7 +33,7 @@ from partial_csl.data.demo import FASHION_MNIST_DIR, build_demo_dataset
 from partial_csl.data.demo_shapes import build_shapes_dataset
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.split import split_attribute_csv
+from partial_csl.engine.tools.split_csv import split_attribute_csv
 
 CSL = dict(arch="csl", partial_loss_mode="selective", gamma_pos=0.0, gamma_neg=1.0, gamma_unann=4.0,
            likelihood_topk=3, prior_threshold=0.5, prior_epochs=3, logit_adjust="none")

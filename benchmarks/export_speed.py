@@ -18,7 +18,7 @@ import torch
 from timing import images_per_second
 
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from partial_csl.engine.export import ProbabilityHead, export_checkpoint
+from partial_csl.engine.tools.export import ProbabilityHead, export_checkpoint
 
 
 def main() -> None:

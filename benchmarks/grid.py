@@ -19,8 +19,8 @@ import pandas as pd
 
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.trainer import run_training
-from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.engine.tools.validate import validate_checkpoint
+from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
 
 

@@ -30,8 +30,8 @@ from timing import images_per_second
 
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.trainer import run_training
-from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.engine.tools.validate import validate_checkpoint
+from partial_csl.engine.training.trainer import run_training
 
 HEADS = {  # row: the settings of its head
     "linear": {"head": "linear"},

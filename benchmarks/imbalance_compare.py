@@ -37,12 +37,12 @@ from seed_tables import mean_std_table
 
 from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
-from partial_csl.engine.architectures import unread_defaults
 from partial_csl.engine.checkpoint import load_checkpoint, save_checkpoint, with_posthoc_adjustment
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.formats import load_training_data
-from partial_csl.engine.split import split_attribute_csv
-from partial_csl.engine.trainer import run_training
+from partial_csl.engine.setup.architectures import unread_defaults
+from partial_csl.engine.setup.formats import load_training_data
+from partial_csl.engine.tools.split_csv import split_attribute_csv
+from partial_csl.engine.training.trainer import run_training
 
 GENTLE = dict(sampler_power=0.25, sampler_max_repeats=3.0, sampler_replacement=False)
 ARMS = {  # row: settings on top of the base; "drw" is replaced by two thirds of the epochs

@@ -5,9 +5,9 @@ r"""infer.py's throughput on the CPU, before and after decoding moved to a DataL
         --workers 0 2 --batch-size 16
 
 "before" is the old loop (decode every image in the main process, then run the batch); "after" is
-:meth:`partial_csl.engine.predict.Predictor.predict_files` with ``--workers`` processes decoding the next batches
-while the model runs. The images are JPEG photos of noise at ``--source-size`` px (decoding cost grows with it), and
-the model is untrained (speed does not depend on the weights).
+:meth:`partial_csl.engine.inference.predictor.Predictor.predict_files` with ``--workers`` processes decoding the
+next batches while the model runs. The images are JPEG photos of noise at ``--source-size`` px (decoding cost grows
+with it), and the model is untrained (speed does not depend on the weights).
 """
 
 from __future__ import annotations
@@ -24,11 +24,11 @@ from partial_csl.cli import make_parser
 from partial_csl.data.images import load_rgb
 from partial_csl.data.schema import default_schema
 from partial_csl.data.transforms import resolve_data_config
-from partial_csl.engine.architectures import build_model, get_architecture
 from partial_csl.engine.checkpoint import model_metadata, save_checkpoint
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import LabelSpace
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
+from partial_csl.engine.setup.architectures import build_model, get_architecture
+from partial_csl.engine.setup.run_data import LabelSpace
 
 
 def write_images(folder: Path, count: int, size: int) -> list[Path]:

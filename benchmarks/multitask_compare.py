@@ -21,11 +21,11 @@ import torch
 from timing import images_per_second
 
 from partial_csl.data.schema import default_schema
-from partial_csl.engine.architectures import build_model, unread_defaults
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.trainer import run_training
-from partial_csl.engine.validate import validate_checkpoint
+from partial_csl.engine.setup.architectures import build_model, unread_defaults
+from partial_csl.engine.tools.validate import validate_checkpoint
+from partial_csl.engine.training.trainer import run_training
 from partial_csl.models import create_model
 
 

@@ -37,7 +37,7 @@ from seed_tables import mean_std_table
 
 from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_set
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.trainer import run_training
+from partial_csl.engine.training.trainer import run_training
 
 NEGATIVE_ASL = dict(loss="partial_asl", partial_loss_mode="negative", gamma_pos=1, gamma_neg=4, gamma_unann=4,
                     clip=0.05)

@@ -31,10 +31,10 @@ from partial_csl.data.demo_coco import build_coco_benchmark
 from partial_csl.data.transforms import DataConfig
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig, resolve_device
-from partial_csl.engine.data import make_loader
-from partial_csl.engine.formats import load_training_data
-from partial_csl.engine.inference import estimate_priors
-from partial_csl.engine.trainer import run_training
+from partial_csl.engine.inference.probabilities import estimate_priors
+from partial_csl.engine.setup.formats import load_training_data
+from partial_csl.engine.setup.run_data import make_loader
+from partial_csl.engine.training.trainer import run_training
 from partial_csl.priors import prior_quality, save_priors
 
 BASELINES = [  # (row, run folder, settings)

@@ -5,8 +5,8 @@
 
 Same model, batch and image size, data already in memory, in one process:
 
-* ``ours``: :func:`partial_csl.engine.trainer.train_one_epoch`: the selective P-ASL loss, Adam with two parameter
-  groups, OneCycle stepped per iteration, EMA update, gradient scaler, non-finite check, progress bar;
+* ``ours``: :func:`partial_csl.engine.training.trainer.train_one_epoch`: the selective P-ASL loss, Adam with two
+  parameter groups, OneCycle stepped per iteration, EMA update, gradient scaler, non-finite check, progress bar;
 * ``bare``: ``timm.create_model`` + ``BCEWithLogitsLoss`` + ``Adam``, nothing else.
 
 in float32 and in bfloat16 autocast. Then the data pipeline alone (PNG decode + the training augmentation of the demo
@@ -24,10 +24,10 @@ import timm
 import torch
 
 from partial_csl.data.schema import default_schema
-from partial_csl.engine.build import build_criterion, build_optimizer
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import LabelSpace, make_loader, read_attribute_split
-from partial_csl.engine.trainer import train_one_epoch
+from partial_csl.engine.setup.build import build_criterion, build_optimizer
+from partial_csl.engine.setup.run_data import LabelSpace, make_loader, read_attribute_split
+from partial_csl.engine.training.trainer import train_one_epoch
 from partial_csl.models import create_model
 
 

@@ -85,7 +85,7 @@ def csl_flags_only_for_csl(args: list[str]) -> list[str]:
     those with another architecture): the tests' shared argument lists carry CSL settings for the CSL runs."""
     from itertools import pairwise
 
-    from partial_csl.engine.architectures import unread_settings
+    from partial_csl.engine.setup.architectures import unread_settings
 
     archs = [value for flag, value in pairwise(args) if flag == "--arch"]
     if not archs or archs[-1] == "csl":

@@ -16,7 +16,7 @@ from PIL import Image
 import images_train_test_valid_split as split_script
 import train as train_script
 from partial_csl.app.predictions import checkpoint_summary, describe, open_upload
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 

@@ -42,8 +42,8 @@ def test_gapped_category_ids_map_in_ascending_order_and_empty_images_are_dropped
 
 def test_training_and_validation_drop_empty_coco_images_unless_kept(tmp_path):
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.formats import coco_data
-    from partial_csl.engine.validate import trained_keep_empty
+    from partial_csl.engine.setup.formats import coco_data
+    from partial_csl.engine.tools.validate import trained_keep_empty
 
     path = write_coco(tmp_path, IMAGES, ANNS, CATS)
     paths = dict(dataset="coco", train_annotations=str(path), val_annotations=str(path),

@@ -7,15 +7,15 @@ import dataclasses
 
 import pytest
 
-from partial_csl.engine import formats as data_module
-from partial_csl.engine.architectures import resolve_auto
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.finish import check_run_settings
-from partial_csl.engine.formats import DATASETS, get_dataset, load_training_data
+from partial_csl.engine.setup import formats as data_module
+from partial_csl.engine.setup.architectures import resolve_auto
+from partial_csl.engine.setup.formats import DATASETS, get_dataset, load_training_data
+from partial_csl.engine.training.finish import check_run_settings
 
 
 def test_every_format_has_both_readers_and_a_known_default_architecture():
-    from partial_csl.engine.architectures import ARCHITECTURES
+    from partial_csl.engine.setup.architectures import ARCHITECTURES
     for name, entry in DATASETS.items():
         assert callable(entry.read_training) and callable(entry.read_evaluation), name
         assert entry.default_arch in ARCHITECTURES and entry.help.startswith(f"{name}:")

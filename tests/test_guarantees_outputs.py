@@ -19,8 +19,8 @@ import infer as infer_script
 import validate as validate_script
 from partial_csl import safe_io
 from partial_csl.data.schema import default_schema
-from partial_csl.engine import split as engine_split
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
+from partial_csl.engine.tools import split_csv as engine_split
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ import export as export_script
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from partial_csl.engine.architectures import build_model
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from partial_csl.engine.setup.architectures import build_model
 from partial_csl.losses import AdditiveAngularMarginLoss, LabelSmoothingLoss, build_loss
 from partial_csl.models.heads import LabelGraphHead, MLDecoderHead, cooccurrence_graph
 
@@ -197,8 +197,8 @@ def test_a_frozen_backbone_trains_the_head_only_from_cached_features(data, tmp_p
 
 def test_cached_features_are_keyed_by_weights_and_images(data, tmp_path):
     from partial_csl.data.schema import default_schema
-    from partial_csl.engine.data import read_attribute_split
-    from partial_csl.engine.embeddings import cache_key
+    from partial_csl.engine.setup.run_data import read_attribute_split
+    from partial_csl.engine.training.embeddings import cache_key
 
     images = read_attribute_split(data / "valid.csv", data / "images", default_schema())
     torch.manual_seed(0)
@@ -240,7 +240,7 @@ def test_label_graph_head_starts_at_the_logit_scale_of_a_linear_head():
 
 @pytest.mark.parametrize("head", ["ml_decoder", "label_graph", "cosine"])
 def test_reset_head_gives_every_head_parameter_a_fresh_initialisation(head):
-    from partial_csl.engine.architectures import build_model
+    from partial_csl.engine.setup.architectures import build_model
     from partial_csl.models.backbone_head import reset_head
     options = {"head": head, "head_options": {"num_queries": 4, "embed_dim": 16, "layers": 1, "scale": 10.0}}
     model = build_model("csl", "test_resnet", 5, **options)

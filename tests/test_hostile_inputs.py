@@ -33,8 +33,8 @@ from partial_csl.data.images import (
 from partial_csl.data.labels import CsvFormatError, LabelFileError, read_attribute_csv, read_filename_column
 from partial_csl.data.schema import default_schema
 from partial_csl.data.transforms import DataConfig, build_transform
-from partial_csl.engine import split as engine_split
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
+from partial_csl.engine.tools import split_csv as engine_split
 from partial_csl.safe_io import (
     OutputIsInputError,
     atomic_open,

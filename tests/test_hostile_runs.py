@@ -20,10 +20,10 @@ from conftest import ROOT, make_train_val, tree_digest
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from partial_csl.engine import run_folder
 from partial_csl.engine.checkpoint import load_checkpoint
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.run_folder import claim_run_folder
+from partial_csl.engine.training import run_folder
+from partial_csl.engine.training.run_folder import claim_run_folder
 
 
 @pytest.fixture(scope="module")

@@ -11,16 +11,16 @@ import torch.nn.functional as F
 
 from partial_csl.data.sampling import RepeatAwareSampler, cap_weights, repeat_factors, rounded_draw
 from partial_csl.data.schema import AttributeSchema
-from partial_csl.engine.architectures import resolve_auto
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import LabelSpace
-from partial_csl.engine.imbalance import (
+from partial_csl.engine.setup.architectures import resolve_auto
+from partial_csl.engine.setup.rebalancing import (
     apply_logit_adjustment,
     class_weights,
     per_attribute_loss,
     posthoc_adjustment,
     wrap_single_head,
 )
+from partial_csl.engine.setup.run_data import LabelSpace
 from partial_csl.losses import bce_loss, build_loss
 from partial_csl.losses.imbalance import (
     BalancedGroupCrossEntropy,
@@ -219,7 +219,7 @@ def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
 
 
 def test_csl_settings_are_never_dropped_they_select_csl_or_stop_the_run(caplog):
-    with caplog.at_level("WARNING", logger="partial_csl.engine.architectures"):
+    with caplog.at_level("WARNING", logger="partial_csl.engine.setup.architectures"):
         typed = resolve_auto(TrainConfig(partial_loss_mode="ignore", prior_epochs=3))
         resolve_auto(TrainConfig(arch="csl", partial_loss_mode="ignore"))  # read: nothing to say
         resolve_auto(TrainConfig(dataset="coco", gamma_unann=4))  # auto is csl there

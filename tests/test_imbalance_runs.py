@@ -9,8 +9,8 @@ import torch
 from tiny_runs import split_data, train_tiny
 
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from partial_csl.engine.export import export_checkpoint
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
+from partial_csl.engine.tools.export import export_checkpoint
 from partial_csl.models import logits_to_probabilities
 
 

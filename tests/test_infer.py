@@ -10,7 +10,7 @@ from PIL import Image, ImageOps
 from tiny_runs import split_data, train_tiny
 
 import infer as infer_script
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
 
 
 @pytest.fixture(scope="module")

@@ -14,7 +14,7 @@ import torch
 import train as train_script
 from partial_csl.data.demo_coco import build_coco_benchmark
 from partial_csl.data.partial import kept_positive_counts, simulate_partial, simulation_record, simulation_summary
-from partial_csl.engine.data import expected_positives
+from partial_csl.engine.setup.run_data import expected_positives
 from partial_csl.losses import LOSSES, PartialSelectiveLoss, build_loss
 
 LOG2 = math.log(2)
@@ -114,8 +114,8 @@ def test_role_trains_the_model_and_its_label_store_towards_each_other_as_cole_et
 
 def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_path, fake_fashion_mnist, caplog):
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.formats import load_training_data
-    from partial_csl.engine.run import expected_positives_record
+    from partial_csl.engine.setup.formats import load_training_data
+    from partial_csl.engine.training.run import expected_positives_record
 
     root = build_coco_benchmark(tmp_path / "bench", n_train=120, n_val=16, source=fake_fashion_mnist)
     for protocol, param in (("fpc", 10), ("single_positive", 0)):
@@ -132,7 +132,7 @@ def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_pat
     given = TrainConfig(dataset="coco", data=str(root), arch="csl", loss="role", expected_positives=30.0,
                         logit_adjust="none")
     labels, _, _ = load_training_data(given, tmp_path / "given")
-    with caplog.at_level("WARNING", logger="partial_csl.engine.run"):
+    with caplog.at_level("WARNING", logger="partial_csl.engine.training.run"):
         assert expected_positives_record(given, labels) == {"value": 30.0, "source": "given (--expected-positives)"}
     assert "outside [1, 10]" in caplog.text  # 20 classes
 
@@ -140,8 +140,8 @@ def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_pat
 def test_attribute_data_expects_one_positive_per_attribute():
     from partial_csl.data.schema import load_schema
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.data import LabelSpace
-    from partial_csl.engine.formats import expected_positives_estimate
+    from partial_csl.engine.setup.formats import expected_positives_estimate
+    from partial_csl.engine.setup.run_data import LabelSpace
 
     schema = load_schema(None)
     labels = LabelSpace(schema.class_names, schema, train_targets=np.full((4, 21), -1))
@@ -334,8 +334,8 @@ def test_ll_cp_keeps_every_correction_of_an_image_drawn_twice_in_a_batch():
 
 def test_batch_penalty_losses_refuse_per_entry_class_weights():
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.data import LabelSpace
-    from partial_csl.engine.imbalance import wrap_single_head
+    from partial_csl.engine.setup.rebalancing import wrap_single_head
+    from partial_csl.engine.setup.run_data import LabelSpace
     labels = LabelSpace(["a", "b"], train_class_counts=[3, 1], num_train_images=4, expected_positives=1.0,
                         train_annotated_counts=[4, 4])
     cfg = TrainConfig(arch="csl", loss="epr", class_weights="effective_number", logit_adjust="none")
@@ -344,10 +344,10 @@ def test_batch_penalty_losses_refuse_per_entry_class_weights():
 
 
 def test_label_store_losses_refuse_torchrun():
-    from partial_csl.engine.build import build_training
     from partial_csl.engine.config import TrainConfig
-    from partial_csl.engine.data import LabelSpace
     from partial_csl.engine.distributed import DistInfo
+    from partial_csl.engine.setup.build import build_training
+    from partial_csl.engine.setup.run_data import LabelSpace
     labels = LabelSpace(["a", "b"], num_train_images=4, expected_positives=1.0)
     cfg = TrainConfig(arch="csl", logit_adjust="none", loss="ll_cp", model_name="test_resnet", image_size=32,
                       partial_loss_mode="negative")

@@ -10,7 +10,7 @@ import images_train_test_valid_split as split_script
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from partial_csl.engine.architectures import build_model
+from partial_csl.engine.setup.architectures import build_model
 from partial_csl.layers.afa import AFALayer
 from partial_csl.losses import MultiTaskLoss, dwa_weights
 from partial_csl.models import logits_to_probabilities

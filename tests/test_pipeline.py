@@ -12,7 +12,7 @@ import infer as infer_script
 import train as train_script
 import validate as validate_script
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
-from partial_csl.engine.trainer import NonFiniteLossError, train_one_epoch
+from partial_csl.engine.training.trainer import NonFiniteLossError, train_one_epoch
 
 
 @pytest.fixture(scope="module")
@@ -198,7 +198,7 @@ def test_checkpoints_of_format_1_with_every_architectures_args_still_load(split_
 def test_the_run_announces_its_training_time_from_the_first_steps(caplog):
     import logging
 
-    from partial_csl.engine.records import RunClock
+    from partial_csl.engine.training.records import RunClock
 
     clock = RunClock(total_steps=600, warmup=1, measure=2)
     with caplog.at_level(logging.INFO):

@@ -16,11 +16,11 @@ import torch
 from conftest import make_attribute_dataset
 
 import train as train_script
-from partial_csl.engine.build import build_criterion
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import LabelledImages, LabelSpace
 from partial_csl.engine.distributed import DistInfo
-from partial_csl.engine.run import Run, prior_stage_run, uses_prior_stage
+from partial_csl.engine.setup.build import build_criterion
+from partial_csl.engine.setup.run_data import LabelledImages, LabelSpace
+from partial_csl.engine.training.run import Run, prior_stage_run, uses_prior_stage
 from partial_csl.losses import PartialSelectiveLoss
 from partial_csl.prior_estimates import holdout_mask
 
@@ -50,7 +50,7 @@ def test_selective_run_with_threshold_zero_skips_the_prior_stage(tmp_path, caplo
     images = tmp_path / "data" / "images"
     run = tmp_path / "run"
     extra = ["--prior_path", str(tmp_path / "never_read.csv")] if prior_file else []
-    with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
+    with caplog.at_level(logging.INFO, logger="partial_csl.engine.training.run"):
         assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(validation_copy(csv_path)),
                                   "--images", str(images), "--arch", "csl",
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",
@@ -74,7 +74,7 @@ def tiny_run(cfg: TrainConfig, targets: np.ndarray) -> Run:
 def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(caplog):
     cfg = TrainConfig(arch="csl", logit_adjust="none", gamma_neg=3, gamma_unann=4, clip=0.05, prior_holdout=0)
     run = tiny_run(cfg, np.array([[1, -1], [0, 1]]))
-    with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
+    with caplog.at_level(logging.INFO, logger="partial_csl.engine.training.run"):
         prior_run, holdout = prior_stage_run(run, seed=0)
     assert holdout is None and prior_run.cfg.loss == "bce" and run.cfg.loss == "partial_asl"
     assert "prior stage: bce loss in ignore mode" in caplog.text
@@ -106,7 +106,7 @@ def test_a_selective_run_records_which_estimate_each_prior_is(tmp_path, caplog):
     csv_path = make_attribute_dataset(tmp_path / "data", n=24, seed=4)
     images = tmp_path / "data" / "images"
     run = tmp_path / "run"
-    with caplog.at_level(logging.INFO, logger="partial_csl.engine.run"):
+    with caplog.at_level(logging.INFO, logger="partial_csl.engine.training.run"):
         assert train_script.main(["--train-csv", str(csv_path), "--val-csv", str(validation_copy(csv_path)),
                                   "--images", str(images), "--arch", "csl",
                                   "--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8",

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from partial_csl import prior_calibration, prior_estimates
-from partial_csl.engine.inference import estimate_priors
+from partial_csl.engine.inference.probabilities import estimate_priors
 from partial_csl.prior_calibration import recalibrate_to_annotated
 from partial_csl.prior_estimates import (
     em_prior_shift,

@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch.optim.lr_scheduler import OneCycleLR
 
-from partial_csl.engine.build import build_criterion, build_training, reference_gradient_scale
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.data import LabelSpace
 from partial_csl.engine.distributed import DistInfo
-from partial_csl.engine.trainer import train_one_epoch
+from partial_csl.engine.setup.build import build_criterion, build_training, reference_gradient_scale
+from partial_csl.engine.setup.run_data import LabelSpace
+from partial_csl.engine.training.trainer import train_one_epoch
 
 NAMES = [f"c{i}" for i in range(5)]
 STEPS, BATCH = 10, 4
@@ -100,7 +100,7 @@ def test_gradient_scale_of_each_reduction_and_world_size():
 def _stage_warnings(caplog, **overrides) -> list[str]:
     cfg = TrainConfig(**{**STRONG, **overrides})
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="partial_csl.engine.build"):
+    with caplog.at_level(logging.WARNING, logger="partial_csl.engine.setup.build"):
         build_training(cfg, LabelSpace(NAMES), None, torch.device("cpu"), DistInfo(), epochs=30,
                        steps_per_epoch=44, amp_dtype=None)
     return [r.getMessage() for r in caplog.records if "EMA" in r.getMessage()]

@@ -10,8 +10,8 @@ import logging
 import pytest
 
 import train as train_script
-from partial_csl.engine.architectures import ARCHITECTURES, get_architecture, resolve_auto, unread_settings
 from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.setup.architectures import ARCHITECTURES, get_architecture, resolve_auto, unread_settings
 from partial_csl.losses import LOSSES, get_loss
 from partial_csl.options import Option, merge_options
 
@@ -52,7 +52,7 @@ def test_architectures_carry_their_output_form():
 
 
 def test_a_typed_setting_selects_the_architecture_that_reads_it_or_stops_the_run(caplog):
-    with caplog.at_level(logging.WARNING, logger="partial_csl.engine.architectures"):
+    with caplog.at_level(logging.WARNING, logger="partial_csl.engine.setup.architectures"):
         assert resolve_auto(TrainConfig(latent_tasks=16)).arch == "latent"
         assert resolve_auto(TrainConfig(hill_lambda=2.0, loss="hill")).arch == "csl"
     assert "--arch auto trains latent, not mtl, because --latent_tasks are set: only --arch latent reads them" in (

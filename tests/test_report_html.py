@@ -23,7 +23,7 @@ from partial_csl.diagnostics import (
     error_analysis,
     reliability,
 )
-from partial_csl.engine.evaluation_report import pr_panels
+from partial_csl.engine.tools.evaluation_report import pr_panels
 from partial_csl.metrics import evaluate_predictions
 from partial_csl.reports.html import EvaluationView, evaluation_page
 

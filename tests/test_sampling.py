@@ -147,7 +147,7 @@ def test_the_image_cache_gives_the_pixels_of_the_files(tmp_path):
 
     from partial_csl.data.schema import default_schema
     from partial_csl.data.transforms import DataConfig
-    from partial_csl.engine.data import read_attribute_split
+    from partial_csl.engine.setup.run_data import read_attribute_split
 
     csv_path = make_attribute_dataset(tmp_path, n=6, size=40)
     split = read_attribute_split(csv_path, tmp_path / "images", default_schema())

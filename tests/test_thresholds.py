@@ -20,9 +20,9 @@ import validate as validate_script
 from partial_csl.app.predictions import checkpoint_summary, describe
 from partial_csl.data.schema import AttributeGroup, AttributeSchema
 from partial_csl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from partial_csl.engine.infer import prediction_rows
-from partial_csl.engine.predict import Predictor
-from partial_csl.engine.thresholds import check_settings_fit, settings_for_checkpoint
+from partial_csl.engine.inference.predictor import Predictor
+from partial_csl.engine.inference.stored_thresholds import check_settings_fit, settings_for_checkpoint
+from partial_csl.engine.tools.infer import prediction_rows
 from partial_csl.thresholds import (
     ThresholdSettings,
     abstentions,

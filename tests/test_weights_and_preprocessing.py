@@ -19,7 +19,7 @@ import export as export_script
 import train as train_script
 from partial_csl.data.transforms import DataConfig, resolve_data_config
 from partial_csl.engine.checkpoint import load_checkpoint
-from partial_csl.engine.predict import Predictor
+from partial_csl.engine.inference.predictor import Predictor
 from partial_csl.models import PretrainedLoadError, create_model
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

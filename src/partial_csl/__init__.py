@@ -13,9 +13,9 @@ wrappers of these functions.
 """
 
 from .engine.config import TrainConfig
-from .engine.predict import Predictor
-from .engine.trainer import run_training
-from .engine.validate import validate_checkpoint
+from .engine.inference.predictor import Predictor
+from .engine.tools.validate import validate_checkpoint
+from .engine.training.trainer import run_training
 
 __version__ = "0.2.0"
 __all__ = ["Predictor", "TrainConfig", "__version__", "run_training", "validate_checkpoint"]

@@ -1,6 +1,6 @@
 """What the web page shows for one image, computed without Streamlit (so it can be unit-tested).
 
-Prediction goes through :class:`partial_csl.engine.predict.Predictor`, the code path of ``infer.py``: the
+Prediction goes through :class:`partial_csl.engine.inference.predictor.Predictor`, the code path of ``infer.py``: the
 preprocessing, the classes and the tuned thresholds come from the checkpoint. Where ``infer.py`` would write ``#N/A``
 (the predicted class's probability is below its attribute's abstention threshold) the page flags the answer as
 unsure; multi-label checkpoints with tuned per-class thresholds show the labels that reach their own threshold.
@@ -16,8 +16,8 @@ import pandas as pd
 from PIL import Image
 
 from ..data.images import ImageLoadError, ImageTooLargeError, describe_error, load_rgb
-from ..engine.predict import Predictor
-from ..engine.thresholds import abstain_values
+from ..engine.inference.predictor import Predictor
+from ..engine.inference.stored_thresholds import abstain_values
 
 
 @dataclass

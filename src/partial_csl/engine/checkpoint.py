@@ -35,13 +35,13 @@ from ..data.transforms import DataConfig
 from ..models import norm_backend_of
 from ..safe_io import atomic_open
 from ..thresholds import thresholds_problem
-from .architectures import ARCHITECTURES, build_model, get_architecture
 from .config import TrainConfig
-from .data import LabelSpace
-from .imbalance import apply_logit_adjustment, posthoc_adjustment
+from .setup.architectures import ARCHITECTURES, build_model, get_architecture
+from .setup.rebalancing import apply_logit_adjustment, posthoc_adjustment
+from .setup.run_data import LabelSpace
 
 if TYPE_CHECKING:
-    from .build import TrainingParts
+    from .setup.build import TrainingParts
 
 FORMAT_VERSION = 2  # 2: data_config; best.pt holds the weights and metadata only (1: always the training state)
 REQUIRED_KEYS = ("format_version", "model_name", "num_classes", "class_names", "image_size", "normalization", "model")

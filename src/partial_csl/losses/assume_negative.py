@@ -19,7 +19,8 @@ Targets are {1 positive, 0 annotated negative, -1 unknown}; with p = sigmoid(log
 ``k`` is the number of positives expected per image, which Cole et al. take as known (COCO 2.9); the engine passes
 ``--expected-positives``, else the simulation's true class frequencies summed, else one per attribute for attribute
 data, else the sum of a ``--prior_path`` file's priors, else the annotated positive rates summed (see
-:func:`partial_csl.engine.data.expected_positives_estimate`). ROLE's table trains with the model's optimiser at
+:func:`partial_csl.engine.setup.run_data.expected_positives_estimate`).
+ROLE's table trains with the model's optimiser at
 ``role_lr_multiplier`` times its learning rate and without weight decay: a row gets a gradient only when its image
 is in a batch (about once an epoch), though Adam's momentum keeps moving it for a while after, as in Cole et al.'s
 code.

@@ -35,7 +35,7 @@ TOP_N = 12
 
 @dataclass
 class EvaluationView:
-    """Everything the page shows (see :func:`partial_csl.engine.evaluation_report.build_view`)."""
+    """Everything the page shows (see :func:`partial_csl.engine.tools.evaluation_report.build_view`)."""
 
     report: dict  # evaluate_predictions' report, with "meta"
     analysis: dict  # diagnostics.error_analysis

@@ -14,18 +14,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.dataset import MultiLabelImageDataset
-from ..data.images import ImageLoadError
-from ..data.schema import AttributeSchema
-from ..diagnostics import confident_label_mistakes, confident_mistakes, error_analysis, precision_recall_curve
-from ..reports.html import MANY_CLASSES, EvaluationView, evaluation_page, figure_name
-from ..reports.plots import thumbnail_png
-from ..reports.predictions import attribute_predictions_table, label_predictions_table
-from ..safe_io import atomic_open, atomic_write_bytes, atomic_write_text
-from ..thresholds import UNKNOWN, accuracy_coverage, class_threshold_vector, top_label
-from .architectures import get_architecture
-from .data import LabelledImages
-from .thresholds import abstain_values
+from ...data.dataset import MultiLabelImageDataset
+from ...data.images import ImageLoadError
+from ...data.schema import AttributeSchema
+from ...diagnostics import confident_label_mistakes, confident_mistakes, error_analysis, precision_recall_curve
+from ...reports.html import MANY_CLASSES, EvaluationView, evaluation_page, figure_name
+from ...reports.plots import thumbnail_png
+from ...reports.predictions import attribute_predictions_table, label_predictions_table
+from ...safe_io import atomic_open, atomic_write_bytes, atomic_write_text
+from ...thresholds import UNKNOWN, accuracy_coverage, class_threshold_vector, top_label
+from ..inference.stored_thresholds import abstain_values
+from ..setup.architectures import get_architecture
+from ..setup.run_data import LabelledImages
 
 log = logging.getLogger(__name__)
 GALLERY_SIZE = 8

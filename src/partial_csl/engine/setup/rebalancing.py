@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..losses import MultiTaskLoss
-from ..losses.imbalance import (
+from ...losses import MultiTaskLoss
+from ...losses.imbalance import (
     BalancedGroupCrossEntropy,
     ReweightedLoss,
     balanced_softmax_offset,
@@ -31,8 +31,8 @@ from ..losses.imbalance import (
     sigmoid_log_prior_odds,
     softmax_log_prior,
 )
-from .config import TrainConfig, require_resolved
-from .data import LabelSpace
+from ..config import TrainConfig, require_resolved
+from .run_data import LabelSpace
 
 Offsets = tuple[np.ndarray | None, np.ndarray | None]  # (training-time, prediction-time) logit offsets
 

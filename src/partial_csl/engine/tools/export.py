@@ -12,16 +12,16 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ..data.transforms import DataConfig
-from ..models import logits_to_probabilities
-from ..safe_io import (
+from ...data.transforms import DataConfig
+from ...models import logits_to_probabilities
+from ...safe_io import (
     atomic_open,
     atomic_write_bytes,
     atomic_write_text,
     check_output_file,
     refuse_inputs_as_outputs,
 )
-from .checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint import load_checkpoint, model_from_checkpoint
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from .config import TrainConfig
+from ..config import TrainConfig
 
 # (settings, test, what a value must be); None (the setting's "not given") always passes
 _RULES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [

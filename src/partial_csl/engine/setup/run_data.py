@@ -13,11 +13,11 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from ..data.coco import coco_2014_paths, load_coco
-from ..data.dataset import ImageCache, MultiLabelImageDataset
-from ..data.labels import read_attribute_csv, write_rejected_rows
-from ..data.schema import AttributeSchema
-from ..data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
+from ...data.coco import coco_2014_paths, load_coco
+from ...data.dataset import ImageCache, MultiLabelImageDataset
+from ...data.labels import read_attribute_csv, write_rejected_rows
+from ...data.schema import AttributeSchema
+from ...data.transforms import PIL_RESAMPLING, DataConfig, build_transform, seed_worker
 
 log = logging.getLogger(__name__)
 

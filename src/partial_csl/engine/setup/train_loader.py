@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.sampling import (
+from ...data.sampling import (
     RepeatAwareDataset,
     RepeatAwareSampler,
     cap_weights,
@@ -20,11 +20,11 @@ from ..data.sampling import (
     repeat_factors,
     sampling_weights,
 )
-from ..data.transforms import DataConfig, build_strong_transform
-from ..reports.distribution import write_distribution
-from .config import TrainConfig
-from .data import LabelledImages, LabelSpace, make_loader
-from .distributed import DistInfo, ShardedShuffleSampler
+from ...data.transforms import DataConfig, build_strong_transform
+from ...reports.distribution import write_distribution
+from ..config import TrainConfig
+from ..distributed import DistInfo, ShardedShuffleSampler
+from .run_data import LabelledImages, LabelSpace, make_loader
 
 
 def training_sample_weights(cfg: TrainConfig, labels: LabelSpace, train: LabelledImages) -> np.ndarray | None:

@@ -10,14 +10,23 @@ from pathlib import Path
 
 import numpy as np
 
-from ..data.schema import AttributeSchema
-from ..data.transforms import DataConfig
-from ..metrics import evaluate_predictions
-from ..reports.evaluation import write_report
-from ..safe_io import atomic_write_text, check_output_folder, refuse_inputs_as_outputs
-from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
-from .config import resolve_amp, resolve_device
-from .data import LabelledImages, LabelSpace, make_loader
+from ...data.schema import AttributeSchema
+from ...data.transforms import DataConfig
+from ...metrics import evaluate_predictions
+from ...reports.evaluation import write_report
+from ...safe_io import atomic_write_text, check_output_folder, refuse_inputs_as_outputs
+from ..checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..config import resolve_amp, resolve_device
+from ..inference.probabilities import predict_probabilities
+from ..inference.stored_thresholds import (
+    abstain_values,
+    abstained,
+    settings_for_checkpoint,
+    thresholds_summary,
+    tune_checkpoint,
+)
+from ..setup.formats import EvalRequest, get_dataset
+from ..setup.run_data import LabelledImages, LabelSpace, make_loader
 from .evaluation_report import (
     build_view,
     coverage_curves,
@@ -26,9 +35,6 @@ from .evaluation_report import (
     run_metrics_csv,
     write_html_report,
 )
-from .formats import EvalRequest, get_dataset
-from .inference import predict_probabilities
-from .thresholds import abstain_values, abstained, settings_for_checkpoint, thresholds_summary, tune_checkpoint
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.labels import FILENAME_COLUMN, read_filename_column
-from ..safe_io import atomic_open, atomic_write_text, check_output_file, refuse_inputs_as_outputs
-from .predict import OnnxPredictor, Predictor, list_images
-from .thresholds import abstained, label_thresholds
+from ...data.labels import FILENAME_COLUMN, read_filename_column
+from ...safe_io import atomic_open, atomic_write_text, check_output_file, refuse_inputs_as_outputs
+from ..inference.predictor import OnnxPredictor, Predictor, list_images
+from ..inference.stored_thresholds import abstained, label_thresholds
 
 MISSING = "#N/A"  # the CSV format's unknown value: also what the model answers when it is unsure
 TABLE_SUFFIXES = (".csv", ".tsv")  # what an output inside the image folder may be (never listed as an image)

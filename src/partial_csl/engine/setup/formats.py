@@ -18,14 +18,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ..data.partial import simulate_partial, simulation_record, simulation_summary
-from ..data.schema import AttributeSchema, load_schema
-from ..losses.imbalance import annotated_counts, positive_counts
-from ..models.heads import cooccurrence_graph
-from ..priors import load_priors
-from ..safe_io import atomic_write_text, same_file
-from .config import TrainConfig
-from .data import (
+from ...data.partial import simulate_partial, simulation_record, simulation_summary
+from ...data.schema import AttributeSchema, load_schema
+from ...losses.imbalance import annotated_counts, positive_counts
+from ...models.heads import cooccurrence_graph
+from ...priors import load_priors
+from ...safe_io import atomic_write_text, same_file
+from ..config import TrainConfig
+from .run_data import (
     LabelledImages,
     LabelSpace,
     coco_paths,

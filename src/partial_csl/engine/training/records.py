@@ -9,8 +9,8 @@ import math
 import time
 from pathlib import Path
 
-from ..safe_io import atomic_open, atomic_write_text
-from .config import TrainConfig
+from ...safe_io import atomic_open, atomic_write_text
+from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
 

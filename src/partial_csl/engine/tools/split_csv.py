@@ -21,8 +21,8 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ..data.images import content_duplicates, load_rgb
-from ..data.labels import (
+from ...data.images import content_duplicates, load_rgb
+from ...data.labels import (
     FILENAME_COLUMN,
     LabelTable,
     read_attribute_csv,
@@ -30,13 +30,13 @@ from ..data.labels import (
     write_label_csv,
     write_rejected_rows,
 )
-from ..data.sampling import expected_distribution, sampling_weights
-from ..data.schema import AttributeSchema
-from ..data.split import class_distribution, iterative_stratification, known_positive_matrix
-from ..data.transforms import build_offline_augmentation
-from ..manifest import Manifest, other_files, remove_files
-from ..reports.distribution import distribution_markdown, write_distribution
-from ..safe_io import (
+from ...data.sampling import expected_distribution, sampling_weights
+from ...data.schema import AttributeSchema
+from ...data.split import class_distribution, iterative_stratification, known_positive_matrix
+from ...data.transforms import build_offline_augmentation
+from ...manifest import Manifest, other_files, remove_files
+from ...reports.distribution import distribution_markdown, write_distribution
+from ...safe_io import (
     atomic_open,
     atomic_write_text,
     check_output_folder,

@@ -12,9 +12,9 @@ import logging
 
 import numpy as np
 
-from ..thresholds import ThresholdSettings, abstentions, class_threshold_vector, tune_thresholds
-from .checkpoint import checkpoint_schema
-from .config import TrainConfig
+from ...thresholds import ThresholdSettings, abstentions, class_threshold_vector, tune_thresholds
+from ..checkpoint import checkpoint_schema
+from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
 THRESHOLD_FIELDS = ("class_thresholds", "target_precision", "abstain_accuracy", "abstain_coverage")

@@ -13,12 +13,12 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader, Dataset
 
-from ..data.images import ImageLoadError, load_rgb, to_rgb
-from ..data.schema import AttributeSchema
-from ..data.transforms import DataConfig, build_transform
-from ..models import logits_to_probabilities, optimize_for_inference
-from .checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
-from .config import resolve_amp, resolve_device
+from ...data.images import ImageLoadError, load_rgb, to_rgb
+from ...data.schema import AttributeSchema
+from ...data.transforms import DataConfig, build_transform
+from ...models import logits_to_probabilities, optimize_for_inference
+from ..checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
+from ..config import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp"}

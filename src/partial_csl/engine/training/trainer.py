@@ -28,13 +28,11 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from tqdm import tqdm
 
-from ..losses import MultiTaskLoss
-from ..metrics import evaluate_predictions
-from ..prior_estimates import priors_from_probabilities
-from ..priors import load_priors, prior_quality_report, save_priors
-from .architectures import resolve_auto
-from .build import TrainingParts, build_training
-from .checkpoint import (
+from ...losses import MultiTaskLoss
+from ...metrics import evaluate_predictions
+from ...prior_estimates import priors_from_probabilities
+from ...priors import load_priors, prior_quality_report, save_priors
+from ..checkpoint import (
     StageProgress,
     best_payload,
     load_checkpoint,
@@ -44,15 +42,17 @@ from .checkpoint import (
     save_checkpoint,
     training_payload,
 )
-from .config import TrainConfig, derive_seed, resolve_device, seed_everything
-from .distributed import barrier, init_distributed, mean_across_ranks
+from ..config import TrainConfig, derive_seed, resolve_device, seed_everything
+from ..distributed import barrier, init_distributed, mean_across_ranks
+from ..inference.probabilities import predict_dataset
+from ..setup.architectures import resolve_auto
+from ..setup.build import TrainingParts, build_training
+from ..setup.train_loader import steps_per_epoch
 from .embeddings import StageInputs, stage_inputs
 from .finish import check_run_settings, finish_training
-from .inference import predict_dataset
 from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
-from .sampling import steps_per_epoch
 from .settings import check_settings
 
 log = logging.getLogger(__name__)
@@ -81,7 +81,7 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     model.train()
     total, seen, steps = 0.0, 0, 0
     bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch", disable=None)
-    for images, targets, *indices in bar:  # the sample indices: see partial_csl.engine.sampling
+    for images, targets, *indices in bar:  # the sample indices: see partial_csl.engine.setup.train_loader
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)  # (B, C); the loss applies the sigmoid/softmax itself, in float32

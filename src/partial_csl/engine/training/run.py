@@ -10,25 +10,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..data.schema import UNKNOWN
-from ..data.transforms import DataConfig, resolve_data_config
-from ..losses import loss_uses_expected_positives, loss_uses_priors
-from ..models.pretrained import pretrained_data_config
-from ..prior_estimates import holdout_mask
-from ..safe_io import announce_writes
-from .architectures import get_architecture
-from .config import TrainConfig, library_versions, resolve_amp, resolve_device
-from .data import (
+from ...data.schema import UNKNOWN
+from ...data.transforms import DataConfig, resolve_data_config
+from ...losses import loss_uses_expected_positives, loss_uses_priors
+from ...models.pretrained import pretrained_data_config
+from ...prior_estimates import holdout_mask
+from ...safe_io import announce_writes
+from ..config import TrainConfig, library_versions, resolve_amp, resolve_device
+from ..distributed import DistInfo, process_device
+from ..setup.architectures import get_architecture
+from ..setup.formats import load_training_data
+from ..setup.run_data import (
     LabelledImages,
     LabelSpace,
     check_validation_labels,
     label_warnings,
     unscored_attributes,
 )
-from .distributed import DistInfo, process_device
-from .formats import load_training_data
+from ..setup.train_loader import steps_per_epoch, training_sample_weights, write_sampler_report
 from .records import RunClock, write_json, write_run_config
-from .sampling import steps_per_epoch, training_sample_weights, write_sampler_report
 
 log = logging.getLogger(__name__)
 

@@ -11,14 +11,14 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from ..thresholds import ThresholdSettings
-from .checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from .config import TrainConfig
-from .distributed import barrier
-from .formats import get_dataset
-from .inference import predict_dataset
+from ...thresholds import ThresholdSettings
+from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..config import TrainConfig
+from ..distributed import barrier
+from ..inference.probabilities import predict_dataset
+from ..inference.stored_thresholds import check_settings_fit, settings_from_config, thresholds_summary, tune_checkpoint
+from ..setup.formats import get_dataset
 from .run import Run
-from .thresholds import check_settings_fit, settings_from_config, thresholds_summary, tune_checkpoint
 
 log = logging.getLogger(__name__)
 

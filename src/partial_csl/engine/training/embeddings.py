@@ -25,13 +25,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from ..models.backbone_head import HeadOnly, embed
-from ..safe_io import atomic_open
-from .data import LabelledImages, make_loader
-from .sampling import feature_loader, train_loader
+from ...models.backbone_head import HeadOnly, embed
+from ...safe_io import atomic_open
+from ..setup.run_data import LabelledImages, make_loader
+from ..setup.train_loader import feature_loader, train_loader
 
 if TYPE_CHECKING:
-    from .build import TrainingParts
+    from ..setup.build import TrainingParts
     from .run import Run
 
 log = logging.getLogger(__name__)

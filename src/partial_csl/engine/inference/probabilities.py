@@ -15,10 +15,10 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
-from ..models import logits_to_probabilities
-from ..prior_estimates import priors_from_probabilities
-from .data import make_loader
-from .distributed import DistInfo, gather_rows, shard_indices
+from ...models import logits_to_probabilities
+from ...prior_estimates import priors_from_probabilities
+from ..distributed import DistInfo, gather_rows, shard_indices
+from ..setup.run_data import make_loader
 
 
 @torch.inference_mode()

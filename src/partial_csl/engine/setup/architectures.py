@@ -18,13 +18,13 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..losses import LOSS_OPTIONS, get_loss
-from ..models import build_afa, build_latent, build_multihead, create_model
-from ..models.heads import HeadedModel, build_head
-from .config import TrainConfig
-from .data import LabelSpace
+from ...losses import LOSS_OPTIONS, get_loss
+from ...models import build_afa, build_latent, build_multihead, create_model
+from ...models.heads import HeadedModel, build_head
+from ..config import TrainConfig
 from .formats import get_dataset
-from .imbalance import per_attribute_loss, wrap_single_head
+from .rebalancing import per_attribute_loss, wrap_single_head
+from .run_data import LabelSpace
 
 log = logging.getLogger(__name__)
 

@@ -26,12 +26,12 @@ from timm.utils import ModelEmaV3
 from torch import nn
 from torch.optim.lr_scheduler import OneCycleLR
 
-from ..models import convert_sync_norm
-from ..models.backbone_head import freeze_backbone, reset_head
+from ...models import convert_sync_norm
+from ...models.backbone_head import freeze_backbone, reset_head
+from ..config import TrainConfig
+from ..distributed import DistInfo
 from .architectures import build_model, get_architecture
-from .config import TrainConfig
-from .data import LabelSpace
-from .distributed import DistInfo
+from .run_data import LabelSpace
 
 log = logging.getLogger(__name__)
 

@@ -32,9 +32,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from ..manifest import Manifest, other_files, remove_files
-from ..safe_io import refuse_inputs_as_outputs, watching_writes
-from .config import TrainConfig
+from ...manifest import Manifest, other_files, remove_files
+from ...safe_io import refuse_inputs_as_outputs, watching_writes
+from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
 
