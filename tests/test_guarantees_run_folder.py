@@ -17,8 +17,9 @@ from conftest import make_train_val
 from test_hostile_runs import args, metrics
 
 import train as train_script
-from partial_csl.engine import checkpoint, records
+from partial_csl.engine import checkpoint
 from partial_csl.engine.checkpoint import load_checkpoint
+from partial_csl.engine.training import records
 
 
 @pytest.fixture(scope="module")

@@ -29,7 +29,7 @@ def _flags(cell: str) -> list[str]:
 def documented_defaults() -> list[tuple[str, str]]:
     """(flag, documented default) for every flag of the table, a single default standing for all of its row."""
     text = (ROOT / "README.md").read_text()
-    table = text[text.index("### Training options"):text.index("`python train.py --help` lists everything.")]
+    table = text[text.index("### Training options"):text.index("`python train.py --help` lists everything")]
     pairs = []
     for line in table.splitlines():
         match = ROW.match(line)

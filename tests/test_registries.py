@@ -64,3 +64,16 @@ def test_a_typed_setting_selects_the_architecture_that_reads_it_or_stops_the_run
     assert resolve_auto(TrainConfig(arch="afa", task_weighting="dwa")).arch == "afa"  # read by every multi-head arch
     assert "hill_lambda" in unread_settings("mtl") and "task_weighting" not in unread_settings("latent")
     assert get_architecture("csl").reads[:2] == ("loss", "head")
+
+
+def test_reading_a_checkpoint_fills_the_keys_older_files_lack_once(tmp_path):
+    from partial_csl.engine.checkpoint import OPTIONAL_KEYS, load_checkpoint, save_checkpoint
+
+    oldest = {"format_version": 1, "model_name": "test_resnet", "num_classes": 2, "class_names": ["a", "b"],
+              "image_size": 32, "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "model": {},
+              "weights": "ema", "thresholds": None}
+    ckpt = load_checkpoint(save_checkpoint(oldest, tmp_path / "old.pt"))
+    assert set(OPTIONAL_KEYS) <= set(ckpt)
+    assert (ckpt["arch"], ckpt["arch_args"], ckpt["history"], ckpt["weights"]) == ("csl", {}, [], "ema")
+    ckpt["arch_args"]["x"] = 1  # each checkpoint gets its own copy of a default
+    assert OPTIONAL_KEYS["arch_args"] == {}

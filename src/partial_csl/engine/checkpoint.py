@@ -19,6 +19,7 @@ no data_config) still reads.
 
 from __future__ import annotations
 
+import copy
 import errno
 import random
 import shutil
@@ -100,7 +101,20 @@ def load_checkpoint(path: str | Path) -> dict:
         raise CheckpointError(f"{path}: not a checkpoint of this project (missing {missing}); "
                               "pretrained backbones go to --model-path instead")
     _check_fields(ckpt, path)
-    return ckpt
+    return upgraded(ckpt)
+
+
+# what an older checkpoint (or a key written only sometimes) stands for: filled in once, on reading, so that no reader
+# carries its own default
+OPTIONAL_KEYS = {"arch": "csl", "arch_args": {}, "schema": None, "priors": None, "partial_loss_mode": None,
+                 "loss": None, "stage": "main", "train_class_counts": [], "metrics": {}, "config": {}, "history": [],
+                 "logit_adjustment": None, "weights": "regular", "thresholds": None}
+
+
+def upgraded(ckpt: dict) -> dict:
+    """``ckpt`` with every optional key present (a missing or None one gets its :data:`OPTIONAL_KEYS` value)."""
+    filled = {k: copy.deepcopy(v) for k, v in OPTIONAL_KEYS.items() if ckpt.get(k) is None}
+    return {**ckpt, **filled}
 
 
 def _check_fields(ckpt: dict, path: Path) -> None:

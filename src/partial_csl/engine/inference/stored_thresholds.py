@@ -32,7 +32,7 @@ def settings_from_config(cfg: TrainConfig) -> ThresholdSettings:
 
 def stored_settings(ckpt: dict) -> dict:
     """The settings a checkpoint's thresholds were tuned with, else those of its run's config (TrainConfig names)."""
-    entry, config = ckpt.get("thresholds") or {}, ckpt.get("config") or {}
+    entry, config = ckpt["thresholds"] or {}, ckpt["config"]
     values = {k: config.get(k) for k in THRESHOLD_FIELDS}
     if entry:
         classes, abstain = entry.get("classes"), entry.get("abstain")

@@ -48,29 +48,29 @@ def run_history(checkpoint: str | Path, ckpt: dict) -> list[dict]:
                 return list(csv.DictReader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             log.warning("cannot read %s (%s); using the checkpoint's history", path, err)
-    return list(ckpt.get("history") or [])
+    return list(ckpt["history"])
 
 
 def run_settings(ckpt: dict) -> dict:
     """The run's key settings, as the report lists them: the loss and its partial-label mode only where the
     architecture reads them (``--arch csl``), the learning rate in scientific notation."""
-    cfg = ckpt.get("config") or {}
-    arch = ckpt.get("arch", "csl")
-    mode = ckpt.get("partial_loss_mode")
+    cfg = ckpt["config"]
+    arch = ckpt["arch"]
+    mode = ckpt["partial_loss_mode"]
     if cfg.get("prior_path"):
         priors = f"from {cfg['prior_path']}"
-    elif ckpt.get("priors") is not None:
+    elif ckpt["priors"] is not None:
         priors = f"estimated by the ignore-mode prior stage ({cfg.get('prior_epochs') or cfg.get('epochs')} epochs, "\
                  f"{cfg.get('prior_estimate', 'em')})"
     else:
         priors = "not used"
     lr = cfg.get("lr")
-    loss = ({"loss": ckpt.get("loss"), "loss mode": mode, "priors": priors} if get_architecture(arch).uses_priors
+    loss = ({"loss": ckpt["loss"], "loss mode": mode, "priors": priors} if get_architecture(arch).uses_priors
             else {"loss": f"softmax cross-entropy per attribute ({cfg.get('task_weighting')} task weighting)",
                   "logit adjustment": cfg.get("logit_adjust")})
-    return {"model": ckpt.get("model_name"), "architecture": arch, **loss, "epochs": cfg.get("epochs"),
-            "best epoch": ckpt.get("epoch"), "weights": ckpt.get("weights", "regular"),
-            "image size": ckpt.get("image_size"), "batch size": cfg.get("batch_size"),
+    return {"model": ckpt["model_name"], "architecture": arch, **loss, "epochs": cfg.get("epochs"),
+            "best epoch": ckpt["epoch"], "weights": ckpt["weights"],
+            "image size": ckpt["image_size"], "batch size": cfg.get("batch_size"),
             "learning rate": f"{lr:.2e}" if isinstance(lr, (int, float)) else lr, "augment": cfg.get("augment"),
             "sampler": cfg.get("sampler"), "seed": cfg.get("seed")}
 
@@ -150,9 +150,9 @@ def build_view(report: dict, targets: np.ndarray, scores: np.ndarray, data: Labe
                checkpoint: str | Path, threshold: float) -> EvaluationView:
     """Everything report.html shows, computed from the predictions on ``data``."""
     class_names = list(ckpt["class_names"])
-    schema = AttributeSchema.from_dict(ckpt["schema"]) if ckpt.get("schema") else None
+    schema = AttributeSchema.from_dict(ckpt["schema"]) if ckpt["schema"] else None
     groups = schema.group_slices() if schema else None
-    entry = ckpt.get("thresholds")
+    entry = ckpt["thresholds"]
     label_cut = class_threshold_vector(entry, len(class_names), threshold)
     analysis = error_analysis(targets, scores, class_names, groups, entry, threshold)
     curves, marks = coverage_curves(targets, scores, groups, abstain_values(entry)) if groups else ({}, {})
@@ -166,12 +166,12 @@ def build_view(report: dict, targets: np.ndarray, scores: np.ndarray, data: Labe
 def predictions_frame(data: LabelledImages, targets: np.ndarray, scores: np.ndarray, ckpt: dict,
                       threshold: float, abstained: dict | None) -> pd.DataFrame:
     class_names = list(ckpt["class_names"])
-    if ckpt.get("schema"):
+    if ckpt["schema"]:
         schema = AttributeSchema.from_dict(ckpt["schema"])
         return attribute_predictions_table(data.filenames, targets, scores,
                                            {g.name: list(g.class_names) for g in schema.groups},
                                            schema.group_slices(), abstained)
-    cut = class_threshold_vector(ckpt.get("thresholds"), len(class_names), threshold)
+    cut = class_threshold_vector(ckpt["thresholds"], len(class_names), threshold)
     return label_predictions_table(data.filenames, targets, scores, class_names, cut)
 
 

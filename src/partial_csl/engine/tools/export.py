@@ -51,11 +51,11 @@ def export_metadata(ckpt: dict, model: nn.Module) -> dict:
     post = postprocessing(model, ckpt)
     output = ("softmax of the logits within each attribute" if post["activation"] == "softmax_per_attribute"
               else "sigmoid of the logits")
-    return {"class_names": list(ckpt["class_names"]), "schema": ckpt.get("schema"),
-            "arch": ckpt.get("arch", "csl"), "image_size": data_config.image_size,
+    return {"class_names": list(ckpt["class_names"]), "schema": ckpt["schema"],
+            "arch": ckpt["arch"], "image_size": data_config.image_size,
             "data_config": data_config.to_dict(),
             "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
-            "postprocessing": post, "model_name": ckpt["model_name"], "thresholds": ckpt.get("thresholds"),
+            "postprocessing": post, "model_name": ckpt["model_name"], "thresholds": ckpt["thresholds"],
             "input": f"images: float32 (N, 3, {data_config.image_size}, {data_config.image_size}), RGB in [0, 1] "
                      f"resized ({data_config.interpolation}), minus mean, divided by std",
             "output": f"probabilities: float32 (N, C), {output}"}

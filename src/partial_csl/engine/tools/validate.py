@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 def trained_keep_empty(ckpt: dict) -> bool:
     """Whether the checkpoint's run kept COCO images without annotations (runs before ``keep_empty`` existed did,
     unless they passed ``drop_empty``): evaluation treats them the same way."""
-    config = ckpt.get("config") or {}
+    config = ckpt["config"]
     return bool(config.get("keep_empty", not config.get("drop_empty", True)))
 
 
@@ -81,7 +81,7 @@ def _tune(ckpt: dict, targets: np.ndarray, scores: np.ndarray, overrides: dict, 
 
 def _abstention_report(ckpt: dict, targets: np.ndarray, scores: np.ndarray) -> dict | None:
     """Per attribute, the coverage and accuracy of the checkpoint's abstention thresholds on this data."""
-    schema, values = checkpoint_schema(ckpt), abstain_values(ckpt.get("thresholds"))
+    schema, values = checkpoint_schema(ckpt), abstain_values(ckpt["thresholds"])
     if schema is None or values is None:
         return None
     _, marks = coverage_curves(targets, scores, schema.group_slices(), values)
@@ -112,24 +112,24 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, datas
     source = str(csv_path or annotations or data_root)
     if tune:
         ckpt = _tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold)
-    labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt.get("train_class_counts") or []))
+    labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt["train_class_counts"]))
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
     for name, reason in report.get("undefined_attributes", {}).items():
         log.warning("%s: %s", name, reason)
     report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"], "csv": source,
-                      "images": str(data.image_dir), "weights": ckpt.get("weights", "regular")}
+                      "images": str(data.image_dir), "weights": ckpt["weights"]}
     view = build_view(report, data.targets, scores, data, ckpt, checkpoint, threshold) if html else None
     if view is not None:
         report.update({"calibration_error": {"overall": view.analysis["ece"],
                                              "per_attribute": view.analysis["ece_per_attribute"]},
                        "per_class_precision_recall_f1": view.analysis["per_class"],
                        "confusion": view.analysis["confusion"]})
-    report["thresholds"] = thresholds_summary(ckpt.get("thresholds"))
+    report["thresholds"] = thresholds_summary(ckpt["thresholds"])
     report["abstention"] = _abstention_report(ckpt, data.targets, scores)
     paths = write_report(report, output_dir, title="Evaluation report")
     if view is not None:
         frame = predictions_frame(data, data.targets, scores, ckpt, threshold,
-                                  abstained(ckpt.get("thresholds"), scores, labels.groups))
+                                  abstained(ckpt["thresholds"], scores, labels.groups))
         paths.update(write_html_report(view, frame, output_dir))
     if tune:
         paths.update({"thresholds": output_dir / "thresholds.json", "checkpoint": output_dir / "best.pt"})

@@ -56,7 +56,7 @@ def log_final_ap(run: Run, best_path: Path) -> None:
     if run.writer is None:
         return
     ckpt = load_checkpoint(best_path)
-    metrics, epoch = ckpt.get("metrics") or {}, int(ckpt.get("epoch") or 0)
+    metrics, epoch = ckpt["metrics"], int(ckpt["epoch"] or 0)
     for name, ap in (metrics.get("ap_per_class") or {}).items():
         if ap is not None:
             run.writer.add_scalar(f"final/AP/{name}", ap, epoch)
