@@ -31,13 +31,13 @@ from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.config import DECLARED_OPTIONS, TrainConfig
 from partial_csl.engine.setup.architectures import ARCHITECTURES, get_architecture, resolve_auto
 from partial_csl.engine.setup.formats import DATASETS
 from partial_csl.engine.setup.rebalancing import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.training.records import TrainingInterrupted
 from partial_csl.engine.training.trainer import NonFiniteLossError, TrainingStopped, run_training
-from partial_csl.losses import LOSS_OPTIONS, LOSSES, TASK_WEIGHTINGS
+from partial_csl.losses import LOSSES, TASK_WEIGHTINGS
 from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.models.heads import HEAD_NAMES
@@ -124,12 +124,6 @@ def _model_options(p: argparse.ArgumentParser) -> None:
     add("head", choices=HEAD_NAMES, help="--arch csl: linear (pooled features + linear layer), ml_decoder "
                                          "(cross-attention group queries), label_graph (graph attention over class "
                                          "co-occurrence), cosine (normalised features and weights, for --loss aam)")
-    add("decoder_queries", type=int, help="ml_decoder: number of group queries (default min(100, classes))")
-    add("decoder_embed", type=int, help="ml_decoder: embedding size of the decoder")
-    add("decoder_layers", type=int, help="ml_decoder: number of cross-attention decoder layers")
-    add("decoder_learnable_queries", action="store_true",
-        help="ml_decoder: learn the group queries (the official head keeps them fixed)")
-    add("graph_threshold", type=float, help="label_graph: link j to i when P(j | i) over known labels is at least this")
     add("task_weighting", choices=TASK_WEIGHTINGS, help="multi-head archs: equal, dwa or uncertainty")
     add("dwa_temperature", type=float, help="DWA temperature T")
     add("latent_tasks", type=int, help="latent: number K of shared latent tasks")
@@ -170,8 +164,8 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
                                           "does not train on (em only): its calibration is fitted on them")
     add("expected_positives", type=float, help="epr, role: positives expected per image (default: estimated from "
                                                "the training labels)")
-    add = _adder(p.add_argument_group("loss settings (declared by the losses: each names the losses that read it)"))
-    for name, (option, readers) in LOSS_OPTIONS.items():
+    add = _adder(p.add_argument_group("settings of the losses and heads (declared by them: each names its readers)"))
+    for name, (option, readers) in DECLARED_OPTIONS.items():
         add(name, **option_flag(option, readers))
     add = _adder(p.add_argument_group("class imbalance (counts from the annotated training labels; #N/A excluded)"))
     add("class_weights", choices=CLASS_WEIGHTINGS, help="effective_number: (1 - beta) / (1 - beta^n_c), mean 1, on "

@@ -27,7 +27,20 @@ def test_every_declared_loss_setting_is_a_constructor_keyword_a_config_field_and
             assert fields[option.name].default == option.default
             assert {f"--{option.name}", f"--{option.name.replace('_', '-')}"} <= flags
     help_text = parser.format_help()
-    assert "hill, splc: logit margin of the focal-margin loss on positives" in " ".join(help_text.split())
+    assert "--loss hill, splc: logit margin of the focal-margin loss on positives" in " ".join(help_text.split())
+    # one declaration read by a loss and a head: one field, one flag naming both
+    assert "--loss aam; --head cosine: the scale s of the cosine head's logits" in " ".join(help_text.split())
+
+
+def test_heads_declare_their_settings_and_what_they_need():
+    from partial_csl.models.heads import HEADS, head_needs_label_graph, head_options
+
+    cfg = TrainConfig(decoder_queries=7, decoder_embed=64, cosine_scale=8.0)
+    assert head_options("ml_decoder", cfg) == {"num_queries": 7, "embed_dim": 64, "layers": 1,
+                                               "learnable_queries": False}
+    assert head_options("cosine", cfg) == {"scale": 8.0} and head_options("linear", cfg) == {}
+    assert [name for name in HEADS if head_needs_label_graph(name)] == ["label_graph"]
+    assert TrainConfig().graph_threshold == 0.4
 
 
 def test_a_loss_reads_its_declared_settings_from_the_config():

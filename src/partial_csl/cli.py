@@ -116,9 +116,18 @@ def config_file_argv(parser: argparse.ArgumentParser, argv: list[str], ignore: t
     return tokens + list(argv)
 
 
+def readers_text(readers: list[str]) -> str:
+    """``["--loss hill", "--loss splc", "--head cosine"]`` -> ``"--loss hill, splc; --head cosine"``."""
+    kinds: dict[str, list[str]] = {}
+    for reader in readers:
+        kind, _, name = reader.rpartition(" ")
+        kinds.setdefault(kind, []).append(name)
+    return "; ".join(f"{kind} {', '.join(names)}".strip() for kind, names in kinds.items())
+
+
 def option_flag(option: Option, readers: list[str]) -> dict:
     """``add_argument`` keywords of a declared option; its help names the components that read it."""
-    kwargs: dict = {"help": f"{', '.join(readers)}: {option.help}".replace("%", "%%")}  # argparse formats help
+    kwargs: dict = {"help": f"{readers_text(readers)}: {option.help}".replace("%", "%%")}  # argparse formats help
     if option.value_type is bool:
         kwargs["action"] = "store_true"
     else:

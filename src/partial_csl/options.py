@@ -53,3 +53,9 @@ def merge_options(declarations: Iterable[tuple[str, Iterable[Option]]]) -> dict[
                                  f"({merged[option.name][1][0]} and {owner}): share one declaration")
             merged.setdefault(option.name, (option, []))[1].append(owner)
     return merged
+
+
+# shared by a head and a loss (the cosine head's s cos(theta) logits, which the angular-margin loss takes apart): one
+# declaration here, since models and losses know nothing of each other
+COSINE_SCALE = Option("cosine_scale", 30.0, "the scale s of the cosine head's logits s cos(theta), which --loss aam "
+                      "reads too", param="scale")

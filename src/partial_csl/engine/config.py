@@ -9,16 +9,21 @@ from dataclasses import asdict, dataclass, field, fields, make_dataclass
 import numpy as np
 import torch
 
-from ..losses import LOSS_OPTIONS
+from ..losses import LOSSES
+from ..models.heads import HEADS
+from ..options import merge_options
 
-# the settings the losses declare (partial_csl.losses: LOSS_OPTIONS), one field each: TrainConfig inherits them
-LossSettings = make_dataclass("LossSettings", [(name, option.annotation, field(default=option.default))
-                                               for name, (option, _) in LOSS_OPTIONS.items()])
+# the settings the losses and heads declare, each once with the components that read it ("--loss hill"): one
+# TrainConfig field each (inherited), and one train.py flag each
+DECLARED_OPTIONS = merge_options([*((f"--loss {name}", entry.options) for name, entry in LOSSES.items()),
+                                  *((f"--head {name}", entry.options) for name, entry in HEADS.items())])
+DeclaredSettings = make_dataclass("DeclaredSettings", [(name, option.annotation, field(default=option.default))
+                                                       for name, (option, _) in DECLARED_OPTIONS.items()])
 
 
 @dataclass
-class TrainConfig(LossSettings):
-    """Every setting of a training run: the loss settings (inherited, declared by the losses) and these."""
+class TrainConfig(DeclaredSettings):
+    """Every setting of a training run: the losses' and heads' settings (inherited, declared by them) and these."""
 
     # data
     dataset: str = "attributes"
@@ -56,11 +61,6 @@ class TrainConfig(LossSettings):
     # model
     arch: str = "auto"  # auto: mtl for attribute data, csl for COCO-format data (resolve_auto)
     head: str = "linear"
-    decoder_queries: int | None = None  # ml_decoder: None = min(100, number of classes)
-    decoder_embed: int = 768
-    decoder_layers: int = 1
-    decoder_learnable_queries: bool = False  # ml_decoder: the official head keeps its queries fixed
-    graph_threshold: float = 0.4
     model_name: str = "tresnet_m"
     model_path: str | None = None
     norm: str = "auto"
@@ -81,7 +81,7 @@ class TrainConfig(LossSettings):
     amp_dtype: str = "auto"
     grad_clip: float = 0.0
     sync_bn: bool = False
-    # loss (each loss's own settings are inherited from LossSettings) and CSL's prior stage
+    # loss (each loss's own settings are inherited from DeclaredSettings) and CSL's prior stage
     loss: str = "partial_asl"
     prior_path: str | None = None
     prior_epochs: int | None = None

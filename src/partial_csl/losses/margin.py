@@ -20,14 +20,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..options import Option
+from ..options import COSINE_SCALE, Option
 from .options import LABEL_SMOOTHING, REDUCTION
 from .partial import MODE_OPTIONS, PartialSelectiveLoss, reduce_loss
 
 LABEL_SMOOTHING_OPTIONS = (LABEL_SMOOTHING, *MODE_OPTIONS, REDUCTION)
 AAM_OPTIONS = (Option("aam_margin", 0.5, "the additive angular margin m (radians) on positives", param="margin"),
-               Option("cosine_scale", 30.0, "the scale s of the cosine logits s cos(theta) (the cosine head's too)",
-                      param="scale"),
+               COSINE_SCALE,
                *MODE_OPTIONS, REDUCTION)
 
 

@@ -21,11 +21,16 @@ from __future__ import annotations
 
 import inspect
 import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from ..options import COSINE_SCALE, Option, merge_options
 
 
 class _CrossAttentionLayer(nn.Module):
@@ -155,14 +160,51 @@ class HeadedModel(nn.Module):
             self.head.set_label_graph(adjacency)
 
 
-# the --head registry (``linear`` is the backbone's own pooled classifier): name -> constructor(in_features,
-# num_classes, **options); build_head passes each the options its signature names
-HEADS = {"ml_decoder": MLDecoderHead, "label_graph": LabelGraphHead, "cosine": CosineHead}
+@dataclass(frozen=True)
+class HeadEntry:
+    """One ``--head``: ``build(in_features, num_classes, **options)``, the settings it reads (TrainConfig fields and
+    train.py flags generated from them, as for the losses) and whether it needs the class co-occurrence graph of the
+    training labels (``set_label_graph``)."""
+
+    build: Callable[..., nn.Module]
+    options: tuple[Option, ...] = ()
+    needs_label_graph: bool = False
+
+
+DECODER_OPTIONS = (
+    Option("decoder_queries", None, "number of group queries (default min(100, classes))", type=int,
+           param="num_queries"),
+    Option("decoder_embed", 768, "embedding size of the decoder", param="embed_dim"),
+    Option("decoder_layers", 1, "number of cross-attention decoder layers", param="layers"),
+    Option("decoder_learnable_queries", False, "learn the group queries (the official head keeps them fixed)",
+           param="learnable_queries"),
+)
+GRAPH_THRESHOLD = Option("graph_threshold", 0.4, "link j to i when P(j | i) over known labels is at least this")
+
+# the --head registry (``linear`` is the backbone's own pooled classifier)
+HEADS = {"ml_decoder": HeadEntry(MLDecoderHead, DECODER_OPTIONS),
+         "label_graph": HeadEntry(LabelGraphHead, (GRAPH_THRESHOLD,), needs_label_graph=True),
+         "cosine": HeadEntry(CosineHead, (COSINE_SCALE,))}
 HEAD_NAMES = ("linear", *HEADS)
+# every head setting once, with the heads that read it
+HEAD_OPTIONS = merge_options((name, entry.options) for name, entry in HEADS.items())
+
+
+def head_needs_label_graph(name: str) -> bool:
+    return name in HEADS and HEADS[name].needs_label_graph
+
+
+def head_options(name: str, settings: Any) -> dict:
+    """The constructor keywords of head ``name`` from ``settings`` (a TrainConfig): what a checkpoint records."""
+    if name not in HEADS:
+        return {}
+    accepted = inspect.signature(HEADS[name].build).parameters
+    return {o.keyword: getattr(settings, o.name) for o in HEADS[name].options if o.keyword in accepted}
 
 
 def build_head(name: str, in_features: int, num_classes: int, **options) -> nn.Module:
+    """Head ``name`` from constructor keywords (a checkpoint's ``head_options``; those it does not name dropped)."""
     if name not in HEADS:
         raise ValueError(f"unknown head {name!r}; expected one of {HEAD_NAMES}")
-    accepted = inspect.signature(HEADS[name]).parameters
-    return HEADS[name](in_features, num_classes, **{k: v for k, v in options.items() if k in accepted})
+    accepted = inspect.signature(HEADS[name].build).parameters
+    return HEADS[name].build(in_features, num_classes, **{k: v for k, v in options.items() if k in accepted})

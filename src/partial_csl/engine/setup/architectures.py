@@ -18,10 +18,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ...losses import LOSS_OPTIONS, get_loss
+from ...losses import get_loss
 from ...models import build_afa, build_latent, build_multihead, create_model
-from ...models.heads import HeadedModel, build_head
-from ..config import TrainConfig
+from ...models.heads import HeadedModel, build_head, head_options
+from ..config import DECLARED_OPTIONS, TrainConfig
 from .formats import get_dataset
 from .rebalancing import per_attribute_loss, wrap_single_head
 from .run_data import LabelSpace
@@ -93,14 +93,11 @@ def _build_csl(model_name: str, num_classes: int, head: str = "linear", head_opt
 def _csl_args(cfg: TrainConfig, labels: LabelSpace) -> dict:
     if cfg.head == "linear":
         return {"head": "linear"}
-    return {"head": cfg.head, "head_options": {"num_queries": cfg.decoder_queries, "embed_dim": cfg.decoder_embed,
-                                               "layers": cfg.decoder_layers, "scale": cfg.cosine_scale,
-                                               "learnable_queries": cfg.decoder_learnable_queries}}
+    return {"head": cfg.head, "head_options": head_options(cfg.head, cfg)}
 
 
-CSL_READS = ("loss", "head", "decoder_queries", "decoder_embed", "decoder_layers", "decoder_learnable_queries",
-             "graph_threshold", *LOSS_OPTIONS, "expected_positives", "prior_path", "prior_epochs", "prior_estimate",
-             "prior_loss", "prior_holdout")
+CSL_READS = ("loss", "head", *DECLARED_OPTIONS, "expected_positives", "prior_path", "prior_epochs",
+             "prior_estimate", "prior_loss", "prior_holdout")
 MULTITASK_READS = ("task_weighting", "dwa_temperature")
 
 ARCHITECTURES: dict[str, Architecture] = {

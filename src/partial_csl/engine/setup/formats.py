@@ -21,7 +21,7 @@ import pandas as pd
 from ...data.partial import simulate_partial, simulation_record, simulation_summary
 from ...data.schema import AttributeSchema, load_schema
 from ...losses.imbalance import annotated_counts, positive_counts
-from ...models.heads import cooccurrence_graph
+from ...models.heads import cooccurrence_graph, head_needs_label_graph
 from ...priors import load_priors
 from ...safe_io import atomic_write_text, same_file
 from ..config import TrainConfig
@@ -174,7 +174,7 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
     labels.num_train_images, labels.train_targets = len(train), train.targets
     labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
     labels.train_annotated_counts = annotated_counts(train.targets).astype(int).tolist()
-    if cfg.head == "label_graph":
+    if head_needs_label_graph(cfg.head):
         labels.label_graph = cooccurrence_graph(train.targets, cfg.graph_threshold)
     return labels, train, val
 
