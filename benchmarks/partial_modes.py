@@ -31,10 +31,11 @@ from partial_csl.data.demo_coco import build_coco_benchmark
 from partial_csl.data.transforms import DataConfig
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig, resolve_device
-from partial_csl.engine.inference.probabilities import estimate_priors
+from partial_csl.engine.inference.probabilities import predict_probabilities
 from partial_csl.engine.setup.formats import load_training_data
 from partial_csl.engine.setup.run_data import make_loader
 from partial_csl.engine.training.trainer import run_training
+from partial_csl.prior_estimates import priors_from_probabilities
 from partial_csl.priors import prior_quality, save_priors
 
 BASELINES = [  # (row, run folder, settings)
@@ -65,8 +66,9 @@ def column_priors(cfg: TrainConfig, ignore_dir: Path, column: str, out: Path) ->
                          train=False)
     paths, rows = {}, []
     naive = (train.targets == 1).sum(axis=0).astype(float)
-    for method in ("mean", "em"):
-        priors, details = estimate_priors(model, loader, device, method=method)
+    probs = predict_probabilities(model, loader, device, None, desc="estimating priors")
+    for method in ("mean", "em"):  # as the prior stage does (engine.training.trainer)
+        priors, details = priors_from_probabilities(probs, train.targets, method)
         path = out / f"priors_{column}_{method}.csv"
         save_priors(path, labels.class_names, priors, details.pop("n_images"), method, details)
         paths[method] = str(path)

@@ -7,7 +7,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from partial_csl import prior_calibration, prior_estimates
-from partial_csl.engine.inference.probabilities import estimate_priors
+from partial_csl.engine.inference.probabilities import predict_probabilities
 from partial_csl.prior_calibration import recalibrate_to_annotated
 from partial_csl.prior_estimates import (
     em_prior_shift,
@@ -31,6 +31,13 @@ class BiasOnly(nn.Module):
     def forward(self, x):
         assert not self.training, "priors must be estimated in eval mode"
         return self.bias.expand(x.shape[0], -1) + 0 * x.mean(dim=(1, 2, 3))[:, None]
+
+
+def estimate_priors(model, loader, method="mean"):
+    """What the prior stage does: eval-mode probabilities of the training images, then the estimate."""
+    probs = predict_probabilities(model, loader, torch.device("cpu"), None)
+    targets = getattr(loader.dataset, "targets", None)
+    return priors_from_probabilities(probs, None if targets is None else np.asarray(targets), method)
 
 
 def test_estimate_priors_averages_eval_mode_probabilities():

@@ -16,7 +16,6 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from ...models import logits_to_probabilities
-from ...prior_estimates import priors_from_probabilities
 from ..distributed import DistInfo, gather_rows, shard_indices
 from ..setup.run_data import make_loader
 
@@ -52,15 +51,3 @@ def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int, workers
     loader = make_loader(subset, batch_size, workers, train=False)
     probs = predict_probabilities(model, loader, device, amp_dtype, desc=desc)
     return gather_rows(probs, indices, len(dataset), info)
-
-
-def estimate_priors(model: nn.Module, loader: DataLoader, device: torch.device | str = "cpu",
-                    amp_dtype: torch.dtype | None = None, method: str = "mean") -> tuple[np.ndarray, dict]:
-    """Class priors of an ignore-mode ``model`` over ``loader``'s images (eval mode; the loader should not augment).
-
-    See :func:`partial_csl.priors.priors_from_probabilities` for the methods; the targets come from the loader's
-    dataset (``targets``, {1, 0, -1}).
-    """
-    probs = predict_probabilities(model, loader, device, amp_dtype, desc="estimating priors")
-    targets = getattr(loader.dataset, "targets", None)
-    return priors_from_probabilities(probs, None if targets is None else np.asarray(targets), method)
