@@ -62,7 +62,7 @@ def dataset_split(args: argparse.Namespace, name: str) -> tuple[Path, str]:
 def recipe_config(args: argparse.Namespace, split: Path, images: str, recipe: dict, seed: int) -> TrainConfig:
     """``make demo``'s flags, the recipe's settings, this seed."""
     cfg = TrainConfig(train_csv=str(split / "train.csv"), val_csv=str(split / "valid.csv"), images=images,
-                      model_name=args.model_name, image_size=64, batch_size=32, workers=0, cache_images=True,
+                      model_name=args.model_name, image_size=args.image_size, batch_size=32, workers=0, cache_images=True,
                       epochs=args.epochs, lr=5e-4, augment="light", ema_decay=0.99, seed=seed, device=args.device,
                       resume=True)
     cfg = replace(cfg, **recipe)
@@ -91,7 +91,7 @@ def run_grid(args: argparse.Namespace) -> pd.DataFrame:
 
 def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     frame.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
-    lines = [f"# The attribute default end to end ({args.model_name}, 64 px, {args.epochs} epochs, {args.images} "
+    lines = [f"# The attribute default end to end ({args.model_name}, {args.image_size} px, {args.epochs} epochs, {args.images} "
              f"images split 70/10/20, seeds {', '.join(map(str, args.seeds))}; test split)", "",
              "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", ""]
     columns = ["overall mAP", *(f"{g} {m}" for g in default_schema().group_names
@@ -119,6 +119,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=8)
     p.add_argument("--prior-epochs", type=int, default=3, help="CSL's ignore-mode prior stage")
     p.add_argument("--model-name", default="resnet18", help="resnet18: a CPU-sized network trained from scratch")
+    p.add_argument("--image-size", type=int, default=64)
     p.add_argument("--source", type=Path, default=FASHION_MNIST_DIR)
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="2 datasets of 120 images, 1 seed, 1 epoch")

@@ -24,16 +24,44 @@ from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
 
 
-def resumable(run_dir: Path, compute: Callable[[], dict]) -> dict:
-    """``run_dir/result.json`` if it is there, else ``compute()``, written there atomically (a kill leaves no cell
-    half done: it is computed again)."""
+def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None = None) -> dict:
+    """``run_dir/result.json`` if it is there (and was computed with ``settings``, when given), else ``compute()``,
+    written there atomically with the settings (a kill leaves no cell half done: it is computed again)."""
     done = run_dir / "result.json"
     if done.is_file():
-        return json.loads(done.read_text())
+        result = json.loads(done.read_text())
+        if settings is None or result.get("config", settings) == settings:
+            return result
     started = time.perf_counter()
     result = {**compute(), "seconds": time.perf_counter() - started}
+    if settings is not None:
+        result["config"] = settings
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    return result
+
+
+def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """``cfg`` in ``run_dir``, resuming an interrupted run of the same settings; a run folder left by other settings
+    (the row changed since) is replaced."""
+    cfg = replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False)
+    started_with = run_dir / "config.json"
+    if started_with.is_file():
+        saved = json.loads(started_with.read_text())["config"]
+        ignored = ("resume", "overwrite")
+        if {k: v for k, v in saved.items() if k not in ignored} != {
+                k: v for k, v in cfg.to_dict().items() if k not in ignored}:
+            return replace(cfg, resume=False, overwrite=True)
+    return cfg
+
+
+def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict], keep: bool = False) -> dict:
+    """One cell: train ``cfg`` in ``run_dir`` (or read its finished result, if it was trained with the same
+    settings), ``measure(summary)``; the checkpoints go unless ``keep``."""
+    cfg = replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False)
+    result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict())
+    if not keep:
+        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result
 
 
@@ -65,16 +93,11 @@ def test_checkpoint(checkpoint: str | Path, run_dir: Path, split: Path, images: 
 
 def train_and_test(cfg: TrainConfig, run_dir: Path, split: Path, metrics: Callable[[dict], dict],
                    keep: bool = False) -> dict:
-    """One cell: train ``cfg`` into ``run_dir``, test its best checkpoint, ``metrics(report)``; the checkpoints go
-    unless ``keep`` (a finished cell is read, not trained again)."""
-    def compute() -> dict:
-        summary = run_training(replace(cfg, output_dir=str(run_dir)))
+    """:func:`train_cell` whose measure is ``metrics`` of its best checkpoint's report on ``split/test.csv``."""
+    def measure(summary: dict) -> dict:
         return metrics(test_checkpoint(summary["best_checkpoint"], run_dir, split, cfg.images, cfg.device))
 
-    result = resumable(run_dir, compute)
-    if not keep:
-        shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return result
+    return train_cell(cfg, run_dir, measure, keep)
 
 
 def slug(text: str) -> str:
@@ -83,5 +106,6 @@ def slug(text: str) -> str:
 
 
 def long_rows(dataset: str, row: str, seed: int, result: dict) -> list[dict]:
-    """One results.csv row per metric of a cell."""
-    return [{"dataset": dataset, "row": row, "seed": seed, "column": k, "value": v} for k, v in result.items()]
+    """One results.csv row per metric of a cell (its recorded settings left out)."""
+    return [{"dataset": dataset, "row": row, "seed": seed, "column": k, "value": v} for k, v in result.items()
+            if k != "config"]

@@ -23,15 +23,14 @@ once its row is written (a run's ``result.json`` marks it done, so a re-run skip
 from __future__ import annotations
 
 import argparse
-import json
 import logging
-import shutil
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from grid import train_cell
 from scipy.stats import spearmanr
 from seed_tables import mean_std_table
 
@@ -111,28 +110,10 @@ def prior_quality(run_dir: Path) -> list[dict]:
 
 
 def one_run(cfg: TrainConfig, run_dir: Path) -> dict:
-    """Train one cell (or read its finished result, if it was trained with the same settings) and drop its
-    checkpoints once the result is written."""
-    cfg = replace(cfg, output_dir=str(run_dir))
-    done, started_with = run_dir / "result.json", run_dir / "config.json"
-    if done.is_file():
-        result = json.loads(done.read_text())
-        if result.get("config") == cfg.to_dict():
-            return result
-        cfg = replace(cfg, resume=False, overwrite=True)  # the row's settings changed since: train it again
-    elif started_with.is_file():  # interrupted: resume it, unless it was started with other settings
-        saved = json.loads(started_with.read_text())["config"]
-        if {k: v for k, v in saved.items() if k not in ("resume", "overwrite")} != {
-                k: v for k, v in cfg.to_dict().items() if k not in ("resume", "overwrite")}:
-            cfg = replace(cfg, resume=False, overwrite=True)
-    started = time.perf_counter()
-    summary = run_training(cfg)
-    result = {"mAP": summary["best_val_mAP"], "seconds": time.perf_counter() - started,
-              "best_weights": summary["best_weights"], "priors": prior_quality(run_dir),
-              "config": replace(cfg, resume=True, overwrite=False).to_dict()}
-    done.write_text(json.dumps(result, indent=2) + "\n")
-    shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
-    return result
+    """One cell (resumable, see grid.train_cell): best validation mAP and the prior estimates' quality."""
+    return train_cell(cfg, run_dir, lambda summary: {"mAP": summary["best_val_mAP"],
+                                                     "best_weights": summary["best_weights"],
+                                                     "priors": prior_quality(run_dir)})
 
 
 def run_grid(args: argparse.Namespace, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:

@@ -1,0 +1,47 @@
+"""benchmarks/end_to_end.py and the shared grid: the quick grid trains whole networks on two generated datasets,
+resumes, tabulates mean ± std with the held-out dataset last; a finished cell is reused only for the same settings."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+import grid
+import pandas as pd
+from conftest import ROOT
+
+SPEC = importlib.util.spec_from_file_location("end_to_end", ROOT / "benchmarks" / "end_to_end.py")
+end_to_end = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(end_to_end)
+
+
+def test_quick_grid_trains_both_recipes_on_both_datasets_and_resumes(tmp_path, fake_fashion_mnist, capsys):
+    argv = ["--quick", "--out", str(tmp_path / "out"), "--data", str(tmp_path / "data"), "--source",
+            str(fake_fashion_mnist), "--model-name", "test_resnet", "--image-size", "32", "--device", "cpu"]
+    end_to_end.main(argv)
+    results = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert set(results["dataset"]) == {"demo", "shapes"} and set(results["row"]) == set(end_to_end.RECIPES)
+    csl = json.loads(next((tmp_path / "out" / "runs" / "demo").glob("CSL*/seed0/config.json")).read_text())
+    assert csl["config"]["arch"] == "csl" and csl["config"]["prior_epochs"] == 1
+    table = (tmp_path / "out" / "table.md").read_text()
+    assert table.index("## demo") < table.index("## shapes (held out: never tuned on)")
+    assert not list((tmp_path / "out" / "runs").rglob("*.pt"))
+    capsys.readouterr()
+    end_to_end.main(argv)  # every cell is done: nothing trains again
+    assert pd.read_csv(tmp_path / "out" / "results.csv").equals(results)
+
+
+def test_a_finished_cell_is_reused_only_for_the_settings_it_was_computed_with(tmp_path):
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"mAP": 50.0 + len(calls)}
+
+    first = grid.resumable(tmp_path / "cell", compute, {"lr": 1e-3})
+    assert grid.resumable(tmp_path / "cell", compute, {"lr": 1e-3}) == first and len(calls) == 1
+    changed = grid.resumable(tmp_path / "cell", compute, {"lr": 2e-3})
+    assert changed["mAP"] == 52.0 and changed["config"] == {"lr": 2e-3}
+    assert grid.long_rows("d", "r", 0, changed)[0] == {"dataset": "d", "row": "r", "seed": 0, "column": "mAP",
+                                                       "value": 52.0}
+    assert all(row["column"] != "config" for row in grid.long_rows("d", "r", 0, changed))
