@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pandas as pd
@@ -130,10 +131,12 @@ def test_case_13_resume_succeeds_after_a_kill_at_every_write(data, tmp_path):
     assert train_script.main(args(data, reference)) == 0
     expected = metrics(reference)
     points = [f"{k}:before-rename" for k in range(1, 16)] + [f"{k}:after-rename" for k in (3, 9)]
+    runs = {point: tmp_path / point.replace(":", "-") for point in points}
+    with ThreadPoolExecutor(max_workers=3) as pool:  # the killed runs are separate processes: start them together
+        codes = dict(zip(points, pool.map(lambda point: _killed_run(data, runs[point], point), points)))
     killed = 0
-    for point in points:
-        run = tmp_path / point.replace(":", "-")
-        code = _killed_run(data, run, point)
+    for point, code in codes.items():
+        run = runs[point]
         if code == 0:  # the run has fewer writes than k: it finished
             continue
         assert code == -9, point
