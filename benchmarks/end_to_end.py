@@ -62,9 +62,9 @@ def dataset_split(args: argparse.Namespace, name: str) -> tuple[Path, str]:
 def recipe_config(args: argparse.Namespace, split: Path, images: str, recipe: dict, seed: int) -> TrainConfig:
     """``make demo``'s flags, the recipe's settings, this seed."""
     cfg = TrainConfig(train_csv=str(split / "train.csv"), val_csv=str(split / "valid.csv"), images=images,
-                      model_name=args.model_name, image_size=args.image_size, batch_size=32, workers=0, cache_images=True,
-                      epochs=args.epochs, lr=5e-4, augment="light", ema_decay=0.99, seed=seed, device=args.device,
-                      resume=True)
+                      model_name=args.model_name, image_size=args.image_size, batch_size=32, workers=0,
+                      cache_images=True, epochs=args.epochs, lr=5e-4, augment="light", ema_decay=0.99, seed=seed,
+                      device=args.device, resume=True)
     cfg = replace(cfg, **recipe)
     if cfg.prior_epochs is not None:
         cfg = replace(cfg, prior_epochs=args.prior_epochs)
@@ -91,8 +91,8 @@ def run_grid(args: argparse.Namespace) -> pd.DataFrame:
 
 def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     frame.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
-    lines = [f"# The attribute default end to end ({args.model_name}, {args.image_size} px, {args.epochs} epochs, {args.images} "
-             f"images split 70/10/20, seeds {', '.join(map(str, args.seeds))}; test split)", "",
+    lines = [f"# The attribute default end to end ({args.model_name}, {args.image_size} px, {args.epochs} epochs, "
+             f"{args.images} images split 70/10/20, seeds {', '.join(map(str, args.seeds))}; test split)", "",
              "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", ""]
     columns = ["overall mAP", *(f"{g} {m}" for g in default_schema().group_names
                                 for m in ("accuracy", "balanced accuracy", "rare-class AP"))]

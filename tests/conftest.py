@@ -81,8 +81,8 @@ def fake_fashion_mnist(tmp_path: Path) -> Path:
 
 
 def csl_flags_only_for_csl(args: list[str]) -> list[str]:
-    """``args`` without the flags only ``--arch csl`` reads when the last ``--arch`` is another one (train.py refuses
-    those with another architecture): the tests' shared argument lists carry CSL settings for the CSL runs."""
+    """``args`` without the flags the last ``--arch`` does not read (train.py refuses those; ``auto`` stands for the
+    attribute data's ``mtl``): the tests' shared argument lists carry CSL settings for the CSL runs."""
     from itertools import pairwise
 
     from partial_csl.engine.setup.architectures import unread_settings
@@ -90,14 +90,15 @@ def csl_flags_only_for_csl(args: list[str]) -> list[str]:
     archs = [value for flag, value in pairwise(args) if flag == "--arch"]
     if not archs or archs[-1] == "csl":
         return list(args)
-    unread = unread_settings(archs[-1])
+    unread = unread_settings("mtl" if archs[-1] == "auto" else archs[-1])
     flags = {f"--{name}" for name in unread} | {f"--{name.replace('_', '-')}" for name in unread}
     out, skip = [], False
     for arg in args:
-        if skip:
-            skip = False
+        if skip and not arg.startswith("--"):
+            skip = False  # the dropped flag's value
         elif arg in flags:
-            skip = True  # and its value
+            skip = True
         else:
+            skip = False
             out.append(arg)
     return out
