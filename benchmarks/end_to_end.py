@@ -26,8 +26,7 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from grid import attribute_metrics, long_rows, slug, train_and_test
-from seed_tables import mean_std_table
+from grid import attribute_metrics, attribute_tables, long_rows, slug, train_and_test
 
 from partial_csl.data.demo import FASHION_MNIST_DIR, build_demo_dataset
 from partial_csl.data.demo_shapes import build_shapes_dataset
@@ -94,15 +93,9 @@ def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     lines = [f"# The attribute default end to end ({args.model_name}, {args.image_size} px, {args.epochs} epochs, "
              f"{args.images} images split 70/10/20, seeds {', '.join(map(str, args.seeds))}; test split)", "",
              "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", ""]
-    columns = ["overall mAP", *(f"{g} {m}" for g in default_schema().group_names
-                                for m in ("accuracy", "balanced accuracy", "rare-class AP"))]
     for name in args.datasets:
-        data = frame[frame["dataset"] == name].rename(columns={"value": "mAP"})
         held_out = " (held out: never tuned on)" if name == list(DATASETS)[-1] else ""
-        lines += [f"## {name}{held_out}", ""]
-        for part in (columns[:4], columns[4:7], columns[7:]):  # overall + neck, sleeve_length, pattern
-            lines += mean_std_table(data, args.recipes, part, "mAP")  # named mAP for two decimals
-            lines.append("")
+        lines += attribute_tables(frame, name, args.recipes, name + held_out)
     text = "\n".join(lines)
     (args.out / "table.md").write_text(text)
     return text

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from seed_tables import mean_std_table
 
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
@@ -109,3 +110,14 @@ def long_rows(dataset: str, row: str, seed: int, result: dict) -> list[dict]:
     """One results.csv row per metric of a cell (its recorded settings left out)."""
     return [{"dataset": dataset, "row": row, "seed": seed, "column": k, "value": v} for k, v in result.items()
             if k != "config"]
+
+
+def attribute_tables(frame: pd.DataFrame, dataset: str, rows: list[str], heading: str) -> list[str]:
+    """Markdown of one dataset's cells (``long_rows``): for the overall mAP and each attribute, a table of mean ± std
+    over the seeds per row (seed_tables.mean_std_table: the best in bold, ties marked)."""
+    data = frame[(frame["dataset"] == dataset) & (frame["column"] != "seconds")].rename(columns={"value": "mAP"})
+    lines = []
+    for attribute in ["overall", *default_schema().group_names]:
+        columns = [c for c in dict.fromkeys(data["column"]) if c.startswith(f"{attribute} ")]
+        lines += [f"## {heading}: {attribute}", "", *mean_std_table(data, rows, columns, "mAP"), ""]  # 2 decimals
+    return lines

@@ -32,8 +32,7 @@ from functools import partial
 from pathlib import Path
 
 import pandas as pd
-from grid import attribute_metrics, long_rows, resumable, slug, test_checkpoint, train_and_test
-from seed_tables import mean_std_table
+from grid import attribute_metrics, attribute_tables, long_rows, resumable, slug, test_checkpoint, train_and_test
 
 from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
@@ -162,12 +161,7 @@ def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
              f"seeds {', '.join(map(str, args.seeds))}; test split)", "",
              "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", ""]
     for name in args.datasets:
-        data = frame[(frame["dataset"] == name) & (frame["column"] != "seconds")].rename(columns={"value": "mAP"})
-        for attribute in ["overall", *default_schema().group_names]:
-            columns = [c for c in dict.fromkeys(data["column"]) if c.startswith(f"{attribute} ")]
-            lines += [f"## {name}: {attribute}", ""]
-            lines += mean_std_table(data, args.arms, columns, "mAP")  # named mAP for two decimals
-            lines.append("")
+        lines += attribute_tables(frame, name, args.arms, name)
     text = "\n".join(lines)
     (args.out / "table.md").write_text(text)
     return text

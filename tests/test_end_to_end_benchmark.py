@@ -24,7 +24,7 @@ def test_quick_grid_trains_both_recipes_on_both_datasets_and_resumes(tmp_path, f
     csl = json.loads(next((tmp_path / "out" / "runs" / "demo").glob("CSL*/seed0/config.json")).read_text())
     assert csl["config"]["arch"] == "csl" and csl["config"]["prior_epochs"] == 1
     table = (tmp_path / "out" / "table.md").read_text()
-    assert table.index("## demo") < table.index("## shapes (held out: never tuned on)")
+    assert table.index("## demo: overall") < table.index("## shapes (held out: never tuned on): overall")
     assert not list((tmp_path / "out" / "runs").rglob("*.pt"))
     capsys.readouterr()
     end_to_end.main(argv)  # every cell is done: nothing trains again
