@@ -10,12 +10,12 @@ each backend's training speed relative to timm's model: our layer should cost no
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import timm
 import torch
 
+from partial_csl.cli import make_parser
 from partial_csl.layers.abn import inplace_abn_available
 from partial_csl.models import create_model
 
@@ -60,7 +60,7 @@ def time_inference(model, x, steps: int, warmup: int) -> float:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 128, 224])
     p.add_argument("--batch", type=int, default=16)
     p.add_argument("--steps", type=int, default=5)

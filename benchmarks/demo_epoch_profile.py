@@ -10,7 +10,6 @@ The sum says what an epoch costs; the rows say what to change.
 
 from __future__ import annotations
 
-import argparse
 import io
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from pathlib import Path
 import torch
 from timm.utils import ModelEmaV3
 
+from partial_csl.cli import make_parser
 from partial_csl.data.schema import default_schema
 from partial_csl.data.transforms import resolve_data_config
 from partial_csl.engine.setup.build import build_optimizer
@@ -71,7 +71,7 @@ def eval_seconds(model, batch: torch.Tensor, dtype: torch.dtype | None, n_images
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--split", default="outputs/demo/split")
     p.add_argument("--images", default="data/demo/images")
     p.add_argument("--image-size", type=int, default=64)

@@ -28,6 +28,7 @@ from pathlib import Path
 import pandas as pd
 from grid import attribute_metrics, attribute_tables, long_rows, slug, train_and_test
 
+from partial_csl.cli import make_parser
 from partial_csl.data.demo import FASHION_MNIST_DIR, build_demo_dataset
 from partial_csl.data.demo_shapes import build_shapes_dataset
 from partial_csl.data.schema import default_schema
@@ -102,7 +103,7 @@ def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/end_to_end"))
     p.add_argument("--data", type=Path, default=Path("data/end_to_end"), help="where the datasets are built")
     p.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=list(DATASETS))

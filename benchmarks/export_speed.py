@@ -9,7 +9,6 @@ images and prints images/s.
 
 from __future__ import annotations
 
-import argparse
 import tempfile
 from pathlib import Path
 
@@ -17,12 +16,13 @@ import numpy as np
 import torch
 from timing import images_per_second
 
+from partial_csl.cli import make_parser
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from partial_csl.engine.tools.export import ProbabilityHead, export_checkpoint
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--checkpoint", default="outputs/demo/run/checkpoints/best.pt")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=8)

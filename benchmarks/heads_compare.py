@@ -28,6 +28,7 @@ import pandas as pd
 import torch
 from timing import images_per_second
 
+from partial_csl.cli import make_parser
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.tools.validate import validate_checkpoint
@@ -75,7 +76,7 @@ def one_run(cfg: TrainConfig, out: Path, test: dict) -> dict:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--backbone", required=True, help="weights of the backbone (e.g. the demo's best.pt)")
     p.add_argument("--model-name", default="tresnet_m")
     p.add_argument("--split", type=Path, default=Path("outputs/demo/split"))

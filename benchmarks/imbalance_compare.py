@@ -34,6 +34,7 @@ from pathlib import Path
 import pandas as pd
 from grid import attribute_metrics, attribute_tables, long_rows, resumable, slug, test_checkpoint, train_and_test
 
+from partial_csl.cli import make_parser
 from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.checkpoint import load_checkpoint, save_checkpoint, with_posthoc_adjustment
@@ -168,7 +169,7 @@ def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--split", type=Path, default=Path("outputs/demo/split"), help="the demo split (make demo)")
     p.add_argument("--images", default="data/demo/images")
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/imbalance"))

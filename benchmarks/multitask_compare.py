@@ -9,7 +9,6 @@ one 3-head ``mtl`` network against three single-attribute networks of the same b
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -20,6 +19,7 @@ import pandas as pd
 import torch
 from timing import images_per_second
 
+from partial_csl.cli import make_parser
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig
@@ -30,7 +30,7 @@ from partial_csl.models import create_model
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--split", type=Path, default=Path("outputs/demo/split"))
     p.add_argument("--images", default="data/demo/images")
     p.add_argument("--priors", default="outputs/demo_csl/run/priors/prior_ignore.csv",

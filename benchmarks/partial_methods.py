@@ -34,6 +34,7 @@ from grid import train_cell
 from scipy.stats import spearmanr
 from seed_tables import mean_std_table
 
+from partial_csl.cli import make_parser
 from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_set
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.training.trainer import run_training
@@ -159,7 +160,7 @@ def write_tables(results: pd.DataFrame, priors: pd.DataFrame, args: argparse.Nam
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--data", default="data/coco_bench", help="COCO 2014 layout root (built here if the default)")
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/partial_methods"))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")

@@ -16,7 +16,6 @@ count of annotations. Writes ``OUT/table.md``, ``OUT/results.csv`` and ``OUT/pri
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import time
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from partial_csl.cli import make_parser
 from partial_csl.data.demo_coco import build_coco_benchmark
 from partial_csl.data.transforms import DataConfig
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
@@ -82,7 +82,7 @@ def column_priors(cfg: TrainConfig, ignore_dir: Path, column: str, out: Path) ->
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--data", default="data/coco_bench", help="COCO 2014 layout root (built here if it is the default)")
     p.add_argument("--out", default="outputs/benchmarks/partial_modes")
     p.add_argument("--fpc", type=int, nargs="*", default=[200], help="FPC columns: positives/negatives kept per class")

@@ -9,7 +9,6 @@ three rarest classes, and the overall mAP, all on the test split.
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 from dataclasses import replace
@@ -18,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from partial_csl.cli import make_parser
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.tools.validate import validate_checkpoint
@@ -25,7 +25,7 @@ from partial_csl.engine.training.trainer import run_training
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--split", type=Path, default=Path("outputs/demo/split"))
     p.add_argument("--images", default="data/demo/images")
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/sampler"))

@@ -15,7 +15,6 @@ images, through a DataLoader with the default 2 workers) against the model's ste
 
 from __future__ import annotations
 
-import argparse
 import time
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import numpy as np
 import timm
 import torch
 
+from partial_csl.cli import make_parser
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.setup.build import build_criterion, build_optimizer
@@ -84,7 +84,7 @@ def time_loader(csv_path: Path, images: Path, size: int, batch: int, workers: in
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = make_parser(__doc__)
     p.add_argument("--model", default="tresnet_m")
     p.add_argument("--size", type=int, default=224)
     p.add_argument("--batch", type=int, default=16)
