@@ -27,6 +27,7 @@ from pathlib import Path
 
 import pandas as pd
 from grid import attribute_metrics, attribute_tables, long_rows, slug, train_and_test
+from seed_tables import mean_std_table
 
 from partial_csl.cli import make_parser
 from partial_csl.data.demo import FASHION_MNIST_DIR, build_demo_dataset
@@ -89,11 +90,33 @@ def run_grid(args: argparse.Namespace) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+SUMMARY = ["overall mAP", "mean accuracy", "mean balanced accuracy", "pattern accuracy", "pattern balanced accuracy",
+           "pattern rare-class AP"]
+
+
+def with_means(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` plus each cell's mean over the attributes of accuracy and of balanced accuracy."""
+    cells = frame.pivot_table(index=["dataset", "row", "seed"], columns="column", values="value")
+    extra = []
+    for kind in ("accuracy", "balanced accuracy"):
+        columns = [f"{g} {kind}" for g in default_schema().group_names]
+        mean = cells[columns].mean(axis=1).rename("value").reset_index()
+        extra.append(mean.assign(column=f"mean {kind}"))
+    return pd.concat([frame, *extra], ignore_index=True)
+
+
 def write_tables(frame: pd.DataFrame, args: argparse.Namespace) -> str:
     frame.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
+    frame = with_means(frame)
     lines = [f"# The attribute default end to end ({args.model_name}, {args.image_size} px, {args.epochs} epochs, "
              f"{args.images} images split 70/10/20, seeds {', '.join(map(str, args.seeds))}; test split)", "",
-             "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", ""]
+             "Mean ± std over the seeds; the best of each column in bold, ≈ a tie with it (within the larger std).", "",
+             "## Summary", ""]
+    for name in args.datasets:
+        data = frame[(frame["dataset"] == name) & frame["column"].isin(SUMMARY)].rename(columns={"value": "mAP"})
+        held_out = " (held out)" if name == list(DATASETS)[-1] else ""
+        if not data.empty:  # (a grid still running)
+            lines += [f"**{name}{held_out}**", "", *mean_std_table(data, args.recipes, SUMMARY, "mAP"), ""]
     for name in args.datasets:
         held_out = " (held out: never tuned on)" if name == list(DATASETS)[-1] else ""
         lines += attribute_tables(frame, name, args.recipes, name + held_out)
