@@ -90,3 +90,11 @@ def test_reading_a_checkpoint_fills_the_keys_older_files_lack_once(tmp_path):
     assert (ckpt["arch"], ckpt["arch_args"], ckpt["history"], ckpt["weights"]) == ("csl", {}, [], "ema")
     ckpt["arch_args"]["x"] = 1  # each checkpoint gets its own copy of a default
     assert OPTIONAL_KEYS["arch_args"] == {}
+
+
+def test_a_typed_loss_or_head_setting_the_run_does_not_read_is_named(caplog):
+    with caplog.at_level(logging.WARNING, logger="partial_csl.engine.setup.architectures"):
+        resolve_auto(TrainConfig(arch="csl", loss="bce", hill_lambda=2.0, decoder_layers=2))
+        resolve_auto(TrainConfig(arch="csl", loss="hill", hill_lambda=2.0))  # read: nothing to say
+    assert caplog.messages == ["this run (--loss bce, --head linear) does not read --hill_lambda (--loss hill), "
+                               "--decoder_layers (--head ml_decoder): they change nothing here"]

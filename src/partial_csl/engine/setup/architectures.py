@@ -18,6 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from ...cli import readers_text
 from ...losses import get_loss
 from ...models import build_afa, build_latent, build_multihead, create_model
 from ...models.heads import HeadedModel, build_head, head_options
@@ -166,6 +167,20 @@ def _arch_for_typed_settings(cfg: TrainConfig, arch: str) -> str:
     return readers[0]
 
 
+def check_component_settings(cfg: TrainConfig) -> None:
+    """Warn of typed loss or head settings that the run's ``--loss`` and ``--head`` do not read (``--hill-lambda``
+    with the default loss changes nothing), naming who reads them."""
+    if not get_architecture(cfg.arch).uses_priors:
+        return  # the architecture refuses them all (resolve_auto)
+    unread = []
+    for name, (option, readers) in DECLARED_OPTIONS.items():
+        if getattr(cfg, name) != option.default and not {f"--loss {cfg.loss}", f"--head {cfg.head}"} & set(readers):
+            unread.append(f"--{name} ({readers_text(readers)})")
+    if unread:
+        log.warning("this run (--loss %s, --head %s) does not read %s: they change nothing here", cfg.loss, cfg.head,
+                    ", ".join(unread))
+
+
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for: the dataset format's
     default architecture (:data:`.formats.DATASETS`), unless settings only another architecture reads are typed;
@@ -173,6 +188,7 @@ def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     sampler), none for csl."""
     arch = get_dataset(cfg.dataset).default_arch if cfg.arch == "auto" else cfg.arch
     arch = _arch_for_typed_settings(cfg, arch)
+    check_component_settings(replace(cfg, arch=arch))
     adjust = cfg.logit_adjust
     if adjust == "auto":
         rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
