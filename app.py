@@ -67,7 +67,7 @@ def main() -> None:
         st.header("Checkpoint")
         for key, value in checkpoint_summary(predictor, args.checkpoint).items():
             st.markdown(f"**{key}**: {value}")
-        tuned = (predictor.checkpoint.get("thresholds") or {}).get("classes")
+        tuned = (predictor.info.thresholds or {}).get("classes")
         threshold = st.slider("label threshold", 0.0, 1.0, 0.5, 0.01) if predictor.schema is None and not tuned \
             else 0.5
     uploads = st.file_uploader("Garment photos", accept_multiple_files=True,

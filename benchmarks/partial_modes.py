@@ -28,8 +28,7 @@ import torch
 
 from partial_csl.cli import make_parser
 from partial_csl.data.demo_coco import build_coco_benchmark
-from partial_csl.data.transforms import DataConfig
-from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
+from partial_csl.engine.checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
 from partial_csl.engine.config import TrainConfig, resolve_device
 from partial_csl.engine.inference.probabilities import predict_probabilities
 from partial_csl.engine.setup.formats import load_training_data
@@ -62,7 +61,7 @@ def column_priors(cfg: TrainConfig, ignore_dir: Path, column: str, out: Path) ->
     labels, train, _ = load_training_data(replace(cfg, output_dir=str(ignore_dir)), ignore_dir)
     ckpt = load_checkpoint(ignore_dir / "checkpoints" / "best.pt")
     model = model_from_checkpoint(ckpt, device)
-    loader = make_loader(train.dataset(DataConfig.from_checkpoint(ckpt), train=False), cfg.batch_size, cfg.workers,
+    loader = make_loader(train.dataset(checkpoint_info(ckpt).data_config, train=False), cfg.batch_size, cfg.workers,
                          train=False)
     paths, rows = {}, []
     naive = (train.targets == 1).sum(axis=0).astype(float)

@@ -53,9 +53,9 @@ def test_training_and_validation_drop_empty_coco_images_unless_kept(tmp_path):
     _, train, val = coco_data(TrainConfig(**paths, keep_empty=True), tmp_path / "run")
     assert len(train) == len(val) == 3
     # validate.py treats them as the checkpoint's run did; runs from before the setting kept them
-    assert trained_keep_empty({"config": {"keep_empty": False}}) is False
-    assert trained_keep_empty({"config": {"drop_empty": False}}) is True
-    assert trained_keep_empty({"config": {"drop_empty": True}}) is False
+    assert trained_keep_empty({"keep_empty": False}) is False
+    assert trained_keep_empty({"drop_empty": False}) is True
+    assert trained_keep_empty({"drop_empty": True}) is False
 
 
 @pytest.mark.parametrize("change,message", [

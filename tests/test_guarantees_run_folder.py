@@ -142,7 +142,7 @@ def test_a_full_disk_while_saving_says_so_and_keeps_the_previous_checkpoint(data
                            "data/3: file write failed")
 
     monkeypatch.setattr(checkpoint.torch, "save", disk_fills)
-    monkeypatch.setattr(checkpoint.shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096))
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: shutil._ntuple_diskusage(10**9, 10**9, 4096))
     run = tmp_path / "run"
     cli = args(data, run, "--partial_loss_mode", "ignore", "--epochs", "2")
     assert train_script.main(cli) == 2

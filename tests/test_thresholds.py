@@ -19,7 +19,7 @@ import train as train_script
 import validate as validate_script
 from partial_csl.app.predictions import checkpoint_summary, describe
 from partial_csl.data.schema import AttributeGroup, AttributeSchema
-from partial_csl.engine.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from partial_csl.engine.checkpoint import CheckpointError, checkpoint_info, load_checkpoint, save_checkpoint
 from partial_csl.engine.inference.predictor import Predictor
 from partial_csl.engine.inference.stored_thresholds import check_settings_fit, settings_for_checkpoint
 from partial_csl.engine.tools.infer import prediction_rows
@@ -173,8 +173,9 @@ def test_training_ends_by_tuning_on_the_validation_split(tmp_path):
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["thresholds"]["abstain"]["values"] == entry["abstain"]["values"]
     with pytest.raises(ValueError, match="nothing to tune"):
-        settings_for_checkpoint({**load_checkpoint(best), "thresholds": None, "config": {}}, {})
-    assert settings_for_checkpoint(load_checkpoint(best), {"abstain_coverage": 0.7}).abstain == ("coverage", 0.7)
+        settings_for_checkpoint(checkpoint_info({**load_checkpoint(best), "thresholds": None, "config": {}}), {})
+    coverage = settings_for_checkpoint(checkpoint_info(load_checkpoint(best)), {"abstain_coverage": 0.7})
+    assert coverage.abstain == ("coverage", 0.7)
 
 
 def test_a_checkpoint_with_unusable_thresholds_is_refused(tmp_path):
@@ -194,7 +195,7 @@ def test_multi_label_outputs_use_the_tuned_per_class_thresholds():
     scores = np.array([[0.35, 0.5, 0.95], [0.2, 0.7, 0.8], [0.3, 0.65, 0.5], [0.1, 0.55, 0.9]])
     entry = tune_thresholds(targets, scores, ["a", "b", "c"], None, ThresholdSettings("f1"))
     assert entry["classes"]["values"] == [0.3, 0.65, 0.9] and entry["abstain"] is None
-    predictor = SimpleNamespace(checkpoint={"thresholds": entry}, schema=None, class_names=["a", "b", "c"])
+    predictor = SimpleNamespace(info=SimpleNamespace(thresholds=entry), schema=None, class_names=["a", "b", "c"])
     rows = prediction_rows(predictor, ["x", "y", "z", "w"], scores, probabilities=False)
     assert rows == {"filename": ["x", "y", "z", "w"], "labels": ["a;c", "b", "a;b", "c"]}
     assert prediction_rows(predictor, list("xyzw"), scores, threshold=0.5)["labels"] == ["b;c", "b;c", "b;c", "b;c"]

@@ -18,7 +18,7 @@ from safetensors.torch import save_file
 import export as export_script
 import train as train_script
 from partial_csl.data.transforms import DataConfig, resolve_data_config
-from partial_csl.engine.checkpoint import load_checkpoint
+from partial_csl.engine.checkpoint import checkpoint_info, load_checkpoint
 from partial_csl.engine.inference.predictor import Predictor
 from partial_csl.models import PretrainedLoadError, create_model
 
@@ -47,8 +47,9 @@ def test_tresnets_keep_the_miil_convention_and_other_models_their_own():
     assert hub.mean == (0.5, 0.5, 0.5) and hub.std == tuple(IMAGENET_STD) and hub.interpolation == "bilinear"
     flags = resolve_data_config("resnet18", 64, {"mean": [0.5] * 3}, mean=[0.1, 0.2, 0.3], interpolation="nearest")
     assert flags.mean == (0.1, 0.2, 0.3) and flags.interpolation == "nearest"
-    old = DataConfig.from_checkpoint({"image_size": 32, "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}})
-    assert old == DataConfig(32)  # format-1 checkpoints
+    format_1 = {"image_size": 32, "normalization": {"mean": [0, 0, 0], "std": [1, 1, 1]}, "model_name": "m",
+                "class_names": ["a"]}
+    assert checkpoint_info(format_1).data_config == DataConfig(32)  # size and the MIIL normalisation only
     with pytest.raises(ValueError, match="unknown interpolation 'lanczos9'"):
         DataConfig(32, interpolation="lanczos9")
 

@@ -245,3 +245,14 @@ def replace_with_link(source: str | Path, target: str | Path) -> Path:
             os.unlink(temp)
         raise
     return target
+
+
+def describe_save_failure(path: Path, needed: int, err: BaseException) -> str:
+    """One line for a failed save of about ``needed`` bytes to ``path``: a full disk says so, with the numbers; the
+    previous file at ``path`` (atomic writes never touch it) is said to be intact."""
+    free = shutil.disk_usage(path.parent).free
+    previous = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was replaced"
+    if getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < needed:
+        return (f"cannot save {path}: the disk is full (the checkpoint needs about {needed:,} bytes, "
+                f"{free:,} are free there); {previous}")
+    return f"cannot save {path} ({str(err).splitlines()[0]}); {previous}"

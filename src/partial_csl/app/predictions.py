@@ -56,13 +56,13 @@ def _result(predictor: Predictor, name: str, img: Image.Image, row: np.ndarray) 
     if predictor.schema is None:
         order = np.argsort(-row, kind="stable")
         labels = pd.DataFrame({"label": [names[i] for i in order], "probability": row[order]})
-        tuned = (predictor.checkpoint.get("thresholds") or {}).get("classes")
+        tuned = (predictor.info.thresholds or {}).get("classes")
         if tuned:
             labels["threshold"] = np.asarray(tuned["values"])[order]
         return ImageResult(name, img, labels=labels,
                            class_probabilities={"labels": pd.Series(row, index=names)})
     records, per_group = [], {}
-    cuts = abstain_values(predictor.checkpoint.get("thresholds"))
+    cuts = abstain_values(predictor.info.thresholds)
     for group, sl in zip(predictor.schema.groups, predictor.schema.group_slices().values()):
         block = row[sl]
         best = int(block.argmax())
@@ -78,16 +78,16 @@ def _result(predictor: Predictor, name: str, img: Image.Image, row: np.ndarray) 
 
 def checkpoint_summary(predictor: Predictor, path: str) -> dict:
     """What the page says about the loaded checkpoint."""
-    ckpt = predictor.checkpoint
-    metrics = ckpt.get("metrics") or {}
-    return {"checkpoint": path, "model": ckpt.get("model_name"), "architecture": ckpt.get("arch", "csl"),
+    info = predictor.info
+    metrics = info.metrics
+    return {"checkpoint": path, "model": info.model_name, "architecture": info.arch,
             "classes": len(predictor.class_names), "image size": predictor.image_size,
             "preprocessing": (f"mean {list(predictor.data_config.mean)}, std {list(predictor.data_config.std)}, "
                               f"{predictor.data_config.interpolation}"),
-            "weights": ckpt.get("weights", "regular"),
+            "weights": info.weights,
             "validation mAP": None if metrics.get("mAP") is None else round(float(metrics["mAP"]), 2),
             "attributes": ", ".join(predictor.schema.group_names) if predictor.schema else "none (multi-label)",
-            "thresholds": thresholds_text(ckpt.get("thresholds"))}
+            "thresholds": thresholds_text(info.thresholds)}
 
 
 def thresholds_text(entry: dict | None) -> str:

@@ -52,14 +52,6 @@ class DataConfig:
         return cls(int(data["image_size"]), tuple(data["mean"]), tuple(data["std"]), data["interpolation"],
                    data.get("crop_pct"))
 
-    @classmethod
-    def from_checkpoint(cls, ckpt: dict) -> DataConfig:
-        """The checkpoint's ``data_config``; format-1 checkpoints had only their size and the MIIL normalisation."""
-        if ckpt.get("data_config"):
-            return cls.from_dict(ckpt["data_config"])
-        norm = ckpt.get("normalization") or MIIL_NORMALIZATION
-        return cls(int(ckpt["image_size"]), tuple(norm["mean"]), tuple(norm["std"]), "bilinear")
-
 
 def resolve_data_config(model_name: str, image_size: int, weights_config: dict | None = None,
                         mean: Sequence[float] | None = None, std: Sequence[float] | None = None,

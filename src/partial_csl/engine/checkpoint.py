@@ -20,9 +20,7 @@ no data_config) still reads.
 from __future__ import annotations
 
 import copy
-import errno
 import random
-import shutil
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -32,9 +30,10 @@ import torch
 from torch import nn
 
 from ..data.schema import AttributeSchema
-from ..data.transforms import DataConfig
+from ..data.transforms import MIIL_NORMALIZATION, DataConfig
 from ..models import norm_backend_of
-from ..safe_io import atomic_open
+from ..models.weights import tensor_bytes, weight_mismatches
+from ..safe_io import atomic_open, describe_save_failure
 from ..thresholds import thresholds_problem
 from .config import TrainConfig
 from .setup.architectures import ARCHITECTURES, build_model, get_architecture
@@ -64,28 +63,8 @@ def save_checkpoint(payload: dict, path: str | Path) -> Path:
     except (OSError, RuntimeError) as err:
         if isinstance(err, RuntimeError) and "inline_container" not in str(err) and "StreamWriter" not in str(err):
             raise
-        raise CheckpointError(_save_failure(path, payload, err)) from err
+        raise CheckpointError(describe_save_failure(path, tensor_bytes(payload), err)) from err
     return path
-
-
-def _tensor_bytes(value: object) -> int:
-    if isinstance(value, torch.Tensor):
-        return value.numel() * value.element_size()
-    if isinstance(value, dict):
-        return sum(_tensor_bytes(v) for v in value.values())
-    if isinstance(value, list | tuple):
-        return sum(_tensor_bytes(v) for v in value)
-    return 0
-
-
-def _save_failure(path: Path, payload: dict, err: BaseException) -> str:
-    needed, free = _tensor_bytes(payload), shutil.disk_usage(path.parent).free
-    previous = f"the previous {path.name} is intact" if path.is_file() else f"no earlier {path.name} was replaced"
-    full = getattr(err, "errno", None) in (errno.ENOSPC, errno.EDQUOT) or free < needed
-    if full:
-        return (f"cannot save {path}: the disk is full (the checkpoint needs about {needed:,} bytes, "
-                f"{free:,} are free there); {previous}")
-    return f"cannot save {path} ({str(err).splitlines()[0]}); {previous}"
 
 
 def load_checkpoint(path: str | Path) -> dict:
@@ -182,6 +161,51 @@ def checkpoint_schema(ckpt: dict) -> AttributeSchema | None:
     return AttributeSchema.from_dict(ckpt["schema"]) if ckpt.get("schema") else None
 
 
+@dataclass(frozen=True)
+class CheckpointInfo:
+    """What a checkpoint (or an export's metadata sidecar, the same keys) says about its model and run, typed: the
+    readers use this view, not the dict (:func:`checkpoint_info`)."""
+
+    arch: str
+    model_name: str
+    class_names: list[str]
+    schema: AttributeSchema | None
+    data_config: DataConfig
+    priors: list[float] | None
+    partial_loss_mode: str | None
+    loss: str | None
+    train_class_counts: list[int]
+    metrics: dict
+    config: dict
+    history: list[dict]
+    weights: str
+    thresholds: dict | None
+    epoch: int | None
+
+    @property
+    def image_size(self) -> int:
+        return self.data_config.image_size
+
+
+def checkpoint_info(ckpt: dict) -> CheckpointInfo:
+    """The typed view of ``ckpt`` (optional keys filled as :func:`upgraded` does; format 1's preprocessing is its size
+    and the MIIL normalisation)."""
+    c = upgraded(ckpt)
+    if c.get("data_config"):
+        data_config = DataConfig.from_dict(c["data_config"])
+    else:
+        norm = c.get("normalization") or MIIL_NORMALIZATION
+        data_config = DataConfig(int(c["image_size"]), tuple(norm["mean"]), tuple(norm["std"]), "bilinear")
+    return CheckpointInfo(c["arch"], c["model_name"], list(c["class_names"]), checkpoint_schema(c), data_config,
+                          c["priors"], c["partial_loss_mode"], c["loss"], list(c["train_class_counts"]), c["metrics"],
+                          c["config"], list(c["history"]), c["weights"], c["thresholds"], c.get("epoch"))
+
+
+def with_thresholds(ckpt: dict, thresholds: dict | None) -> dict:
+    """A copy of ``ckpt`` that stores ``thresholds`` (see :mod:`partial_csl.thresholds`)."""
+    return {**ckpt, "thresholds": thresholds}
+
+
 def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", norm: str = "auto",
                           source: str | Path = "the checkpoint") -> nn.Module:
     """Rebuild the model a checkpoint describes and load its weights (either ABN backend fits the same weights);
@@ -198,23 +222,6 @@ def model_from_checkpoint(ckpt: dict, device: torch.device | str = "cpu", norm: 
                               "edited?): " + "; ".join(problems))
     model.load_state_dict(ckpt["model"])
     return apply_logit_adjustment(model, ckpt.get("logit_adjustment")).eval()
-
-
-def weight_mismatches(expected: dict, given: dict, shown: int = 5) -> list[str]:
-    """How the weights ``given`` differ from those a model ``expected``: missing and unexpected names, shapes."""
-    if not isinstance(given, dict):
-        return [f"'model' is a {type(given).__name__}, not a dict of weights"]
-
-    def names(keys: list[str]) -> str:
-        return ", ".join(keys[:shown]) + (f" and {len(keys) - shown} more" if len(keys) > shown else "")
-
-    missing = [k for k in expected if k not in given]
-    unexpected = [k for k in given if k not in expected]
-    shapes = [f"{k} is {tuple(given[k].shape)} in the file, {tuple(v.shape)} in the model" for k, v in expected.items()
-              if k in given and tuple(getattr(given[k], "shape", ())) != tuple(v.shape)]
-    problems = [f"{len(missing)} missing ({names(missing)})"] if missing else []
-    problems += [f"{len(unexpected)} unexpected ({names(unexpected)})"] if unexpected else []
-    return problems + shapes[:shown] + ([f"{len(shapes) - shown} more of another shape"] if len(shapes) > shown else [])
 
 
 @dataclass

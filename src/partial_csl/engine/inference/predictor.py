@@ -15,9 +15,9 @@ from torch.utils.data import DataLoader, Dataset
 
 from ...data.images import ImageLoadError, load_rgb, to_rgb
 from ...data.schema import AttributeSchema
-from ...data.transforms import DataConfig, build_transform
+from ...data.transforms import build_transform
 from ...models import logits_to_probabilities, optimize_for_inference
-from ..checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint
+from ..checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint
 from ..config import resolve_amp, resolve_device
 
 log = logging.getLogger(__name__)
@@ -30,15 +30,15 @@ class Predictor:
     def __init__(self, checkpoint: dict, device: torch.device | str = "cpu", norm: str = "auto",
                  channels_last: bool = False, compile_model: bool = False, amp: bool | None = None,
                  source: str | Path = "the checkpoint"):
-        self.checkpoint = checkpoint
+        self.info = checkpoint_info(checkpoint)
         self.device = torch.device(device)
         self.channels_last = channels_last
         self.amp_dtype = resolve_amp(amp, "auto", self.device)
         self.model = optimize_for_inference(model_from_checkpoint(checkpoint, self.device, norm, source),
                                             channels_last, compile_model)
-        self.class_names: list[str] = list(checkpoint["class_names"])
-        self.schema: AttributeSchema | None = checkpoint_schema(checkpoint)
-        self.data_config = DataConfig.from_checkpoint(checkpoint)  # exactly the preprocessing training used
+        self.class_names: list[str] = self.info.class_names
+        self.schema: AttributeSchema | None = self.info.schema
+        self.data_config = self.info.data_config  # exactly the preprocessing training used
         self.image_size = self.data_config.image_size
         self.transform = build_transform(self.data_config, train=False)
 
@@ -125,11 +125,11 @@ class OnnxPredictor(Predictor):
         if not sidecar.is_file():
             raise FileNotFoundError(f"metadata sidecar not found: {sidecar} (export.py writes it)")
         meta = json.loads(sidecar.read_text())
-        self.checkpoint = meta
+        self.info = checkpoint_info(meta)  # the sidecar has a checkpoint's keys
         self.session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-        self.class_names = list(meta["class_names"])
-        self.schema = checkpoint_schema(meta)
-        self.data_config = DataConfig.from_checkpoint(meta)
+        self.class_names = self.info.class_names
+        self.schema = self.info.schema
+        self.data_config = self.info.data_config
         self.image_size = self.data_config.image_size
         self.transform = build_transform(self.data_config, train=False)
 

@@ -13,7 +13,7 @@ import logging
 import numpy as np
 
 from ...thresholds import ThresholdSettings, abstentions, class_threshold_vector, tune_thresholds
-from ..checkpoint import checkpoint_schema
+from ..checkpoint import CheckpointInfo
 from ..config import TrainConfig
 
 log = logging.getLogger(__name__)
@@ -30,9 +30,9 @@ def settings_from_config(cfg: TrainConfig) -> ThresholdSettings:
     return settings_from_values({k: getattr(cfg, k, None) for k in THRESHOLD_FIELDS})
 
 
-def stored_settings(ckpt: dict) -> dict:
+def stored_settings(info: CheckpointInfo) -> dict:
     """The settings a checkpoint's thresholds were tuned with, else those of its run's config (TrainConfig names)."""
-    entry, config = ckpt["thresholds"] or {}, ckpt["config"]
+    entry, config = info.thresholds or {}, info.config
     values = {k: config.get(k) for k in THRESHOLD_FIELDS}
     if entry:
         classes, abstain = entry.get("classes"), entry.get("abstain")
@@ -44,10 +44,10 @@ def stored_settings(ckpt: dict) -> dict:
     return values
 
 
-def settings_for_checkpoint(ckpt: dict, overrides: dict) -> ThresholdSettings:
+def settings_for_checkpoint(info: CheckpointInfo, overrides: dict) -> ThresholdSettings:
     """What ``validate.py --tune-thresholds`` tunes: the given flags (``overrides``, None = not given) over the
     checkpoint's own settings; a multi-label checkpoint with no setting at all gets F1-maximising class thresholds."""
-    values = stored_settings(ckpt)
+    values = stored_settings(info)
     given = {k: v for k, v in overrides.items() if v is not None}
     if given.get("abstain_accuracy") is not None:
         values["abstain_coverage"] = None
@@ -55,7 +55,7 @@ def settings_for_checkpoint(ckpt: dict, overrides: dict) -> ThresholdSettings:
         values["abstain_accuracy"] = None
     values.update(given)
     settings = settings_from_values(values)
-    if not settings.enabled and checkpoint_schema(ckpt) is None:
+    if not settings.enabled and info.schema is None:
         settings = ThresholdSettings("f1", settings.target_precision)
     if not settings.enabled:
         raise ValueError("nothing to tune: give --class-thresholds f1|precision, --abstain-accuracy A or "
@@ -70,12 +70,12 @@ def check_settings_fit(settings: ThresholdSettings, has_attributes: bool) -> Non
                          "for multi-label data use --class-thresholds")
 
 
-def tune_checkpoint(ckpt: dict, targets: np.ndarray, scores: np.ndarray, settings: ThresholdSettings,
+def tune_checkpoint(info: CheckpointInfo, targets: np.ndarray, scores: np.ndarray, settings: ThresholdSettings,
                     source: str, default: float = 0.5) -> dict:
-    """The ``thresholds`` entry for ``ckpt`` tuned on (``targets``, ``scores``)."""
-    schema = checkpoint_schema(ckpt)
+    """The ``thresholds`` entry for the checkpoint ``info`` describes, tuned on (``targets``, ``scores``)."""
+    schema = info.schema
     check_settings_fit(settings, schema is not None)
-    entry = tune_thresholds(targets, scores, list(ckpt["class_names"]), schema.group_slices() if schema else None,
+    entry = tune_thresholds(targets, scores, info.class_names, schema.group_slices() if schema else None,
                             settings, source, default)
     missed = [name for part in ("classes", "abstain") if entry[part]
               for name, detail in entry[part]["details"].items() if detail["reached"] is False]

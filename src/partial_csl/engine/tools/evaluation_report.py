@@ -23,6 +23,7 @@ from ...reports.plots import thumbnail_png
 from ...reports.predictions import attribute_predictions_table, label_predictions_table
 from ...safe_io import atomic_open, atomic_write_bytes, atomic_write_text
 from ...thresholds import UNKNOWN, accuracy_coverage, class_threshold_vector, top_label
+from ..checkpoint import CheckpointInfo
 from ..inference.stored_thresholds import abstain_values
 from ..setup.architectures import get_architecture
 from ..setup.run_data import LabelledImages
@@ -39,7 +40,7 @@ def run_metrics_csv(checkpoint: str | Path) -> Path | None:
     return candidate if path.parent.name == "checkpoints" and candidate.is_file() else None
 
 
-def run_history(checkpoint: str | Path, ckpt: dict) -> list[dict]:
+def run_history(checkpoint: str | Path, info: CheckpointInfo) -> list[dict]:
     """The run's metric rows: its metrics.csv when readable, else the checkpoint's ``history``."""
     path = run_metrics_csv(checkpoint)
     if path is not None:
@@ -48,29 +49,27 @@ def run_history(checkpoint: str | Path, ckpt: dict) -> list[dict]:
                 return list(csv.DictReader(f))
         except (OSError, UnicodeDecodeError, csv.Error) as err:
             log.warning("cannot read %s (%s); using the checkpoint's history", path, err)
-    return list(ckpt["history"])
+    return list(info.history)
 
 
-def run_settings(ckpt: dict) -> dict:
+def run_settings(info: CheckpointInfo) -> dict:
     """The run's key settings, as the report lists them: the loss and its partial-label mode only where the
     architecture reads them (``--arch csl``), the learning rate in scientific notation."""
-    cfg = ckpt["config"]
-    arch = ckpt["arch"]
-    mode = ckpt["partial_loss_mode"]
+    cfg, arch, mode = info.config, info.arch, info.partial_loss_mode
     if cfg.get("prior_path"):
         priors = f"from {cfg['prior_path']}"
-    elif ckpt["priors"] is not None:
+    elif info.priors is not None:
         priors = f"estimated by the ignore-mode prior stage ({cfg.get('prior_epochs') or cfg.get('epochs')} epochs, "\
                  f"{cfg.get('prior_estimate', 'em')})"
     else:
         priors = "not used"
     lr = cfg.get("lr")
-    loss = ({"loss": ckpt["loss"], "loss mode": mode, "priors": priors} if get_architecture(arch).uses_priors
+    loss = ({"loss": info.loss, "loss mode": mode, "priors": priors} if get_architecture(arch).uses_priors
             else {"loss": f"softmax cross-entropy per attribute ({cfg.get('task_weighting')} task weighting)",
                   "logit adjustment": cfg.get("logit_adjust")})
-    return {"model": ckpt["model_name"], "architecture": arch, **loss, "epochs": cfg.get("epochs"),
-            "best epoch": ckpt["epoch"], "weights": ckpt["weights"],
-            "image size": ckpt["image_size"], "batch size": cfg.get("batch_size"),
+    return {"model": info.model_name, "architecture": arch, **loss, "epochs": cfg.get("epochs"),
+            "best epoch": info.epoch, "weights": info.weights,
+            "image size": info.image_size, "batch size": cfg.get("batch_size"),
             "learning rate": f"{lr:.2e}" if isinstance(lr, (int, float)) else lr, "augment": cfg.get("augment"),
             "sampler": cfg.get("sampler"), "seed": cfg.get("seed")}
 
@@ -146,32 +145,29 @@ def report_outputs(output_dir: Path, schema: AttributeSchema | None) -> list[Pat
             *(figures / f"{n}.png" for n in names)]
 
 
-def build_view(report: dict, targets: np.ndarray, scores: np.ndarray, data: LabelledImages, ckpt: dict,
+def build_view(report: dict, targets: np.ndarray, scores: np.ndarray, data: LabelledImages, info: CheckpointInfo,
                checkpoint: str | Path, threshold: float) -> EvaluationView:
     """Everything report.html shows, computed from the predictions on ``data``."""
-    class_names = list(ckpt["class_names"])
-    schema = AttributeSchema.from_dict(ckpt["schema"]) if ckpt["schema"] else None
+    class_names, schema, entry = info.class_names, info.schema, info.thresholds
     groups = schema.group_slices() if schema else None
-    entry = ckpt["thresholds"]
     label_cut = class_threshold_vector(entry, len(class_names), threshold)
     analysis = error_analysis(targets, scores, class_names, groups, entry, threshold)
     curves, marks = coverage_curves(targets, scores, groups, abstain_values(entry)) if groups else ({}, {})
     return EvaluationView(report, analysis, class_names,
                           {g.name: list(g.class_names) for g in schema.groups} if schema else {},
                           pr_panels(targets, scores, class_names, groups, report["ap_per_class"]), curves, entry,
-                          marks, run_history(checkpoint, ckpt), run_settings(ckpt),
+                          marks, run_history(checkpoint, info), run_settings(info),
                           mistake_gallery(data, targets, scores, class_names, schema, label_cut))
 
 
-def predictions_frame(data: LabelledImages, targets: np.ndarray, scores: np.ndarray, ckpt: dict,
+def predictions_frame(data: LabelledImages, targets: np.ndarray, scores: np.ndarray, info: CheckpointInfo,
                       threshold: float, abstained: dict | None) -> pd.DataFrame:
-    class_names = list(ckpt["class_names"])
-    if ckpt["schema"]:
-        schema = AttributeSchema.from_dict(ckpt["schema"])
+    class_names, schema = info.class_names, info.schema
+    if schema is not None:
         return attribute_predictions_table(data.filenames, targets, scores,
                                            {g.name: list(g.class_names) for g in schema.groups},
                                            schema.group_slices(), abstained)
-    cut = class_threshold_vector(ckpt["thresholds"], len(class_names), threshold)
+    cut = class_threshold_vector(info.thresholds, len(class_names), threshold)
     return label_predictions_table(data.filenames, targets, scores, class_names, cut)
 
 

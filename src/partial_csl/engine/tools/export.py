@@ -12,7 +12,6 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from ...data.transforms import DataConfig
 from ...models import logits_to_probabilities
 from ...safe_io import (
     atomic_open,
@@ -21,7 +20,7 @@ from ...safe_io import (
     check_output_file,
     refuse_inputs_as_outputs,
 )
-from ..checkpoint import load_checkpoint, model_from_checkpoint
+from ..checkpoint import CheckpointInfo, checkpoint_info, load_checkpoint, model_from_checkpoint
 
 EXPORT_FORMATS = ("onnx", "torchscript")
 
@@ -37,25 +36,25 @@ class ProbabilityHead(nn.Module):
         return logits_to_probabilities(self.model, self.model(images))
 
 
-def postprocessing(model: nn.Module, ckpt: dict) -> dict:
+def postprocessing(model: nn.Module, info: CheckpointInfo) -> dict:
     """How the exported outputs were made from the logits: a sigmoid per class, or a softmax within each attribute."""
     if getattr(model, "output_activation", "sigmoid") == "group_softmax":
-        groups = {g["name"]: [int(start), int(stop)] for g, (start, stop) in zip(ckpt["schema"]["groups"],
-                                                                                   model.group_bounds)}
+        groups = {name: [int(start), int(stop)] for name, (start, stop) in zip(info.schema.group_names,
+                                                                                model.group_bounds)}
         return {"activation": "softmax_per_attribute", "attribute_slices": groups}
     return {"activation": "sigmoid"}
 
 
-def export_metadata(ckpt: dict, model: nn.Module) -> dict:
-    data_config = DataConfig.from_checkpoint(ckpt)
-    post = postprocessing(model, ckpt)
+def export_metadata(info: CheckpointInfo, model: nn.Module) -> dict:
+    data_config = info.data_config
+    post = postprocessing(model, info)
     output = ("softmax of the logits within each attribute" if post["activation"] == "softmax_per_attribute"
               else "sigmoid of the logits")
-    return {"class_names": list(ckpt["class_names"]), "schema": ckpt["schema"],
-            "arch": ckpt["arch"], "image_size": data_config.image_size,
+    return {"class_names": info.class_names, "schema": info.schema.to_dict() if info.schema else None,
+            "arch": info.arch, "image_size": data_config.image_size,
             "data_config": data_config.to_dict(),
             "normalization": {"mean": list(data_config.mean), "std": list(data_config.std)},
-            "postprocessing": post, "model_name": ckpt["model_name"], "thresholds": ckpt["thresholds"],
+            "postprocessing": post, "model_name": info.model_name, "thresholds": info.thresholds,
             "input": f"images: float32 (N, 3, {data_config.image_size}, {data_config.image_size}), RGB in [0, 1] "
                      f"resized ({data_config.interpolation}), minus mean, divided by std",
             "output": f"probabilities: float32 (N, C), {output}"}
@@ -72,9 +71,9 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opse
     ckpt = load_checkpoint(checkpoint)
     network = model_from_checkpoint(ckpt, "cpu", norm="torch", source=checkpoint)
     model = ProbabilityHead(network).eval()
-    size = int(ckpt["image_size"])
-    example = torch.rand(2, 3, size, size)
-    meta = export_metadata(ckpt, network)
+    info = checkpoint_info(ckpt)
+    example = torch.rand(2, 3, info.image_size, info.image_size)
+    meta = export_metadata(info, network)
     if fmt == "onnx":
         import onnx
 

@@ -101,7 +101,7 @@ def prediction_rows(predictor: Predictor, names: list[str], probs: np.ndarray, t
     """The CSV's columns. Attributes: the predicted class index (its name with ``class_names``), ``#N/A`` where
     the checkpoint's abstention thresholds say the model is unsure; multi-label data: the labels at the tuned
     per-class thresholds (or ``threshold``). Then, with ``probabilities``, one ``prob_<class>`` column per class."""
-    entry = predictor.checkpoint.get("thresholds") if use_thresholds else None
+    entry = predictor.info.thresholds if use_thresholds else None
     rows: dict[str, list] = {FILENAME_COLUMN: names}
     if predictor.schema is not None:
         unsure = abstained(entry, probs, predictor.schema.group_slices()) or {}

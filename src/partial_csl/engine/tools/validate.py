@@ -11,11 +11,17 @@ from pathlib import Path
 import numpy as np
 
 from ...data.schema import AttributeSchema
-from ...data.transforms import DataConfig
 from ...metrics import evaluate_predictions
 from ...reports.evaluation import write_report
 from ...safe_io import atomic_write_text, check_output_folder, refuse_inputs_as_outputs
-from ..checkpoint import checkpoint_schema, load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..checkpoint import (
+    CheckpointInfo,
+    checkpoint_info,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+    with_thresholds,
+)
 from ..config import resolve_amp, resolve_device
 from ..inference.probabilities import predict_probabilities
 from ..inference.stored_thresholds import (
@@ -39,29 +45,28 @@ from .evaluation_report import (
 log = logging.getLogger(__name__)
 
 
-def trained_keep_empty(ckpt: dict) -> bool:
-    """Whether the checkpoint's run kept COCO images without annotations (runs before ``keep_empty`` existed did,
-    unless they passed ``drop_empty``): evaluation treats them the same way."""
-    config = ckpt["config"]
+def trained_keep_empty(config: dict) -> bool:
+    """Whether the checkpoint's run (its ``config``) kept COCO images without annotations (runs before ``keep_empty``
+    existed did, unless they passed ``drop_empty``): evaluation treats them the same way."""
     return bool(config.get("keep_empty", not config.get("drop_empty", True)))
 
 
-def load_eval_data(ckpt: dict, checkpoint: str | Path, output_dir: Path, *, dataset: str = "attributes",
+def load_eval_data(info: CheckpointInfo, checkpoint: str | Path, output_dir: Path, *, dataset: str = "attributes",
                    csv_path: str | None = None, images: str | None = None, annotations: str | None = None,
                    data_root: str | None = None, schema: AttributeSchema | None = None,
                    on_bad_rows: str = "error") -> LabelledImages:
-    """The labelled images to evaluate ``ckpt`` on, read by the ``--dataset`` format's evaluation reader."""
-    request = EvalRequest(str(checkpoint), list(ckpt["class_names"]), checkpoint_schema(ckpt), output_dir,
-                          csv_path=csv_path, images=images, annotations=annotations, data_root=data_root,
-                          expected_schema=schema, on_bad_rows=on_bad_rows, keep_empty=trained_keep_empty(ckpt))
+    """The labelled images to evaluate the checkpoint on, read by the ``--dataset`` format's evaluation reader."""
+    request = EvalRequest(str(checkpoint), info.class_names, info.schema, output_dir, csv_path=csv_path,
+                          images=images, annotations=annotations, data_root=data_root, expected_schema=schema,
+                          on_bad_rows=on_bad_rows, keep_empty=trained_keep_empty(info.config))
     return get_dataset(dataset).read_evaluation(request)
 
 
-def _outputs(output_dir: Path, ckpt: dict | None, html: bool, tune: bool) -> list[Path]:
+def _outputs(output_dir: Path, info: CheckpointInfo | None, html: bool, tune: bool) -> list[Path]:
     """Every path validation may write (refused when it is an input)."""
     out = [output_dir, *(output_dir / n for n in ("report.json", "report.md", "rejected_rows.csv"))]
     if html:
-        out += report_outputs(output_dir, checkpoint_schema(ckpt) if ckpt else None)
+        out += report_outputs(output_dir, info.schema if info else None)
     if tune:
         out += [output_dir / "thresholds.json", output_dir / "best.pt"]
     return out
@@ -71,17 +76,18 @@ def _tune(ckpt: dict, targets: np.ndarray, scores: np.ndarray, overrides: dict, 
           threshold: float) -> dict:
     """``--tune-thresholds``: tune on this data, write thresholds.json and a copy of the checkpoint that holds them
     (``best.pt`` here: the given checkpoint is an input and is never written); returns that checkpoint."""
-    settings = settings_for_checkpoint(ckpt, overrides)
-    ckpt = {**ckpt, "thresholds": tune_checkpoint(ckpt, targets, scores, settings, source, threshold)}
+    info = checkpoint_info(ckpt)
+    entry = tune_checkpoint(info, targets, scores, settings_for_checkpoint(info, overrides), source, threshold)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / "thresholds.json", json.dumps(ckpt["thresholds"], indent=2) + "\n")
-    save_checkpoint(ckpt, output_dir / "best.pt")
-    return ckpt
+    atomic_write_text(output_dir / "thresholds.json", json.dumps(entry, indent=2) + "\n")
+    tuned = with_thresholds(ckpt, entry)
+    save_checkpoint(tuned, output_dir / "best.pt")
+    return tuned
 
 
-def _abstention_report(ckpt: dict, targets: np.ndarray, scores: np.ndarray) -> dict | None:
+def _abstention_report(info: CheckpointInfo, targets: np.ndarray, scores: np.ndarray) -> dict | None:
     """Per attribute, the coverage and accuracy of the checkpoint's abstention thresholds on this data."""
-    schema, values = checkpoint_schema(ckpt), abstain_values(ckpt["thresholds"])
+    schema, values = info.schema, abstain_values(info.thresholds)
     if schema is None or values is None:
         return None
     _, marks = coverage_curves(targets, scores, schema.group_slices(), values)
@@ -102,34 +108,35 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, datas
     inputs = [p for p in (checkpoint, csv_path, annotations, images, data_root, run_metrics_csv(checkpoint)) if p]
     refuse_inputs_as_outputs(_outputs(output_dir, None, html, tune), inputs)
     ckpt = load_checkpoint(checkpoint)
-    refuse_inputs_as_outputs(_outputs(output_dir, ckpt, html, tune), inputs)
-    data = load_eval_data(ckpt, checkpoint, output_dir, dataset=dataset, csv_path=csv_path, images=images,
+    info = checkpoint_info(ckpt)
+    refuse_inputs_as_outputs(_outputs(output_dir, info, html, tune), inputs)
+    data = load_eval_data(info, checkpoint, output_dir, dataset=dataset, csv_path=csv_path, images=images,
                           annotations=annotations, data_root=data_root, schema=schema, on_bad_rows=on_bad_rows)
     dev = resolve_device(device)
     model = model_from_checkpoint(ckpt, dev, source=checkpoint)
-    loader = make_loader(data.dataset(DataConfig.from_checkpoint(ckpt), train=False), batch_size, workers, train=False)
+    loader = make_loader(data.dataset(info.data_config, train=False), batch_size, workers, train=False)
     scores = predict_probabilities(model, loader, dev, resolve_amp(amp, "auto", dev), desc="validating")
     source = str(csv_path or annotations or data_root)
     if tune:
-        ckpt = _tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold)
-    labels = LabelSpace(list(ckpt["class_names"]), checkpoint_schema(ckpt), list(ckpt["train_class_counts"]))
+        info = checkpoint_info(_tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold))
+    labels = LabelSpace(info.class_names, info.schema, info.train_class_counts)
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
     for name, reason in report.get("undefined_attributes", {}).items():
         log.warning("%s: %s", name, reason)
-    report["meta"] = {"checkpoint": str(checkpoint), "model_name": ckpt["model_name"], "csv": source,
-                      "images": str(data.image_dir), "weights": ckpt["weights"]}
-    view = build_view(report, data.targets, scores, data, ckpt, checkpoint, threshold) if html else None
+    report["meta"] = {"checkpoint": str(checkpoint), "model_name": info.model_name, "csv": source,
+                      "images": str(data.image_dir), "weights": info.weights}
+    view = build_view(report, data.targets, scores, data, info, checkpoint, threshold) if html else None
     if view is not None:
         report.update({"calibration_error": {"overall": view.analysis["ece"],
                                              "per_attribute": view.analysis["ece_per_attribute"]},
                        "per_class_precision_recall_f1": view.analysis["per_class"],
                        "confusion": view.analysis["confusion"]})
-    report["thresholds"] = thresholds_summary(ckpt["thresholds"])
-    report["abstention"] = _abstention_report(ckpt, data.targets, scores)
+    report["thresholds"] = thresholds_summary(info.thresholds)
+    report["abstention"] = _abstention_report(info, data.targets, scores)
     paths = write_report(report, output_dir, title="Evaluation report")
     if view is not None:
-        frame = predictions_frame(data, data.targets, scores, ckpt, threshold,
-                                  abstained(ckpt["thresholds"], scores, labels.groups))
+        frame = predictions_frame(data, data.targets, scores, info, threshold,
+                                  abstained(info.thresholds, scores, labels.groups))
         paths.update(write_html_report(view, frame, output_dir))
     if tune:
         paths.update({"thresholds": output_dir / "thresholds.json", "checkpoint": output_dir / "best.pt"})

@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from ...thresholds import ThresholdSettings
-from ..checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from ..checkpoint import checkpoint_info, load_checkpoint, model_from_checkpoint, save_checkpoint, with_thresholds
 from ..config import TrainConfig
 from ..distributed import barrier
 from ..inference.probabilities import predict_dataset
@@ -42,9 +42,10 @@ def tune_best_checkpoint(run: Run, best_path: Path, settings: ThresholdSettings)
     scores = predict_dataset(model, run.val.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
                              run.device, run.amp_dtype, run.dist, desc="tuning thresholds")
     source = cfg.val_csv or cfg.val_annotations or cfg.data or ""
-    entry = tune_checkpoint(ckpt, run.val.targets, scores, settings, f"{source} (validation split)", cfg.threshold)
+    entry = tune_checkpoint(checkpoint_info(ckpt), run.val.targets, scores, settings, f"{source} (validation split)",
+                            cfg.threshold)
     if run.dist.is_primary:
-        save_checkpoint({**ckpt, "thresholds": entry}, best_path)
+        save_checkpoint(with_thresholds(ckpt, entry), best_path)
     barrier(run.dist)
     summary = thresholds_summary(entry)
     log.info("thresholds tuned on the validation split and stored in %s: %s", best_path, summary)
@@ -55,8 +56,8 @@ def log_final_ap(run: Run, best_path: Path) -> None:
     """Per-class AP (and mAP) of the best weights, at their epoch, under ``final/`` in TensorBoard."""
     if run.writer is None:
         return
-    ckpt = load_checkpoint(best_path)
-    metrics, epoch = ckpt["metrics"], int(ckpt["epoch"] or 0)
+    info = checkpoint_info(load_checkpoint(best_path))
+    metrics, epoch = info.metrics, int(info.epoch or 0)
     for name, ap in (metrics.get("ap_per_class") or {}).items():
         if ap is not None:
             run.writer.add_scalar(f"final/AP/{name}", ap, epoch)
