@@ -33,6 +33,7 @@ from partial_csl.data.images import (
 from partial_csl.data.labels import CsvFormatError, LabelFileError, read_attribute_csv, read_filename_column
 from partial_csl.data.schema import default_schema
 from partial_csl.data.transforms import DataConfig, build_transform
+from partial_csl.engine.checkpoint import CheckpointInfo
 from partial_csl.engine.inference.predictor import Predictor
 from partial_csl.engine.tools import split_csv as engine_split
 from partial_csl.safe_io import (
@@ -55,7 +56,10 @@ class StubPredictor(Predictor):
         self.schema = default_schema()
         self.class_names = self.schema.class_names
         self.image_size = 8
-        self.transform = build_transform(DataConfig(8), train=False)
+        self.data_config = DataConfig(8)
+        self.info = CheckpointInfo("mtl", "stub", self.class_names, self.schema, self.data_config, None, None, None,
+                                   [], {}, {}, [], "last", None, None)
+        self.transform = build_transform(self.data_config, train=False)
 
     def run_batch(self, batch):
         return np.full((len(batch), len(self.class_names)), 0.5, dtype=np.float32)
