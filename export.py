@@ -1,4 +1,4 @@
-r"""Export a trained checkpoint to ONNX or TorchScript.
+r"""Export a trained checkpoint to ONNX or a torch.export program (.pt2).
 
 Input: a normalised image batch (any batch size, images at the checkpoint's size); output: per-class probabilities.
 The class names, schema, preprocessing and tuned thresholds go to a JSON sidecar ``<output>.json``.
@@ -6,6 +6,8 @@ The class names, schema, preprocessing and tuned thresholds go to a JSON sidecar
     python export.py --checkpoint outputs/run/checkpoints/best.pt --format onnx \
         --output outputs/run/model.onnx
     python infer.py --onnx outputs/run/model.onnx --images photos/ --output predictions.csv
+    python export.py --checkpoint outputs/run/checkpoints/best.pt --format torch-export \
+        --output outputs/run/model.pt2        # torch.export.load(path).module()(images) -> probabilities
 """
 
 from __future__ import annotations
@@ -22,7 +24,8 @@ from partial_csl.safe_io import describe_os_error
 def get_args_parser() -> argparse.ArgumentParser:
     p = make_parser(__doc__)
     add_option(p, "checkpoint", required=True, help="a checkpoint written by train.py")
-    add_option(p, "format", choices=EXPORT_FORMATS, required=True, help="onnx (ONNX Runtime) or torchscript")
+    add_option(p, "format", choices=EXPORT_FORMATS, required=True,
+               help="onnx (ONNX Runtime) or torch-export (a torch.export .pt2 archive; TorchScript is gone)")
     add_option(p, "output", required=True, help="the model file to write (metadata: <output>.json)")
     add_option(p, "opset", type=int, default=18, help="ONNX opset")
     return p

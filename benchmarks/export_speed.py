@@ -1,4 +1,4 @@
-"""CPU inference speed of one checkpoint in PyTorch eager, TorchScript and ONNX Runtime.
+"""CPU inference speed of one checkpoint in PyTorch eager, a torch.export program and ONNX Runtime.
 
     .venv/bin/python benchmarks/export_speed.py --checkpoint outputs/demo/run/checkpoints/best.pt --size 224
 
@@ -37,17 +37,17 @@ def main() -> None:
         # exported graphs have a fixed image size: re-export the (fully convolutional) model at --size
         resized = Path(tmp) / "checkpoint.pt"
         save_checkpoint({**ckpt, "image_size": args.size}, resized)
-        onnx_path, ts_path = Path(tmp) / "m.onnx", Path(tmp) / "m.ts"
+        onnx_path, pt2_path = Path(tmp) / "m.onnx", Path(tmp) / "m.pt2"
         export_checkpoint(resized, "onnx", onnx_path)
-        export_checkpoint(resized, "torchscript", ts_path)
-        scripted = torch.jit.load(str(ts_path))
+        export_checkpoint(resized, "torch-export", pt2_path)
+        program = torch.export.load(pt2_path).module()
         session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
         with torch.inference_mode():
             reference = eager(x).numpy()
             results = {
                 "PyTorch eager (fp32)": images_per_second(eager, x, args.steps),
                 "PyTorch eager (bf16 autocast)": images_per_second(lambda t: _bf16(eager, t), x, args.steps),
-                "TorchScript (fp32)": images_per_second(scripted, x, args.steps),
+                "torch.export program (fp32)": images_per_second(program, x, args.steps),
             }
         def run_onnx(t: torch.Tensor):
             return session.run(None, {"images": t.numpy()})

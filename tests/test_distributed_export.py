@@ -1,4 +1,4 @@
-"""torchrun (2 CPU processes, gloo) against one process, and ONNX / TorchScript export parity."""
+"""torchrun (2 CPU processes, gloo) against one process, and ONNX / torch.export export parity."""
 
 import json
 import os
@@ -20,6 +20,7 @@ import infer as infer_script
 import train as train_script
 from partial_csl.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from partial_csl.engine.distributed import ShardedShuffleSampler
+from partial_csl.engine.tools.export import export_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -138,6 +139,7 @@ def checkpoints(data, tmp_path_factory):
     return out
 
 
+@pytest.mark.filterwarnings("error::FutureWarning", "error::DeprecationWarning")  # no deprecated export path
 @pytest.mark.parametrize("name", ["tresnet_m", "test_resnet"])
 def test_exported_models_match_pytorch(checkpoints, tmp_path, name):
     ckpt = load_checkpoint(checkpoints[name])
@@ -145,19 +147,29 @@ def test_exported_models_match_pytorch(checkpoints, tmp_path, name):
     x = torch.rand(3, 3, 32, 32)
     with torch.no_grad():
         expected = torch.sigmoid(model(x)).numpy()
-    onnx_path, ts_path = tmp_path / "m.onnx", tmp_path / "m.ts"
+    onnx_path, pt2_path = tmp_path / "m.onnx", tmp_path / "m.pt2"
     assert export_script.main(["--checkpoint", str(checkpoints[name]), "--format", "onnx", "--output",
                                str(onnx_path)]) == 0
-    assert export_script.main(["--checkpoint", str(checkpoints[name]), "--format", "torchscript", "--output",
-                               str(ts_path)]) == 0
+    assert export_script.main(["--checkpoint", str(checkpoints[name]), "--format", "torch-export", "--output",
+                               str(pt2_path)]) == 0
     session = ort.InferenceSession(str(onnx_path))
     for batch in (1, 3):  # dynamic batch size
         got = session.run(["probabilities"], {"images": x[:batch].numpy()})[0]
         np.testing.assert_allclose(got, expected[:batch], atol=1e-5)
+    extra = {"metadata.json": ""}
+    program = torch.export.load(pt2_path, extra_files=extra).module()
     with torch.no_grad():
-        np.testing.assert_allclose(torch.jit.load(str(ts_path))(x).numpy(), expected, atol=1e-5)
+        for batch in (1, 3):
+            np.testing.assert_allclose(program(x[:batch]).numpy(), expected[:batch], atol=1e-5)
+    assert json.loads(extra["metadata.json"]) == json.loads(pt2_path.with_suffix(".pt2.json").read_text())
     meta = json.loads(onnx_path.with_suffix(".onnx.json").read_text())
     assert meta["class_names"] == ckpt["class_names"] and meta["image_size"] == 32
+
+
+def test_torchscript_is_refused_with_the_replacement_named(checkpoints, tmp_path):
+    with pytest.raises(ValueError, match=r"TorchScript was removed: torch\.jit is deprecated; use torch-export"):
+        export_checkpoint(checkpoints["test_resnet"], "torchscript", tmp_path / "m.ts")
+    assert not (tmp_path / "m.ts").exists()
 
 
 def test_infer_with_onnx_gives_the_checkpoint_predictions(checkpoints, data, tmp_path):

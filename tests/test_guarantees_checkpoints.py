@@ -42,7 +42,7 @@ def every_reader_refuses(data: Path, checkpoint: Path, tmp_path: Path, capsys) -
     runs = [(infer_script, ["--checkpoint", checkpoint, "--images", data / "images", "--output", tmp_path / "p.csv"]),
             (validate_script, ["--checkpoint", checkpoint, "--csv", data / "valid.csv", "--images", data / "images",
                                "--output-dir", tmp_path / "report"]),
-            (export_script, ["--checkpoint", checkpoint, "--format", "torchscript", "--output", tmp_path / "m.pt"])]
+            (export_script, ["--checkpoint", checkpoint, "--format", "torch-export", "--output", tmp_path / "m.pt2"])]
     lines = set()
     for script, argv in runs:
         assert script.main([*map(str, argv)]) == 2, script

@@ -50,9 +50,9 @@ def test_posthoc_adjustment_is_stored_and_used_by_every_reader(tiny_split, tmp_p
         assert np.allclose(predictor.run_batch(images), expected, atol=1e-5)
     if arch == "csl":  # the exported graph carries the offset too
         checkpoint = tmp_path / "run" / "checkpoints" / "best.pt"
-        export_checkpoint(checkpoint, "torchscript", tmp_path / "model.pt")
+        export_checkpoint(checkpoint, "torch-export", tmp_path / "model.pt2")
         with torch.no_grad():
-            assert torch.allclose(torch.jit.load(str(tmp_path / "model.pt"))(images), torch.tensor(expected),
+            assert torch.allclose(torch.export.load(tmp_path / "model.pt2").module()(images), torch.tensor(expected),
                                   atol=1e-5)
 
 

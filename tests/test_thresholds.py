@@ -149,9 +149,9 @@ def test_validate_tunes_and_infer_abstains_with_the_tuned_thresholds(tmp_path, c
 def check_exports_and_page(checkpoint, images, tmp_path):
     """The export metadata carries the thresholds; the page flags exactly the answers infer.py withholds."""
     ckpt = load_checkpoint(checkpoint)
-    out = tmp_path / "model.ts"
-    assert export_script.main(["--checkpoint", str(checkpoint), "--format", "torchscript", "--output", str(out)]) == 0
-    meta = json.loads((tmp_path / "model.ts.json").read_text())
+    out = tmp_path / "model.pt2"
+    assert export_script.main(["--checkpoint", str(checkpoint), "--format", "torch-export", "--output", str(out)]) == 0
+    meta = json.loads((tmp_path / "model.pt2.json").read_text())
     assert meta["thresholds"]["abstain"]["values"] == ckpt["thresholds"]["abstain"]["values"]
     predictor = Predictor.from_checkpoint(checkpoint, "cpu", amp=False)
     img = Image.open(images / "img_001.png").convert("RGB")

@@ -78,9 +78,9 @@ def test_flags_override_the_normalisation_and_the_checkpoint_records_it(data, tm
 
 def test_multi_head_export_metadata_says_softmax_per_attribute(data, tmp_path):
     best = train(data, tmp_path / "run", "test_resnet", "--arch", "mtl")
-    assert export_script.main(["--checkpoint", str(best), "--format", "torchscript", "--output",
-                               str(tmp_path / "m.pt")]) == 0
-    post = json.loads((tmp_path / "m.pt.json").read_text())["postprocessing"]
+    assert export_script.main(["--checkpoint", str(best), "--format", "torch-export", "--output",
+                               str(tmp_path / "m.pt2")]) == 0
+    post = json.loads((tmp_path / "m.pt2.json").read_text())["postprocessing"]
     assert post == {"activation": "softmax_per_attribute",
                     "attribute_slices": {"neck": [0, 7], "sleeve_length": [7, 11], "pattern": [11, 21]}}
 

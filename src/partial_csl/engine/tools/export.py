@@ -1,7 +1,12 @@
-"""Export a checkpoint for deployment: ONNX or TorchScript, taking a normalised image batch (any batch size) and
-returning per-class probabilities. What inference needs besides the weights (class names, attribute schema, image
-size, normalisation, the tuned thresholds) goes to a JSON sidecar ``<output>.json`` and, for ONNX, into the model's
-metadata too.
+"""Export a checkpoint for deployment: ONNX or a ``torch.export`` program (``.pt2``), taking a normalised image
+batch (any batch size) and returning per-class probabilities. What inference needs besides the weights (class names,
+attribute schema, image size, normalisation, the tuned thresholds) goes to a JSON sidecar ``<output>.json`` and into
+the file itself (ONNX metadata props; the ``.pt2`` archive's ``metadata.json``).
+
+Both formats start from the same :func:`torch.export.export` graph (the ONNX exporter traces with it too).
+TorchScript is gone: ``torch.jit.trace/save/load`` are deprecated in torch 2.14, and ``torch.export`` covers what it
+did (a Python-free graph that ``torch.export.load`` runs, AOTInductor can compile, and ExecuTorch can lower).
+A ``.pt2`` file is a program: load only files you trust (``torch.export.load`` may unpickle).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from ...safe_io import (
 )
 from ..checkpoint import CheckpointInfo, checkpoint_info, load_checkpoint, model_from_checkpoint
 
-EXPORT_FORMATS = ("onnx", "torchscript")
+MAX_BATCH = 4096  # the exported graphs' batch dimension is dynamic up to this
 
 
 class ProbabilityHead(nn.Module):
@@ -60,9 +65,36 @@ def export_metadata(info: CheckpointInfo, model: nn.Module) -> dict:
             "output": f"probabilities: float32 (N, C), {output}"}
 
 
+def write_onnx(model: nn.Module, example: torch.Tensor, meta: dict, output: Path, opset: int) -> None:
+    import onnx
+
+    program = torch.onnx.export(model, (example,), input_names=["images"], output_names=["probabilities"],
+                                dynamic_shapes={"images": {0: batch_dim()}}, opset_version=opset, dynamo=True)
+    proto = program.model_proto
+    onnx.helper.set_model_props(proto, {"partial_label_csl": json.dumps(meta)})
+    atomic_write_bytes(output, proto.SerializeToString())
+
+
+def write_exported_program(model: nn.Module, example: torch.Tensor, meta: dict, output: Path, opset: int) -> None:
+    """A ``torch.export`` archive; ``torch.export.load(path).module()(images)`` gives the probabilities."""
+    program = torch.export.export(model, (example,), dynamic_shapes={"images": {0: batch_dim()}})
+    with atomic_open(output, "wb") as f:
+        torch.export.save(program, f, extra_files={"metadata.json": json.dumps(meta)})
+
+
+def batch_dim() -> torch.export.Dim:
+    return torch.export.Dim("batch", min=1, max=MAX_BATCH)
+
+
+# format: writer(model, example, meta, path, opset)
+EXPORTERS = {"onnx": write_onnx, "torch-export": write_exported_program}
+EXPORT_FORMATS = tuple(EXPORTERS)
+
+
 def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opset: int = 18) -> dict:
-    if fmt not in EXPORT_FORMATS:
-        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}")
+    if fmt not in EXPORTERS:
+        removed = " (TorchScript was removed: torch.jit is deprecated; use torch-export)" * (fmt == "torchscript")
+        raise ValueError(f"unknown export format {fmt!r}; expected one of {EXPORT_FORMATS}{removed}")
     output = Path(output)
     sidecar = output.with_suffix(output.suffix + ".json")
     check_output_file(output, "--output")
@@ -74,19 +106,6 @@ def export_checkpoint(checkpoint: str | Path, fmt: str, output: str | Path, opse
     info = checkpoint_info(ckpt)
     example = torch.rand(2, 3, info.image_size, info.image_size)
     meta = export_metadata(info, network)
-    if fmt == "onnx":
-        import onnx
-
-        batch = torch.export.Dim("batch", min=1, max=4096)
-        program = torch.onnx.export(model, (example,), input_names=["images"], output_names=["probabilities"],
-                                    dynamic_shapes={"images": {0: batch}}, opset_version=opset, dynamo=True)
-        proto = program.model_proto
-        onnx.helper.set_model_props(proto, {"partial_label_csl": json.dumps(meta)})
-        atomic_write_bytes(output, proto.SerializeToString())
-    else:
-        with torch.no_grad():
-            traced = torch.jit.trace(model, example)
-        with atomic_open(output, "wb") as f:
-            torch.jit.save(traced, f, _extra_files={"metadata.json": json.dumps(meta)})
+    EXPORTERS[fmt](model, example, meta, output, opset)
     atomic_write_text(sidecar, json.dumps(meta, indent=2) + "\n")
     return {"output": str(output), "metadata": str(sidecar), "format": fmt}
