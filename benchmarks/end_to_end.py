@@ -1,10 +1,11 @@
 """The attribute default, end to end, on several attribute datasets of different construction; resumable.
 
-    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 2 recipes x 3 seeds (about 75 min, 2 cores)
+    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 2 recipes x 3 seeds (~3.5 CPU-hours, fp32)
     .venv/bin/python benchmarks/end_to_end.py --quick    # a smoke test of the machinery (CI)
 
-Every cell trains a whole network as a user would, with ``make demo``'s flags (TResNet-M, 64 px, batch 32, lr 5e-4,
-light augmentation, EMA 0.99, 8 epochs; CSL's ignore-mode prior stage adds its 3), and is scored on the dataset's
+Every cell trains a whole network as a user would, with ``make demo``'s flags (64 px, batch 32, lr 5e-4, light
+augmentation, EMA 0.99, 8 epochs; CSL's ignore-mode prior stage adds its 3) on a CPU-sized ResNet-18 from scratch
+(``--model-name tresnet_m`` for the demo's network: about 2.5x the time), and is scored on the dataset's
 test split. Datasets (built here by the project's generators, split 70 / 10 / 20 with seed 0):
 
 * ``demo``: the demo builder (texture = pattern, sleeve colour, product type = neck; labels missing at random);
