@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 
 import cuda_suite  # benchmarks/ is on the test path (conftest)
 import pytest
@@ -24,7 +25,7 @@ def test_quick_suite_runs_every_cpu_section_and_marks_the_cuda_ones_skipped(attr
     sections = results["sections"]
     assert list(sections) == list(cuda_suite.SECTIONS)
     assert {name: s["status"] for name, s in sections.items()} == {
-        "abn": "ok", "precision": "ok", "compile": "skipped", "ddp": "skipped", "end_to_end": "ok", "inference": "ok"}
+        "abn": "ok", "precision": "ok", "end_to_end": "ok", "inference": "ok", "ddp": "skipped", "compile": "skipped"}
     assert sections["ddp"]["reason"] == "NCCL DDP needs CUDA (device cpu)"
     assert sections["compile"]["reason"] == cuda_suite.NO_COMPILE
     # the same weights fit timm's TResNet and the pure-PyTorch ABN, and both give the CPU reference's numbers
@@ -51,12 +52,19 @@ def test_a_failing_section_is_recorded_and_the_next_still_runs(tmp_path, monkeyp
     def broken(suite):
         raise RuntimeError("kernel exploded")
 
-    monkeypatch.setitem(cuda_suite.SECTIONS, "abn", broken)
+    monkeypatch.setitem(cuda_suite.SECTIONS, "abn", cuda_suite.Section(broken, gpu_seconds=1))
     results = cuda_suite.main(["--quick", "--sections", "abn", "ddp", "--out", str(tmp_path)])
     abn = results["sections"]["abn"]
     assert abn["status"] == "failed" and abn["reason"] == "RuntimeError: kernel exploded"
     assert "Traceback" in abn["traceback"] and results["sections"]["ddp"]["status"] == "skipped"
     assert "## abn (failed: RuntimeError: kernel exploded;" in (tmp_path / "table.md").read_text()
+
+
+def test_a_section_starts_only_if_its_gpu_estimate_fits_the_deadline(tmp_path, monkeypatch):
+    suite = cuda_suite.Suite(torch.device("cuda"), cuda_suite.FULL, None, tmp_path, 16, time.monotonic() + 60)
+    result = cuda_suite.run_section(suite, "end_to_end")
+    assert result == {"status": "skipped", "reason": "would not end before --deadline-s (about 90 s on a GPU)",
+                      "seconds": 0.0}
 
 
 def test_past_the_deadline_no_section_starts(tmp_path):
