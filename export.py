@@ -7,7 +7,9 @@ The class names, schema, preprocessing and tuned thresholds go to a JSON sidecar
         --output outputs/run/model.onnx
     python infer.py --onnx outputs/run/model.onnx --images photos/ --output predictions.csv
     python export.py --checkpoint outputs/run/checkpoints/best.pt --format torch-export \
-        --output outputs/run/model.pt2        # torch.export.load(path).module()(images) -> probabilities
+        --output outputs/run/model.pt2
+
+In PyTorch, ``torch.export.load("model.pt2").module()(images)`` gives the probabilities (load only files you trust).
 """
 
 from __future__ import annotations
