@@ -36,7 +36,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         # exported graphs have a fixed image size: re-export the (fully convolutional) model at --size
         resized = Path(tmp) / "checkpoint.pt"
-        save_checkpoint({**ckpt, "image_size": args.size}, resized)
+        resized_ckpt = {**ckpt, "image_size": args.size}
+        if ckpt.get("data_config"):  # format 2 keeps the size here too
+            resized_ckpt["data_config"] = {**ckpt["data_config"], "image_size": args.size}
+        save_checkpoint(resized_ckpt, resized)
         onnx_path, pt2_path = Path(tmp) / "m.onnx", Path(tmp) / "m.pt2"
         export_checkpoint(resized, "onnx", onnx_path)
         export_checkpoint(resized, "torch-export", pt2_path)

@@ -1,0 +1,260 @@
+r"""The official CSL code (Alibaba-MIIL/PartialLabelingCSL) beside this project's, on the same COCO-format set under
+FPC and RPS, modes ignore / negative / selective, with the same image size, epochs, batch and learning rate; resumable.
+
+    .venv/bin/pip install randaugment==1.0.2      # the official code's augmentation (not a dependency of the project)
+    .venv/bin/python benchmarks/official_csl.py --repo /path/to/PartialLabelingCSL
+    .venv/bin/python benchmarks/official_csl.py --repo /path/to/PartialLabelingCSL --quick   # 1 seed, FPC, 2 epochs
+
+The official code is an external baseline: it stays in its own folder, is never copied into the package, and runs
+unmodified in a child process, patched at run time only where a CPU and this data set need it (with ``--device
+cuda`` only the last four apply, and both codes train in fp16 as they do by default on a GPU):
+
+* ``.cuda()`` on tensors and modules returns them where they are, and its loss's ``torch.device('cuda')`` is the CPU;
+* its ``autocast`` / ``GradScaler`` (CUDA fp16) are off: float32, as the project's runs on this CPU;
+* its model factory (TResNets only) builds timm's ``--model-name`` from scratch, as the project's end-to-end runs do;
+* its COCO reader's targets are sized by the set's categories (it hard-codes COCO's 80), and ``--num-classes`` is
+  read as a number (it has no type);
+* Python's, NumPy's and torch's generators are seeded (its FPC/RPS simulation draws from NumPy's, unseeded);
+* ``np.int`` is ``int`` again: its augmentation package (``randaugment`` 1.0.2) uses the alias NumPy 1.24 removed.
+
+Its data path is the COCO 2014 layout (``--debug_mode on_farm``). Each run's folder is the child's working directory,
+so what the official code writes relative to it (``./outputs/`` priors and its per-epoch checkpoints, deleted once
+the run's result is written) stays there; the repository is only read. Per protocol and seed the official
+``selective`` run reads its priors from the ``ignore`` run's ``train_avg_preds.csv``, as the official README's
+recipe does; the project's selective run estimates them in its own ignore-mode prior stage.
+
+Both codes are scored the official way: the highest validation mAP over the epochs of max(regular, EMA), on the
+fully labelled validation split. The simulated labels are drawn by each code's own simulator with the same protocol
+and seed number, not the same draws, so the comparison is over seeds, not image by image. Writes ``OUT/results.csv``
+and ``OUT/table.md`` (mean ± std per mode and protocol, the two codes side by side).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import random
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from grid import resumable, train_cell
+from seed_tables import mean_std_table
+
+from partial_csl.cli import make_parser
+from partial_csl.engine.config import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+PROTOCOLS = {"FPC(200)": ("fpc", 200), "RPS(0.5)": ("rps", 0.5)}
+SELECTIVE_GAMMAS = {"fpc": (0, 3, 4), "rps": (0, 1, 4)}  # the official README's (pos, neg, unann) per protocol
+
+
+def mode_settings(mode: str, simulator: str) -> dict:
+    """The loss settings of one mode, the same for both codes (the official flag names are the project's)."""
+    if mode == "ignore":
+        return dict(partial_loss_mode="ignore", gamma_pos=0, gamma_neg=1, gamma_unann=4)
+    if mode == "negative":
+        return dict(partial_loss_mode="negative", gamma_pos=1, gamma_neg=4, gamma_unann=4, clip=0.05)
+    pos, neg, unann = SELECTIVE_GAMMAS[simulator]
+    return dict(partial_loss_mode="selective", gamma_pos=pos, gamma_neg=neg, gamma_unann=unann, likelihood_topk=5,
+                prior_threshold=0.5)
+
+
+MODES = ("ignore", "negative", "selective")  # in running order: selective reads the ignore run's priors
+CODES = ("official", "project")
+
+
+class CpuTorch:
+    """``torch`` as the official loss module sees it: the same, except that ``torch.device('cuda')`` is the CPU."""
+
+    def __init__(self, torch_module):
+        self._torch = torch_module
+
+    def __getattr__(self, name: str):
+        return getattr(self._torch, name)
+
+    def device(self, *args, **kwargs):
+        return self._torch.device("cpu")
+
+
+def targets_sized_by_categories(dataset) -> dict:
+    """The official ``CocoDetection.get_targets`` with the set's number of categories where it hard-codes 80 (a
+    category is positive for an image when any of its boxes is; the size split it takes the max over is kept)."""
+    import torch
+
+    targets = {}
+    for img_id in dataset.ids:
+        output = torch.zeros((3, len(dataset.cat2cat)), dtype=torch.long)
+        for obj in dataset.coco.loadAnns(dataset.coco.getAnnIds(imgIds=img_id)):
+            size = 0 if obj["area"] < 32 * 32 else 1 if obj["area"] < 96 * 96 else 2
+            output[size][dataset.cat2cat[obj["category_id"]]] = 1
+        targets[img_id] = output.max(dim=0)[0]
+    return targets
+
+
+def patched_official(repo: Path, cpu: bool = True):
+    """Import the official ``train`` module from ``repo`` with the patches of the module docstring."""
+    import importlib
+    import types
+
+    import timm
+    import torch
+
+    try:
+        import inplace_abn  # noqa: F401  (its TResNet imports it; the runs build timm models)
+    except ImportError:
+        from partial_csl.layers.abn import ABN
+
+        sys.modules["inplace_abn"] = types.SimpleNamespace(InPlaceABN=ABN)
+    np.int = int  # randaugment 1.0.2 still uses the alias
+    sys.path.insert(0, str(repo))
+    helpers = importlib.import_module("src.helper_functions.helper_functions")
+    helpers.CocoDetection.get_targets = targets_sized_by_categories
+    official = importlib.import_module("train")
+    official.create_model = lambda args: timm.create_model(args.model_name, num_classes=args.num_classes)
+    next(a for a in official.parser._actions if a.dest == "num_classes").type = int
+    if cpu:
+        torch.Tensor.cuda = lambda self, *args, **kwargs: self
+        torch.nn.Module.cuda = lambda self, *args, **kwargs: self
+        importlib.import_module("src.loss_functions.partial_asymmetric_loss").torch = CpuTorch(torch)
+        official.autocast = contextlib.nullcontext
+        official.GradScaler = lambda: torch.amp.GradScaler("cpu", enabled=False)
+    return official
+
+
+def run_official_child(spec_path: Path) -> None:
+    """The child process: seed, patch, and run the official ``main()`` with the spec's command line."""
+    import torch
+
+    spec = json.loads(spec_path.read_text())
+    random.seed(spec["seed"])
+    np.random.seed(spec["seed"])
+    torch.manual_seed(spec["seed"])
+    official = patched_official(Path(spec["repo"]), cpu=spec["device"] == "cpu")
+    sys.argv = ["train.py", *spec["argv"]]
+    official.main()
+
+
+def official_argv(args: argparse.Namespace, simulator: str, param: float, mode: str, priors: Path | None) -> list:
+    num_classes = len(json.loads((Path(args.data) / "annotations" / "instances_train2014.json").read_text())[
+        "categories"])
+    argv = ["--data", Path(args.data).resolve(), "--debug_mode", "on_farm", "--model-name", args.model_name,
+            "--model-path", "", "--num-classes", num_classes, "--image-size", args.image_size, "--epochs", args.epochs,
+            "--lr", args.lr, "--batch-size", args.batch_size, "-j", 0, "--simulate_partial_type", simulator,
+            "--simulate_partial_param", param, "--path_dest", "outputs"]
+    for key, value in mode_settings(mode, simulator).items():
+        argv += [f"--{key}", value]
+    return [str(a) for a in argv + (["--prior_path", priors.resolve()] if priors else [])]
+
+
+def official_run(args: argparse.Namespace, run_dir: Path, seed: int, argv: list[str]) -> dict:
+    """One official run in a child process whose working directory is ``run_dir``; its log is ``run_dir/log.txt``."""
+    def compute() -> dict:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        spec = run_dir / "spec.json"
+        spec.write_text(json.dumps({"repo": str(Path(args.repo).resolve()), "seed": seed, "argv": argv,
+                                    "device": args.device}, indent=2))
+        with open(run_dir / "log.txt", "w") as log:
+            done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(spec.resolve())],
+                                  cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, check=False)
+        text = (run_dir / "log.txt").read_text()
+        if done.returncode != 0:
+            raise RuntimeError(f"the official code failed (exit {done.returncode}); see {run_dir / 'log.txt'}:\n"
+                               + "\n".join(text.splitlines()[-8:]))
+        for checkpoint in (run_dir / "outputs").glob("*.ckpt"):
+            checkpoint.unlink()
+        epochs = [float(m) for m in re.findall(r"current_mAP = ([\d.]+)", text)]
+        return {"mAP": max(epochs), "epochs": epochs}
+
+    return resumable(run_dir, compute, {"argv": argv, "seed": seed, "device": args.device})
+
+
+def project_config(args: argparse.Namespace, simulator: str, param: float, mode: str, seed: int) -> TrainConfig:
+    """The project's run of one cell: train.py's defaults for COCO-format data (CSL's recipe: its augmentation, EMA,
+    a selective run's own ignore-mode prior stage), with the grid's size, epochs, batch and learning rate."""
+    return TrainConfig(dataset="coco", data=args.data, model_name=args.model_name, image_size=args.image_size,
+                       epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=0, cache_images=True,
+                       device=args.device, arch="csl", logit_adjust="none", amp=args.device != "cpu",
+                       simulate_partial_type=simulator,
+                       simulate_partial_param=param, seed=seed, **mode_settings(mode, simulator))
+
+
+def run_grid(args: argparse.Namespace) -> pd.DataFrame:
+    rows, started = [], time.time()
+    total = len(args.protocols) * len(args.seeds) * len(MODES) * len(args.codes)
+    for column in args.protocols:
+        simulator, param = PROTOCOLS[column]
+        for seed in args.seeds:
+            folder = args.out / "runs" / f"{simulator}_{param}" / f"seed{seed}"
+            for mode in MODES:
+                for code in args.codes:
+                    if code == "official":
+                        priors = folder / "official_ignore" / "outputs" / "train_avg_preds.csv"
+                        argv = official_argv(args, simulator, param, mode, priors if mode == "selective" else None)
+                        result = official_run(args, folder / f"official_{mode}", seed, argv)
+                    else:
+                        cfg = project_config(args, simulator, param, mode, seed)
+                        result = train_cell(cfg, folder / f"project_{mode}", lambda s: {"mAP": s["best_val_mAP"]})
+                    rows.append({"code": code, "mode": mode, "protocol": column, "seed": seed, "mAP": result["mAP"],
+                                 "seconds": round(result["seconds"], 1)})
+                    print(f"[{time.time() - started:5.0f}s {len(rows)}/{total}] {column} seed {seed} {code:8s} "
+                          f"{mode:9s} mAP {result['mAP']:.2f}", flush=True)
+    return pd.DataFrame(rows)
+
+
+def write_table(results: pd.DataFrame, args: argparse.Namespace) -> str:
+    results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
+    frame = results.assign(row=results["code"] + " " + results["mode"], column=results["protocol"])
+    rows = [f"{code} {mode}" for mode in MODES for code in args.codes]
+    precision = "float32 on the CPU" if args.device == "cpu" else "fp16 on CUDA"
+    lines = [f"# The official CSL code beside the project's on `{args.data}`", "",
+             f"{args.model_name} from scratch, {args.image_size} px, {args.epochs} epochs, batch {args.batch_size}, "
+             f"lr {args.lr:g}, {precision}; seeds {', '.join(map(str, args.seeds))}. Highest validation mAP over the "
+             "epochs (max of regular and EMA weights), mean ± std over the seeds; bold the best of each column, ≈ a "
+             "tie with it.", "", *mean_std_table(frame, rows, args.protocols, "mAP")]
+    text = "\n".join(lines) + "\n"
+    (args.out / "table.md").write_text(text)
+    return text
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = make_parser(__doc__)
+    p.add_argument("--repo", type=Path, help="a checkout of Alibaba-MIIL/PartialLabelingCSL (read only)")
+    p.add_argument("--data", default="data/coco_bench", help="a COCO 2014 layout (partial_methods.py builds this one)")
+    p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/official_csl"))
+    p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
+    p.add_argument("--codes", nargs="+", default=list(CODES), choices=CODES)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=int, default=15)
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--model-name", default="resnet18")
+    p.add_argument("--image-size", type=int, default=64)
+    p.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="cuda: both codes as on a GPU (fp16)")
+    p.add_argument("--quick", action="store_true", help="FPC only, seed 0, 2 epochs")
+    p.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: one official run in this process
+    args = p.parse_args(argv)
+    if args.quick:
+        args.protocols, args.seeds, args.epochs = ["FPC(200)"], [0], 2
+    return args
+
+
+def main(argv: list[str] | None = None) -> str | None:
+    args = parse_args(argv)
+    if args.child:
+        return run_official_child(args.child)
+    if "official" in args.codes and (args.repo is None or not (args.repo / "train.py").is_file()):
+        sys.exit(f"error: --repo {args.repo} is not a checkout of the official CSL code (no train.py in it)")
+    args.out.mkdir(parents=True, exist_ok=True)
+    text = write_table(run_grid(args), args)
+    print(text)
+    return text
+
+
+if __name__ == "__main__":
+    main()
