@@ -92,3 +92,13 @@ def test_largest_batch_follows_the_line_through_two_peaks(monkeypatch):
     monkeypatch.setattr(cuda_suite, "peak_training_memory", peak)
     assert cuda_suite.largest_batch(None, 224, 16, 1000 + 50 * 100, torch.device("cpu")) == "50 (0.0 GiB)"
     assert cuda_suite.largest_batch(None, 224, 16, 500, torch.device("cpu")) == "0"
+
+
+def test_the_float16_run_goes_through_the_grad_scaler():
+    """The CUDA-only precision row's code path, on the CPU (autocast and GradScaler take float16 there too)."""
+    suite = cuda_suite.Suite(torch.device("cpu"), cuda_suite.QUICK, None, ROOT, 16, math.inf)
+    curve, skipped, seconds = cuda_suite.precision_run(suite, torch.float16)
+    reference, _, _ = cuda_suite.precision_run(suite, None)
+    assert len(curve) == len(reference) == cuda_suite.QUICK["precision_steps"] and seconds > 0
+    assert all(math.isfinite(v) for v in curve) and 0 <= skipped <= len(curve)
+    assert abs(curve[0] - reference[0]) < 0.05  # the same weights and batch: float16 rounding apart
