@@ -66,10 +66,13 @@ def _adder(group: argparse._ArgumentGroup):
 def _data_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("data"))
     add("dataset", choices=DATASETS, help="; ".join(entry.help for entry in DATASETS.values()))
-    add("train_csv", help="training attributes CSV (filename + one column per attribute)")
-    add("val_csv", help="validation attributes CSV")
+    add("train_csv", help="training CSV: attributes (filename + one column per attribute) or multilabel_csv "
+                          "(filename,label,value)")
+    add("val_csv", help="validation CSV, in the same format")
     add("images", help="image folder of the CSVs")
     add("val_images", help="image folder of the validation data, when it differs from --images")
+    add("classes", help="multilabel_csv: the class names, one per line, in output order (default: the training "
+                        "CSV's labels, sorted)")
     add("schema", help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, pattern 10)")
     add("image_size", type=int, help="square input size; TResNet needs a multiple of 32")
     add("mean", type=float, nargs=3, help="input normalisation mean (default: the model's pretrained config; "

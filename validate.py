@@ -49,7 +49,7 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_option(p, "output_dir", required=True, help="where the report goes")
     add_option(p, "dataset", choices=DATASETS, default="attributes",
                help="; ".join(entry.help for entry in DATASETS.values()))
-    add_option(p, "csv", help="attributes CSV with the ground truth (#N/A allowed)")
+    add_option(p, "csv", help="the ground truth: an attributes CSV (#N/A allowed) or a multilabel_csv long CSV")
     add_option(p, "images", help="image folder of the CSV (or of the COCO annotations)")
     add_option(p, "annotations", help="COCO-format JSON (with --dataset coco)")
     add_option(p, "data", help="COCO 2014 root: annotations/instances_val2014.json and val2014/")

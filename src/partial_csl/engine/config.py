@@ -31,6 +31,7 @@ class TrainConfig(DeclaredSettings):
     val_csv: str | None = None
     images: str | None = None
     val_images: str | None = None
+    classes: str | None = None  # multilabel_csv: the class list (one name per line)
     data: str | None = None
     train_annotations: str | None = None
     val_annotations: str | None = None

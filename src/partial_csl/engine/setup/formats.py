@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...data.long_labels import read_class_list, read_long_csv
 from ...data.partial import simulate_partial, simulation_record, simulation_summary
 from ...data.schema import AttributeSchema, load_schema
 from ...losses.imbalance import annotated_counts, positive_counts
@@ -42,15 +43,20 @@ def _count_positives(targets: np.ndarray) -> list[int]:
     return positive_counts(targets).astype(int).tolist()
 
 
-def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
-    """``--dataset attributes``: train/val attribute CSVs over one image folder (or ``--val-images``)."""
+def _check_csv_split(cfg: TrainConfig) -> None:
+    """Both CSVs and the image folder given, and the validation CSV not the training one."""
     missing = [flag for flag, value in (("--train-csv", cfg.train_csv), ("--val-csv", cfg.val_csv),
                                         ("--images", cfg.images)) if not value]
     if missing:
-        raise ValueError(f"attribute data needs {', '.join(missing)}")
+        raise ValueError(f"--dataset {cfg.dataset} needs {', '.join(missing)}")
     if same_file(cfg.train_csv, cfg.val_csv):
         raise ValueError(f"--val-csv {cfg.val_csv} is the --train-csv file: the best checkpoint would be chosen on "
                          "the training data; give a validation split (images_train_test_valid_split.py makes one)")
+
+
+def attribute_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset attributes``: train/val attribute CSVs over one image folder (or ``--val-images``)."""
+    _check_csv_split(cfg)
     schema = load_schema(cfg.schema)
     train = read_attribute_split(cfg.train_csv, cfg.images, schema, cfg.on_bad_rows,
                                  run_dir / "rejected_rows_train.csv")
@@ -97,6 +103,18 @@ def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImag
     return LabelSpace(class_names, None, _count_positives(train.targets), true_frequency), train, val
 
 
+def multilabel_csv_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset multilabel_csv``: long train/val CSVs (filename,label,value); classes from ``--classes`` or the
+    training file. A validation label the training classes lack is refused."""
+    _check_csv_split(cfg)
+    train = read_long_csv(cfg.train_csv, cfg.images, read_class_list(cfg.classes) if cfg.classes else None)
+    val_images = cfg.val_images or cfg.images
+    val = read_long_csv(cfg.val_csv, val_images, train.class_names)
+    return (LabelSpace(train.class_names, None, _count_positives(train.targets)),
+            LabelledImages(Path(cfg.images), train.filenames, train.targets),
+            LabelledImages(Path(val_images), val.filenames, val.targets))
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """What ``validate.py`` reads labelled data from, with what the checkpoint says it must hold."""
@@ -126,6 +144,15 @@ def attribute_eval_data(req: EvalRequest) -> LabelledImages:
                                 req.output_dir / "rejected_rows.csv")
 
 
+def multilabel_csv_eval_data(req: EvalRequest) -> LabelledImages:
+    if req.schema is not None:
+        raise ValueError(f"{req.checkpoint} was trained on attributes; evaluate it with --dataset attributes")
+    if not req.csv_path or not req.images:
+        raise ValueError("--dataset multilabel_csv needs --csv and --images")
+    labels = read_long_csv(req.csv_path, req.images, req.class_names)
+    return LabelledImages(Path(req.images), labels.filenames, labels.targets)
+
+
 def coco_eval_data(req: EvalRequest) -> LabelledImages:
     annotations, images = coco_paths("val", req.data_root, req.annotations, req.images)
     return read_coco_split(annotations, images, req.keep_empty, class_names=req.class_names)[0]
@@ -150,6 +177,9 @@ DATASETS: dict[str, DatasetFormat] = {
                                 attribute_groups=True, help="attributes: CSVs with #N/A"),
     "coco": DatasetFormat(coco_data, coco_eval_data, default_arch="csl", fully_labelled=True,
                           attribute_groups=False, help="coco: COCO-format JSON"),
+    "multilabel_csv": DatasetFormat(multilabel_csv_data, multilabel_csv_eval_data, default_arch="csl",
+                                    fully_labelled=False, attribute_groups=False,
+                                    help="multilabel_csv: long CSVs of filename,label,value (1, 0; no row: unknown)"),
 }
 
 

@@ -1,0 +1,127 @@
+"""--dataset multilabel_csv: long CSVs (filename,label,value) read into exact targets, every bad row named before
+training, and a run that trains, validates on the verified labels and infers end to end."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+import infer as infer_script
+import train as train_script
+import validate as validate_script
+from partial_csl.data.labels import LabelFileError
+from partial_csl.data.long_labels import read_class_list, read_long_csv
+
+
+def save_images(folder, names, size=32):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, name in enumerate(names):
+        Image.fromarray(np.full((size, size, 3), 20 * i % 255, dtype=np.uint8)).save(folder / name)
+
+
+@pytest.fixture
+def images(tmp_path):
+    save_images(tmp_path / "images", ["a.png", "b.png", "c.png"])
+    return tmp_path / "images"
+
+
+def write(path, *lines):
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_rows_become_targets_with_unknown_where_no_row_says(tmp_path, images):
+    csv_path = write(tmp_path / "train.csv", "filename,label,value", "b.png,dog,1", "a.png,cat,0", "b.png,cat,0",
+                     " a.png , dog , 1 ", "c.png,bird,1")
+    labels = read_long_csv(csv_path, images)
+    assert labels.filenames == ["b.png", "a.png", "c.png"]  # in the order they first appear
+    assert labels.class_names == ["bird", "cat", "dog"]  # the file's labels, sorted
+    np.testing.assert_array_equal(labels.targets, [[-1, 0, 1], [-1, 0, 1], [1, -1, -1]])
+    fixed = read_long_csv(csv_path, images, ["dog", "cat", "bird", "fish"])
+    np.testing.assert_array_equal(fixed.targets, [[1, 0, -1, -1], [1, 0, -1, -1], [-1, -1, 1, -1]])
+
+
+def test_every_bad_row_is_named_with_its_line_column_and_value(tmp_path, images):
+    csv_path = write(tmp_path / "bad.csv", "filename,label,value", "a.png,dog,1", "a.png,dog,yes", "b.png,,1",
+                     "b.png,cat,1", "b.png,cat,0", "a.png,dog,1", "../x.png,dog,1", "missing.png,dog,0",
+                     "c.png,fish,1")
+    with pytest.raises(LabelFileError) as caught:
+        read_long_csv(csv_path, images, ["dog", "cat"])
+    text = str(caught.value)
+    assert f"{csv_path}: 7 bad row(s):" in text
+    for expected in ("line 3, column 'value', value 'yes': expected 1 (positive) or 0 (verified negative)",
+                     "line 4, column 'label', value '': empty label",
+                     "line 6, column 'label', value 'cat': verified both positive and negative for this image "
+                     "(first on line 5)",
+                     "line 7, column 'label', value 'dog': a duplicate row (first on line 2)",
+                     "line 8, column 'filename', value '../x.png': points outside the image folder",
+                     "line 9, column 'filename', value 'missing.png': image file not found in",
+                     "line 10, column 'label', value 'fish': not one of the 2 classes"):
+        assert expected in text, expected
+    assert text.index("line 3,") < text.index("line 10,")  # in file order
+
+
+def test_a_missing_column_and_a_repeated_class_are_refused(tmp_path, images):
+    with pytest.raises(ValueError, match=r"missing column\(s\) \['value'\]"):
+        read_long_csv(write(tmp_path / "x.csv", "filename,label", "a.png,dog"), images)
+    with pytest.raises(ValueError, match=r"classes.txt, line 3: class 'dog' is listed twice \(first on line 1\)"):
+        read_class_list(write(tmp_path / "classes.txt", "dog", "cat", "dog"))
+    assert read_class_list(write(tmp_path / "ok.txt", "dog", "", " cat ")) == ["dog", "cat"]
+
+
+def long_split(root, n, seed):
+    """n images whose brightness says which of 3 classes they hold; each image verifies 2 of the 3 classes."""
+    rng = np.random.default_rng(seed)
+    names = [f"img_{seed}_{i:02d}.png" for i in range(n)]
+    rows = ["filename,label,value"]
+    (root / "images").mkdir(parents=True, exist_ok=True)
+    for name in names:
+        present = rng.random(3) < 0.5
+        pixels = np.zeros((32, 32, 3), dtype=np.uint8)
+        for c in np.flatnonzero(present):
+            pixels[:, 10 * c:10 * c + 10, c] = 250
+        Image.fromarray(pixels).save(root / "images" / name)
+        for c in rng.choice(3, size=2, replace=False):
+            rows.append(f"{name},{['red', 'green', 'blue'][c]},{int(present[c])}")
+    return write(root / f"split{seed}.csv", *rows)
+
+
+def test_a_run_trains_validates_on_verified_labels_and_infers(tmp_path):
+    train_csv, val_csv = long_split(tmp_path, 24, 0), long_split(tmp_path, 12, 1)
+    classes = write(tmp_path / "classes.txt", "red", "green", "blue")
+    run, images = tmp_path / "run", tmp_path / "images"
+    assert train_script.main(["--dataset", "multilabel_csv", "--train-csv", str(train_csv), "--val-csv",
+                              str(val_csv), "--images", str(images), "--classes", str(classes), "--model-name",
+                              "test_resnet", "--image-size", "32", "--batch-size", "8", "--epochs", "1", "--workers",
+                              "0", "--no-amp", "--output-dir", str(run)]) == 0
+    config = json.loads((run / "config.json").read_text())["config"]
+    assert config["dataset"] == "multilabel_csv" and config["arch"] == "csl"
+    best = run / "checkpoints" / "best.pt"
+    report_dir = tmp_path / "report"
+    assert validate_script.main(["--checkpoint", str(best), "--dataset", "multilabel_csv", "--csv", str(val_csv),
+                                 "--images", str(images), "--output-dir", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["num_images"] == 12 and 0 <= report["mAP"] <= 100
+    verified = read_long_csv(val_csv, images, ["red", "green", "blue"]).targets
+    known = {c: int((verified[:, i] != -1).sum()) for i, c in enumerate(["red", "green", "blue"])}
+    assert report["known_positives_per_class"].keys() == known.keys()
+    predictions = tmp_path / "predictions.csv"
+    assert infer_script.main(["--checkpoint", str(best), "--images", str(images), "--output", str(predictions),
+                              "--no-amp"]) == 0
+    table = pd.read_csv(predictions)
+    assert len(table) == 36 and {"prob_red", "prob_green", "prob_blue"} <= set(table.columns)
+
+
+def test_validation_labels_outside_the_trained_classes_are_refused(tmp_path, images, capsys):
+    train_csv = write(tmp_path / "t.csv", "filename,label,value", "a.png,dog,1", "b.png,dog,0", "b.png,cat,1")
+    val_csv = write(tmp_path / "v.csv", "filename,label,value", "c.png,fish,1")
+    code = train_script.main(["--dataset", "multilabel_csv", "--train-csv", str(train_csv), "--val-csv",
+                              str(val_csv), "--images", str(images), "--model-name", "test_resnet", "--image-size",
+                              "32", "--epochs", "1", "--workers", "0", "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "line 2, column 'label', value 'fish': not one of the 2 classes" in err
+    assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
