@@ -71,8 +71,8 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("val_csv", help="validation CSV, in the same format")
     add("images", help="image folder of the CSVs")
     add("val_images", help="image folder of the validation data, when it differs from --images")
-    add("classes", help="multilabel_csv: the class names, one per line, in output order (default: the training "
-                        "CSV's labels, sorted)")
+    add("classes", help="multilabel_csv: the class names, one per line, in output order; openimages: LabelNames "
+                        "(e.g. the trainable classes) (default: the training file's labels, sorted)")
     add("schema", help="JSON/YAML attribute schema (default: neck 7, sleeve_length 4, pattern 10)")
     add("image_size", type=int, help="square input size; TResNet needs a multiple of 32")
     add("mean", type=float, nargs=3, help="input normalisation mean (default: the model's pretrained config; "
@@ -102,9 +102,10 @@ def _data_options(p: argparse.ArgumentParser) -> None:
     add("on_bad_rows", choices=("error", "skip"), help="skip: leave bad CSV rows out, listed in the run folder")
 
     add = _adder(p.add_argument_group("COCO-format data (--dataset coco)"))
-    add("data", help="COCO 2014 root: annotations/instances_{train,val}2014.json, train2014/, val2014/")
-    add("train_annotations", help="training COCO JSON (any COCO-format set; overrides --data)")
-    add("val_annotations", help="validation COCO JSON")
+    add("data", help="COCO 2014 root (annotations/instances_{train,val}2014.json, train2014/, val2014/) or Open "
+                      "Images root (oidv6-class-descriptions.csv, the human-verified label CSVs, train/, validation/)")
+    add("train_annotations", help="training COCO JSON or Open Images label CSV (overrides --data)")
+    add("val_annotations", help="validation COCO JSON or Open Images label CSV")
     add("train_images", help="image folder of --train-annotations")
     add("keep_empty", action="store_true", help="keep images without annotations as all-negative (default: "
                                                 "dropped from train and val, as the official loader does)")

@@ -50,9 +50,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_option(p, "dataset", choices=DATASETS, default="attributes",
                help="; ".join(entry.help for entry in DATASETS.values()))
     add_option(p, "csv", help="the ground truth: an attributes CSV (#N/A allowed) or a multilabel_csv long CSV")
-    add_option(p, "images", help="image folder of the CSV (or of the COCO annotations)")
-    add_option(p, "annotations", help="COCO-format JSON (with --dataset coco)")
-    add_option(p, "data", help="COCO 2014 root: annotations/instances_val2014.json and val2014/")
+    add_option(p, "images", help="image folder of the CSV (or of the COCO / Open Images labels)")
+    add_option(p, "annotations", help="COCO-format JSON (--dataset coco) or an Open Images human-verified label CSV")
+    add_option(p, "data", help="COCO 2014 root (annotations/instances_val2014.json, val2014/) or Open Images root "
+                               "(oidv6-class-descriptions.csv, *validation-annotations-human-imagelabels.csv, "
+                               "validation/)")
     add_option(p, "schema", default=None, help="optional: refuse the checkpoint unless it has this schema")
     add_option(p, "batch_size", type=int, default=64, help="images per forward pass")
     add_option(p, "workers", type=int, default=2, help="DataLoader worker processes")

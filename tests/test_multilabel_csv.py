@@ -125,3 +125,43 @@ def test_validation_labels_outside_the_trained_classes_are_refused(tmp_path, ima
     err = capsys.readouterr().err
     assert code == 2 and "line 2, column 'label', value 'fish': not one of the 2 classes" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def open_images_root(root, rows_train, rows_val):
+    """A tiny Open Images layout: descriptions (Bat twice, so named with its LabelName), human labels, images."""
+    root.mkdir(parents=True)
+    write(root / "oidv6-class-descriptions.csv", "LabelName,DisplayName", "/m/01,Dog", "/m/02,Cat", "/m/03,Bat",
+          "/m/04,Bat")
+    for split, rows in (("oidv6-train", rows_train), ("validation", rows_val)):
+        write(root / f"{split}-annotations-human-imagelabels.csv", "ImageID,Source,LabelName,Confidence", *rows)
+    save_images(root / "train", ["t1.jpg", "t2.jpg", "t3.jpg", "t4.jpg"])
+    save_images(root / "validation", ["v1.jpg", "v2.jpg"])
+    return root
+
+
+def test_open_images_verified_labels_train_validate_and_name_bad_rows(tmp_path, capsys):
+    root = open_images_root(tmp_path / "oi", [
+        "t1,verification,/m/01,1", "t1,verification,/m/02,0", "t2,crowdsource,/m/03,1", "t3,verification,/m/01,0",
+        "t4,verification,/m/04,1", "t4,verification,/m/02,1"],
+        ["v1,verification,/m/01,1", "v2,verification,/m/01,0", "v2,verification,/m/04,0"])
+    run = tmp_path / "run"
+    assert train_script.main(["--dataset", "openimages", "--data", str(root), "--model-name", "test_resnet",
+                              "--image-size", "32", "--batch-size", "2", "--epochs", "1", "--workers", "0",
+                              "--no-amp", "--output-dir", str(run)]) == 0
+    from partial_csl.engine.checkpoint import checkpoint_info, load_checkpoint
+    info = checkpoint_info(load_checkpoint(run / "checkpoints" / "best.pt"))
+    assert info.class_names == ["Dog", "Cat", "Bat (/m/03)", "Bat (/m/04)"] and info.arch == "csl"
+    report_dir = tmp_path / "report"
+    assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "openimages",
+                                 "--data", str(root), "--output-dir", str(report_dir)]) == 0
+    assert json.loads((report_dir / "report.json").read_text())["num_images"] == 2
+    bad = open_images_root(tmp_path / "bad", ["t1,verification,/m/01,1", "t1,verification,/m/01,0",
+                                              "t2,verification,/m/99,1", "t9,verification,/m/02,1"], ["v1,x,/m/01,1"])
+    capsys.readouterr()
+    assert train_script.main(["--dataset", "openimages", "--data", str(bad), "--model-name", "test_resnet",
+                              "--image-size", "32", "--epochs", "1", "--output-dir", str(tmp_path / "r2")]) == 2
+    err = capsys.readouterr().err
+    for expected in ("line 3, column 'LabelName', value '/m/01': verified both positive and negative for this image",
+                     "line 4, column 'LabelName', value '/m/99': not one of the 4 classes of the class descriptions",
+                     "line 5, column 'ImageID', value 't9.jpg': image file not found in"):
+        assert expected in err, (expected, err)

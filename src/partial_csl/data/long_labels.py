@@ -52,7 +52,8 @@ def read_class_list(path: str | Path) -> list[str]:
     return [name for _, name in names]
 
 
-def _duplicate_problems(frame: pd.DataFrame, lines: np.ndarray, usable: np.ndarray) -> list[BadRow]:
+def _duplicate_problems(frame: pd.DataFrame, lines: np.ndarray, usable: np.ndarray, columns: tuple[str, ...]
+                        ) -> list[BadRow]:
     """Rows that repeat an earlier row's (filename, label): a plain duplicate, or a conflict of 1 and 0."""
     keys = frame.loc[usable, [FILENAME_COLUMN, "label"]]
     repeated = keys.duplicated(keep="first")
@@ -67,37 +68,47 @@ def _duplicate_problems(frame: pd.DataFrame, lines: np.ndarray, usable: np.ndarr
         index = keys.index[i]
         why = ("verified both positive and negative for this image" if conflicting.loc[index]
                else "a duplicate row")
-        problems.append(BadRow(int(lines[index]), "label", keys.loc[index, "label"],
+        problems.append(BadRow(int(lines[index]), columns[1], keys.loc[index, "label"],
                                f"{why} (first on line {first_line.loc[index]})"))
     return problems
 
 
-def _row_problems(frame: pd.DataFrame, lines: np.ndarray, class_names: list[str] | None) -> list[BadRow]:
+def _row_problems(frame: pd.DataFrame, lines: np.ndarray, allowed: list[str] | None, allowed_what: str,
+                  columns: tuple[str, ...]) -> list[BadRow]:
     problems = []
     for mask, column, reason in (
             (~frame["value"].isin(["0", "1"]), "value", "expected 1 (positive) or 0 (verified negative)"),
             (frame["label"] == "", "label", "empty label"),
-            ((frame["label"] != "") & ~frame["label"].isin(class_names or frame["label"]), "label",
-             f"not one of the {len(class_names or [])} classes of --classes / the checkpoint")):
-        problems += [BadRow(int(lines[i]), column, frame.at[i, column], reason) for i in np.flatnonzero(mask)]
+            ((frame["label"] != "") & ~frame["label"].isin(allowed if allowed is not None else frame["label"]),
+             "label", f"not one of {allowed_what}")):
+        name = columns[LONG_COLUMNS.index(column)]
+        problems += [BadRow(int(lines[i]), name, frame.at[i, column], reason) for i in np.flatnonzero(mask)]
     return problems
 
 
-def read_long_csv(csv_path: str | Path, image_dir: str | Path, class_names: list[str] | None = None) -> LongLabels:
+def read_long_csv(csv_path: str | Path, image_dir: str | Path, class_names: list[str] | None = None, *,
+                  columns: tuple[str, str, str] = LONG_COLUMNS, image_suffix: str = "",
+                  vocabulary: list[str] | None = None) -> LongLabels:
     """Parse and validate a long CSV against ``image_dir`` (every image must exist and decode); with
-    ``class_names`` each label must be one of them, else the classes are the file's labels, sorted."""
+    ``class_names`` each label must be one of them, else the classes are the file's labels (each one of
+    ``vocabulary`` when given), sorted. ``columns`` names the file's (image, label, value) columns; an image's file is
+    its name plus ``image_suffix`` (Open Images: ``ImageID`` + ``.jpg``)."""
     csv_path = Path(csv_path)
     table = read_csv_rows(csv_path)
-    table.column_index(LONG_COLUMNS)  # CsvFormatError naming a missing column
-    frame = table.frame()[list(LONG_COLUMNS)].apply(lambda column: column.str.strip())
+    table.column_index(columns)  # CsvFormatError naming a missing column
+    frame = table.frame()[list(columns)].set_axis(list(LONG_COLUMNS), axis=1).apply(lambda c: c.str.strip())
+    frame[FILENAME_COLUMN] += image_suffix
     lines = np.asarray(table.lines)
-    problems = list(table.ragged().values()) + _row_problems(frame, lines, class_names)
+    allowed = class_names if class_names is not None else vocabulary
+    what = f"the {len(allowed or [])} classes of " + ("--classes / the checkpoint" if class_names is not None
+                                                        else "the class descriptions")
+    problems = list(table.ragged().values()) + _row_problems(frame, lines, allowed, what, columns)
     usable = np.setdiff1d(np.arange(len(frame)), [np.searchsorted(lines, p.line) for p in problems])
-    problems += _duplicate_problems(frame, lines, usable)
+    problems += _duplicate_problems(frame, lines, usable, columns)
     names, first_rows = np.unique(frame[FILENAME_COLUMN].to_numpy(), return_index=True)
     order = np.argsort(first_rows)  # images in the order they first appear
     name_problems, _ = check_filenames([(int(lines[first_rows[i]]), names[i]) for i in order], image_dir)
-    problems += list(name_problems.values())
+    problems += [BadRow(p.line, columns[0], p.value, p.reason) for p in name_problems.values()]
     if problems:
         raise LabelFileError(csv_path, sorted(problems, key=lambda p: p.line), hint=FIX_HINT)
     if len(frame) == 0:

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from ...data import open_images
 from ...data.long_labels import read_class_list, read_long_csv
 from ...data.partial import simulate_partial, simulation_record, simulation_summary
 from ...data.schema import AttributeSchema, load_schema
@@ -115,6 +116,25 @@ def multilabel_csv_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, La
             LabelledImages(Path(val_images), val.filenames, val.targets))
 
 
+def open_images_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset openimages``: Open Images V6 human-verified image-level labels under ``--data``."""
+    if not cfg.data:
+        raise ValueError("--dataset openimages needs --data DIR (the class descriptions and label files)")
+    descriptions = open_images.read_descriptions(cfg.data)
+    class_ids = read_class_list(cfg.classes) if cfg.classes else None
+    unknown = [ident for ident in class_ids or [] if ident not in descriptions]
+    if unknown:
+        raise ValueError(f"--classes {cfg.classes}: {len(unknown)} LabelName(s) not in the class descriptions, "
+                         f"e.g. {unknown[:3]}")
+    train_ann, train_img = open_images.split_paths("train", cfg.data, cfg.train_annotations, cfg.train_images)
+    val_ann, val_img = open_images.split_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
+    train, names = open_images.read_open_images_split(train_ann, train_img, descriptions, class_ids)
+    val, _ = open_images.read_open_images_split(val_ann, val_img, descriptions, train.class_names)
+    return (LabelSpace(names, None, _count_positives(train.targets)),
+            LabelledImages(train_img, train.filenames, train.targets),
+            LabelledImages(val_img, val.filenames, val.targets))
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """What ``validate.py`` reads labelled data from, with what the checkpoint says it must hold."""
@@ -153,6 +173,16 @@ def multilabel_csv_eval_data(req: EvalRequest) -> LabelledImages:
     return LabelledImages(Path(req.images), labels.filenames, labels.targets)
 
 
+def open_images_eval_data(req: EvalRequest) -> LabelledImages:
+    if not req.data_root:
+        raise ValueError("--dataset openimages needs --data DIR (the class descriptions)")
+    descriptions = open_images.read_descriptions(req.data_root)
+    annotations, images = open_images.split_paths("val", req.data_root, req.annotations, req.images)
+    class_ids = open_images.class_ids_of(req.class_names, descriptions)
+    labels, _ = open_images.read_open_images_split(annotations, images, descriptions, class_ids)
+    return LabelledImages(images, labels.filenames, labels.targets)
+
+
 def coco_eval_data(req: EvalRequest) -> LabelledImages:
     annotations, images = coco_paths("val", req.data_root, req.annotations, req.images)
     return read_coco_split(annotations, images, req.keep_empty, class_names=req.class_names)[0]
@@ -180,6 +210,8 @@ DATASETS: dict[str, DatasetFormat] = {
     "multilabel_csv": DatasetFormat(multilabel_csv_data, multilabel_csv_eval_data, default_arch="csl",
                                     fully_labelled=False, attribute_groups=False,
                                     help="multilabel_csv: long CSVs of filename,label,value (1, 0; no row: unknown)"),
+    "openimages": DatasetFormat(open_images_data, open_images_eval_data, default_arch="csl", fully_labelled=False,
+                                attribute_groups=False, help="openimages: Open Images V6 human-verified labels"),
 }
 
 
