@@ -165,3 +165,59 @@ def test_open_images_verified_labels_train_validate_and_name_bad_rows(tmp_path, 
                      "line 4, column 'LabelName', value '/m/99': not one of the 4 classes of the class descriptions",
                      "line 5, column 'ImageID', value 't9.jpg': image file not found in"):
         assert expected in err, (expected, err)
+
+
+def lvis_json(path, images, annotations, categories=None):
+    categories = categories or [{"id": 1, "name": "apple", "frequency": "r"}, {"id": 2, "name": "bus",
+                                                                              "frequency": "c"},
+                                {"id": 7, "name": "cat", "frequency": "f"}]
+    path.write_text(json.dumps({"images": images, "annotations": annotations, "categories": categories}))
+    return path
+
+
+def lvis_image(image_id, folder, negatives=(), not_exhaustive=()):
+    return {"id": image_id, "coco_url": f"http://images.cocodataset.org/{folder}/{image_id:012d}.jpg",
+            "neg_category_ids": list(negatives), "not_exhaustive_category_ids": list(not_exhaustive)}
+
+
+def test_lvis_labels_from_annotations_and_negatives_and_map_by_frequency(tmp_path, capsys):
+    root = tmp_path / "lvis"
+    save_images(root / "train2017", [f"{i:012d}.jpg" for i in (1, 2, 3, 4, 6)])
+    save_images(root / "val2017", [f"{5:012d}.jpg"])
+    ann = [{"id": k, "image_id": i, "category_id": c} for k, (i, c) in enumerate(
+        [(1, 1), (1, 1), (2, 7), (3, 2), (4, 7), (5, 7), (6, 1), (6, 2)], 1)]
+    lvis_json(root / "lvis_v1_train.json", [lvis_image(1, "train2017", [7], not_exhaustive=[1]),
+                                             lvis_image(2, "train2017", [1, 2]), lvis_image(3, "train2017", [7]),
+                                             lvis_image(4, "train2017", [1])], ann[:5])
+    # a validation image that is a COCO train2017 photo: its folder comes from the URL
+    lvis_json(root / "lvis_v1_val.json", [lvis_image(5, "val2017", [1, 2]), lvis_image(6, "train2017", [7])], ann[5:])
+    from partial_csl.data.lvis import read_lvis_split
+    split = read_lvis_split(root / "lvis_v1_train.json", root)
+    assert split.filenames[0] == "train2017/000000000001.jpg" and split.class_names == ["apple", "bus", "cat"]
+    np.testing.assert_array_equal(split.targets, [[1, -1, 0], [0, 0, 1], [-1, 1, 0], [0, -1, 1]])
+    assert split.class_groups == {"rare": [0], "common": [1], "frequent": [2]}
+    run = tmp_path / "run"
+    assert train_script.main(["--dataset", "lvis", "--data", str(root), "--model-name", "test_resnet", "--image-size",
+                              "32", "--batch-size", "2", "--epochs", "1", "--workers", "0", "--no-amp",
+                              "--output-dir", str(run)]) == 0
+    report_dir = tmp_path / "report"
+    assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "lvis", "--data",
+                                 str(root), "--output-dir", str(report_dir)]) == 0
+    report = json.loads((report_dir / "report.json").read_text())
+    groups = report["mAP_per_class_group"]
+    assert set(groups) == {"rare", "common", "frequent"}
+    for group, (name,) in (("rare", ["apple"]), ("common", ["bus"]), ("frequent", ["cat"])):
+        assert groups[group] == report["ap_per_class"][name]  # one class per group: its AP
+    assert "| mAP, rare classes |" in (report_dir / "report.md").read_text()
+    bad = tmp_path / "bad.json"
+    lvis_json(bad, [lvis_image(1, "train2017", [7, 9]), lvis_image(8, "train2017")],
+              [{"id": 1, "image_id": 1, "category_id": 7}, {"id": 2, "image_id": 1, "category_id": 5}])
+    capsys.readouterr()
+    with pytest.raises(LabelFileError) as caught:
+        read_lvis_split(bad, root)
+    text = str(caught.value)
+    for expected in ("line 1, column 'neg_category_ids', value '9': no such category",
+                     "line 1, column 'neg_category_ids', value '7': annotated and verified negative on this image",
+                     "line 2, column 'category_id', value '5': no such category",
+                     "line 8, column 'coco_url', value 'train2017/000000000008.jpg': image file not found in"):
+        assert expected in text, (expected, text)

@@ -167,6 +167,17 @@ def threshold_metrics(targets: np.ndarray, scores: np.ndarray, threshold: float 
             "OP": 100 * op, "OR": 100 * o_r, "OF1": 100 * f1(op, o_r)}
 
 
+def mean_ap_per_class_group(ap_per_class: dict[str, float | None], class_names: list[str],
+                            class_groups: dict[str, list[int]]) -> dict[str, float | None]:
+    """Mean AP over each group's classes that have an AP (LVIS: rare / common / frequent); None for a group with
+    none (every class in it excluded, or no class in it)."""
+    out = {}
+    for group, indices in class_groups.items():
+        aps = [ap_per_class[class_names[i]] for i in indices if ap_per_class.get(class_names[i]) is not None]
+        out[group] = float(np.mean(aps)) if aps else None
+    return out
+
+
 def evaluate_predictions(targets: np.ndarray, scores: np.ndarray, class_names: list[str],
                          groups: dict[str, slice] | None = None, majority: dict[str, int] | None = None,
                          threshold: float = 0.5) -> dict:

@@ -25,6 +25,8 @@ def report_markdown(report: dict, title: str = "Evaluation report") -> str:
               f"| mAP_unknown_as_negative (the reference's mAP) | {_fmt(report['mAP_unknown_as_negative'])} |"]
     for key in ("CP", "CR", "CF1", "OP", "OR", "OF1"):
         lines.append(f"| {key} @ {report['threshold']} | {_fmt(report[key])} |")
+    for group, value in report.get("mAP_per_class_group", {}).items():
+        lines.append(f"| mAP, {group} classes | {_fmt(value)} |")
     lines.append("")
     if "accuracy_per_attribute" in report:
         majority = report.get("majority_accuracy_per_attribute", {})

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from ...data import open_images
+from ...data import lvis, open_images
 from ...data.long_labels import read_class_list, read_long_csv
 from ...data.partial import simulate_partial, simulation_record, simulation_summary
 from ...data.schema import AttributeSchema, load_schema
@@ -135,6 +135,17 @@ def open_images_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Label
             LabelledImages(val_img, val.filenames, val.targets))
 
 
+def lvis_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
+    """``--dataset lvis``: LVIS v1 image-level labels (annotated: positive; neg_category_ids: negative)."""
+    root = cfg.data or ""
+    train = lvis.read_lvis_split(lvis.split_path("train", cfg.data, cfg.train_annotations), cfg.train_images or root)
+    val = lvis.read_lvis_split(lvis.split_path("val", cfg.data, cfg.val_annotations), cfg.val_images or root,
+                               train.class_names)
+    return (LabelSpace(train.class_names, None, _count_positives(train.targets)),
+            LabelledImages(Path(cfg.train_images or root), train.filenames, train.targets),
+            LabelledImages(Path(cfg.val_images or root), val.filenames, val.targets, class_groups=val.class_groups))
+
+
 @dataclass(frozen=True)
 class EvalRequest:
     """What ``validate.py`` reads labelled data from, with what the checkpoint says it must hold."""
@@ -183,6 +194,12 @@ def open_images_eval_data(req: EvalRequest) -> LabelledImages:
     return LabelledImages(images, labels.filenames, labels.targets)
 
 
+def lvis_eval_data(req: EvalRequest) -> LabelledImages:
+    root = req.images or req.data_root or ""
+    split = lvis.read_lvis_split(lvis.split_path("val", req.data_root, req.annotations), root, req.class_names)
+    return LabelledImages(Path(root), split.filenames, split.targets, class_groups=split.class_groups)
+
+
 def coco_eval_data(req: EvalRequest) -> LabelledImages:
     annotations, images = coco_paths("val", req.data_root, req.annotations, req.images)
     return read_coco_split(annotations, images, req.keep_empty, class_names=req.class_names)[0]
@@ -212,6 +229,8 @@ DATASETS: dict[str, DatasetFormat] = {
                                     help="multilabel_csv: long CSVs of filename,label,value (1, 0; no row: unknown)"),
     "openimages": DatasetFormat(open_images_data, open_images_eval_data, default_arch="csl", fully_labelled=False,
                                 attribute_groups=False, help="openimages: Open Images V6 human-verified labels"),
+    "lvis": DatasetFormat(lvis_data, lvis_eval_data, default_arch="csl", fully_labelled=False, attribute_groups=False,
+                          help="lvis: LVIS v1 JSON (annotated: positive; neg_category_ids: negative)"),
 }
 
 

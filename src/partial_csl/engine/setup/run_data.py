@@ -60,6 +60,7 @@ class LabelledImages:
     filenames: list[str]
     targets: np.ndarray
     values: np.ndarray | None = None
+    class_groups: dict[str, list[int]] | None = None  # groups the report gives a mean AP each (LVIS: r / c / f)
     cache: ImageCache | None = field(default=None, repr=False)  # see cache_images
 
     def __len__(self) -> int:

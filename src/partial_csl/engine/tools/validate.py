@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from ...data.schema import AttributeSchema
-from ...metrics import evaluate_predictions
+from ...metrics import evaluate_predictions, mean_ap_per_class_group
 from ...reports.evaluation import write_report
 from ...safe_io import atomic_write_text, check_output_folder, refuse_inputs_as_outputs
 from ..checkpoint import (
@@ -121,6 +121,9 @@ def validate_checkpoint(checkpoint: str | Path, output_dir: str | Path, *, datas
         info = checkpoint_info(_tune(ckpt, data.targets, scores, tune_thresholds, source, output_dir, threshold))
     labels = LabelSpace(info.class_names, info.schema, info.train_class_counts)
     report = evaluate_predictions(data.targets, scores, labels.class_names, labels.groups, labels.majority, threshold)
+    if data.class_groups:
+        report["mAP_per_class_group"] = mean_ap_per_class_group(report["ap_per_class"], labels.class_names,
+                                                                data.class_groups)
     for name, reason in report.get("undefined_attributes", {}).items():
         log.warning("%s: %s", name, reason)
     report["meta"] = {"checkpoint": str(checkpoint), "model_name": info.model_name, "csv": source,
