@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import ROOT
 from PIL import Image
 
 import infer as infer_script
@@ -221,3 +222,21 @@ def test_lvis_labels_from_annotations_and_negatives_and_map_by_frequency(tmp_pat
                      "line 2, column 'category_id', value '5': no such category",
                      "line 8, column 'coco_url', value 'train2017/000000000008.jpg': image file not found in"):
         assert expected in text, (expected, text)
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("lvis", {"dataset": "lvis", "lr": 6e-4, "weight_decay": 3e-4, "gamma_pos": 0.0, "gamma_neg": 0.0,
+              "gamma_unann": 1.0, "image_size": 448}),
+    ("openimages", {"dataset": "openimages", "image_size": 224, "partial_loss_mode": "selective"})])
+def test_shipped_dataset_configs_parse_into_the_published_settings(name, expected):
+    from partial_csl.cli import config_file_argv
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.setup.architectures import resolve_auto
+
+    parser = train_script.get_args_parser()
+    config = ROOT / "configs" / f"{name}.yaml"
+    args = vars(parser.parse_args(config_file_argv(parser, ["--config", str(config), "--data", "DIR"])))
+    del args["config"]
+    cfg = resolve_auto(TrainConfig.from_dict(args))
+    assert cfg.arch == "csl" and cfg.data == "DIR"
+    assert {key: getattr(cfg, key) for key in expected} == expected
