@@ -75,12 +75,14 @@ def _duplicate_problems(frame: pd.DataFrame, lines: np.ndarray, usable: np.ndarr
 
 def _row_problems(frame: pd.DataFrame, lines: np.ndarray, allowed: list[str] | None, allowed_what: str,
                   columns: tuple[str, ...]) -> list[BadRow]:
+    value, label = frame["value"].to_numpy(dtype=object), frame["label"].to_numpy(dtype=object)
+    checks = [((value != "0") & (value != "1"), "value", "expected 1 (positive) or 0 (verified negative)"),
+              (label == "", "label", "empty label")]
+    if allowed is not None:  # hashed lookups: pandas' isin on Arrow strings loops in Python
+        checks.append(((label != "") & (pd.Index(allowed).get_indexer(label) < 0), "label",
+                       f"not one of {allowed_what}"))
     problems = []
-    for mask, column, reason in (
-            (~frame["value"].isin(["0", "1"]), "value", "expected 1 (positive) or 0 (verified negative)"),
-            (frame["label"] == "", "label", "empty label"),
-            ((frame["label"] != "") & ~frame["label"].isin(allowed if allowed is not None else frame["label"]),
-             "label", f"not one of {allowed_what}")):
+    for mask, column, reason in checks:
         name = columns[LONG_COLUMNS.index(column)]
         problems += [BadRow(int(lines[i]), name, frame.at[i, column], reason) for i in np.flatnonzero(mask)]
     return problems
