@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from pycocotools.coco import COCO
 
 from .images import check_image_folder, image_problem
 from .labels import resolve_image_path
@@ -77,6 +76,8 @@ def load_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bo
     annotation_file, image_dir = Path(annotation_file), Path(image_dir)
     if not annotation_file.is_file():
         raise FileNotFoundError(f"COCO annotation file not found: {annotation_file}")
+    from pycocotools.coco import COCO  # here, not at the top: only COCO-format data needs the package
+
     try:
         with contextlib.redirect_stdout(io.StringIO()):
             coco = COCO(str(annotation_file))
