@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import random
 import re
 import subprocess
@@ -97,8 +98,9 @@ def targets_sized_by_categories(dataset) -> dict:
     return targets
 
 
-def patched_official(repo: Path, cpu: bool = True):
-    """Import the official ``train`` module from ``repo`` with the patches of the module docstring."""
+def patched_official(cpu: bool = True):
+    """Import the official ``train`` module (its repository is on the child's PYTHONPATH, see :func:`official_run`)
+    with the patches of the module docstring."""
     import importlib
     import types
 
@@ -112,7 +114,6 @@ def patched_official(repo: Path, cpu: bool = True):
 
         sys.modules["inplace_abn"] = types.SimpleNamespace(InPlaceABN=ABN)
     np.int = int  # randaugment 1.0.2 still uses the alias
-    sys.path.insert(0, str(repo))
     helpers = importlib.import_module("src.helper_functions.helper_functions")
     helpers.CocoDetection.get_targets = targets_sized_by_categories
     official = importlib.import_module("train")
@@ -135,7 +136,7 @@ def run_official_child(spec_path: Path) -> None:
     random.seed(spec["seed"])
     np.random.seed(spec["seed"])
     torch.manual_seed(spec["seed"])
-    official = patched_official(Path(spec["repo"]), cpu=spec["device"] == "cpu")
+    official = patched_official(cpu=spec["device"] == "cpu")
     sys.argv = ["train.py", *spec["argv"]]
     official.main()
 
@@ -159,9 +160,12 @@ def official_run(args: argparse.Namespace, run_dir: Path, seed: int, argv: list[
         spec = run_dir / "spec.json"
         spec.write_text(json.dumps({"repo": str(Path(args.repo).resolve()), "seed": seed, "argv": argv,
                                     "device": args.device}, indent=2))
+        # the official code imports its own top-level ``src`` and ``train``: its folder leads the child's path
+        paths = [str(Path(args.repo).resolve()), os.environ.get("PYTHONPATH", "")]
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in paths if p)}
         with open(run_dir / "log.txt", "w") as log:
             done = subprocess.run([sys.executable, str(Path(__file__).resolve()), "--child", str(spec.resolve())],
-                                  cwd=run_dir, stdout=log, stderr=subprocess.STDOUT, check=False)
+                                  cwd=run_dir, env=env, stdout=log, stderr=subprocess.STDOUT, check=False)
         text = (run_dir / "log.txt").read_text()
         if done.returncode != 0:
             raise RuntimeError(f"the official code failed (exit {done.returncode}); see {run_dir / 'log.txt'}:\n"

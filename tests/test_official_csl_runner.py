@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 
 STAND_IN_TRAIN = '''
-import argparse, os, random
+import argparse, importlib, os, random
 import numpy as np
 import torch
-from src.helper_functions.helper_functions import CocoDetection
-from src.loss_functions import partial_asymmetric_loss as loss_module
+
+# the official train.py imports these from its top-level src package
+CocoDetection = importlib.import_module("src.helper_functions.helper_functions").CocoDetection
+loss_module = importlib.import_module("src.loss_functions.partial_asymmetric_loss")
 
 parser = argparse.ArgumentParser()
 parser.add_argument("--num-classes", default=80)
