@@ -12,6 +12,8 @@ import pytest
 import torch
 from conftest import ROOT, make_attribute_dataset
 
+from partial_csl.layers.abn import inplace_abn_available
+
 
 @pytest.fixture
 def attribute_folder(tmp_path):
@@ -28,10 +30,13 @@ def test_quick_suite_runs_every_cpu_section_and_marks_the_cuda_ones_skipped(attr
         "abn": "ok", "precision": "ok", "end_to_end": "ok", "inference": "ok", "ddp": "skipped", "compile": "skipped"}
     assert sections["ddp"]["reason"] == "NCCL DDP needs CUDA (device cpu)"
     assert sections["compile"]["reason"] == cuda_suite.NO_COMPILE
-    # the same weights fit timm's TResNet and the pure-PyTorch ABN, and both give the CPU reference's numbers
-    assert {row["backend"]: row["equal (< 1e-3)"] for row in sections["abn"]["parity"]} == {"timm": True, "torch": True}
+    # the same weights fit timm's TResNet, the pure-PyTorch ABN and (where the package builds, as in CI) the
+    # InPlace-ABN kernels, and each gives the CPU reference's numbers
+    backends = ["timm", "torch"] + (["inplace_abn"] if inplace_abn_available() else [])
+    assert cuda_suite.abn_backends() == backends
+    assert {row["backend"]: row["equal (< 1e-3)"] for row in sections["abn"]["parity"]} == dict.fromkeys(backends, True)
     speed = sections["abn"]["speed"]
-    assert {row["backend"] for row in speed} == {"timm", "torch"}
+    assert {row["backend"] for row in speed} == set(backends)
     assert all(row["train img/s"] > 0 and row["largest batch in 16 GiB"] == "n/a (CPU)" for row in speed)
     precision = {row["precision"]: row for row in sections["precision"]["runs"]}
     assert set(precision) == {"float32", "bfloat16"} and "float16 + GradScaler: CUDA only" in sections["precision"][
