@@ -19,20 +19,39 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy import sparse
 
-from .labels import FILENAME_COLUMN, BadRow, LabelFileError, check_filenames, read_csv_rows
+from .csv_columns import read_csv_columns
+from .labels import FILENAME_COLUMN, BadRow, LabelFileError, check_filenames
 
 LONG_COLUMNS = (FILENAME_COLUMN, "label", "value")
 FIX_HINT = "(fix them and run again)"
 
 
+#: The most memory a dense (N, C) int64 target array may take before the reader refuses to build one. Open Images'
+#: 9 M images x 9,600 classes would need 690 GB; the sparse codes of its ~80 M verified labels need under 1 GB.
+DENSE_TARGET_LIMIT_BYTES = 8 * 2**30
+
+
 @dataclass
 class LongLabels:
-    """Images of one long CSV with targets (N, C) in {-1 unknown, 0, 1} over ``class_names``."""
+    """Images of one long CSV with their verified labels over ``class_names``, stored sparsely: ``codes`` is an
+    (N, C) CSR matrix holding 2 for a positive and 1 for a verified negative; an absent entry is unknown."""
 
     filenames: list[str]
-    targets: np.ndarray
+    codes: sparse.csr_matrix
     class_names: list[str]
+
+    @property
+    def targets(self) -> np.ndarray:
+        """The dense (N, C) targets in {-1 unknown, 0, 1}; refused, naming the memory, when they would not fit."""
+        rows, cols = self.codes.shape
+        need = rows * cols * np.dtype(np.int64).itemsize
+        if need > DENSE_TARGET_LIMIT_BYTES:
+            raise MemoryError(f"dense targets of {rows:,} images x {cols:,} classes need {need / 2**30:,.1f} GiB as "
+                              f"int64 (limit {DENSE_TARGET_LIMIT_BYTES / 2**30:.0f} GiB); train on a subset of the "
+                              "images or classes (--classes), or on the sparse labels (not supported yet)")
+        return self.codes.toarray().astype(np.int64) - 1
 
 
 def read_class_list(path: str | Path) -> list[str]:
@@ -52,32 +71,32 @@ def read_class_list(path: str | Path) -> list[str]:
     return [name for _, name in names]
 
 
-def _duplicate_problems(frame: pd.DataFrame, lines: np.ndarray, usable: np.ndarray, columns: tuple[str, ...]
-                        ) -> list[BadRow]:
-    """Rows that repeat an earlier row's (filename, label): a plain duplicate, or a conflict of 1 and 0."""
-    keys = frame.loc[usable, [FILENAME_COLUMN, "label"]]
-    repeated = keys.duplicated(keep="first")
+def _duplicate_problems(keys: np.ndarray, values: np.ndarray, lines: np.ndarray, labels: np.ndarray,
+                        label_column: str) -> list[BadRow]:
+    """Rows that repeat an earlier row's (image, label) pair, given as one integer key per usable row: a plain
+    duplicate, or a conflict of 1 and 0."""
+    order = np.argsort(keys, kind="stable")
+    repeated = np.zeros(len(keys), dtype=bool)
+    repeated[order[1:]] = keys[order[1:]] == keys[order[:-1]]
     if not repeated.any():
         return []
-    first_line = pd.Series(lines[usable], index=keys.index).groupby([keys[FILENAME_COLUMN], keys["label"]]).transform(
-        "first")
-    values = frame.loc[usable, "value"]
-    conflicting = values.groupby([keys[FILENAME_COLUMN], keys["label"]]).transform("nunique") > 1
+    group_start = np.maximum.accumulate(np.where(~repeated[order], np.arange(len(order)), 0))
+    first = np.empty_like(order)
+    first[order] = order[group_start]  # each row's first row with the same key
+    conflict_keys = set(keys[(values != values[first])].tolist())
     problems = []
-    for i in np.flatnonzero(repeated.to_numpy()):
-        index = keys.index[i]
-        why = ("verified both positive and negative for this image" if conflicting.loc[index]
+    for i in np.flatnonzero(repeated):
+        why = ("verified both positive and negative for this image" if keys[i] in conflict_keys
                else "a duplicate row")
-        problems.append(BadRow(int(lines[index]), columns[1], keys.loc[index, "label"],
-                               f"{why} (first on line {first_line.loc[index]})"))
+        problems.append(BadRow(int(lines[i]), label_column, labels[i], f"{why} (first on line {lines[first[i]]})"))
     return problems
 
 
 def _row_problems(frame: pd.DataFrame, lines: np.ndarray, allowed: list[str] | None, allowed_what: str,
                   columns: tuple[str, ...]) -> list[BadRow]:
-    value, label = frame["value"].to_numpy(dtype=object), frame["label"].to_numpy(dtype=object)
-    checks = [((value != "0") & (value != "1"), "value", "expected 1 (positive) or 0 (verified negative)"),
-              (label == "", "label", "empty label")]
+    value, label = frame["value"], frame["label"]  # compared as Arrow strings, not Python objects
+    checks = [(~value.isin(["0", "1"]).to_numpy(), "value", "expected 1 (positive) or 0 (verified negative)"),
+              ((label == "").to_numpy(), "label", "empty label")]
     if allowed is not None:  # hashed lookups: pandas' isin on Arrow strings loops in Python
         checks.append(((label != "") & (pd.Index(allowed).get_indexer(label) < 0), "label",
                        f"not one of {allowed_what}"))
@@ -88,36 +107,57 @@ def _row_problems(frame: pd.DataFrame, lines: np.ndarray, allowed: list[str] | N
     return problems
 
 
-def read_long_csv(csv_path: str | Path, image_dir: str | Path, class_names: list[str] | None = None, *,
-                  columns: tuple[str, str, str] = LONG_COLUMNS, image_suffix: str = "",
-                  vocabulary: list[str] | None = None) -> LongLabels:
-    """Parse and validate a long CSV against ``image_dir`` (every image must exist and decode); with
-    ``class_names`` each label must be one of them, else the classes are the file's labels (each one of
-    ``vocabulary`` when given), sorted. ``columns`` names the file's (image, label, value) columns; an image's file is
-    its name plus ``image_suffix`` (Open Images: ``ImageID`` + ``.jpg``)."""
+def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], class_names: list[str] | None,
+            columns: tuple[str, ...]) -> tuple[LongLabels, np.ndarray, list[BadRow]]:
+    """The labels of the rows without problems, each image's first line, and the duplicate problems."""
+    bad = np.zeros(len(frame), dtype=bool)
+    bad[np.searchsorted(lines, [p.line for p in problems]).astype(np.int64)] = True
+    image_codes, images = pd.factorize(frame[FILENAME_COLUMN], sort=False)  # images in the order they first appear
+    label_codes, labels = pd.factorize(frame["label"], sort=False)
+    values = (frame["value"] == "1").to_numpy().astype(np.int8)
+    usable = np.flatnonzero(~bad)
+    keys = image_codes[usable].astype(np.int64) * max(len(labels), 1) + label_codes[usable]
+    duplicates = _duplicate_problems(keys, values[usable], lines[usable], frame["label"].to_numpy()[usable],
+                                     columns[1])
+    classes = list(class_names) if class_names is not None else sorted(labels[np.unique(label_codes[usable])])
+    class_of_label = pd.Index(classes).get_indexer(labels)
+    codes = sparse.csr_matrix((values[usable] + 1, (image_codes[usable], class_of_label[label_codes[usable]])),
+                              shape=(len(images), len(classes)), dtype=np.int8)
+    first_lines = np.full(len(images), -1, dtype=np.int64)
+    first_lines[image_codes[::-1]] = lines[::-1]
+    return LongLabels(images.to_numpy(dtype=object).tolist(), codes, classes), first_lines, duplicates
+
+
+def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None, *,
+                      columns: tuple[str, str, str] = LONG_COLUMNS, image_suffix: str = "",
+                      vocabulary: list[str] | None = None, image_dir: str | Path | None = None) -> LongLabels:
+    """Parse and validate a long CSV; with ``class_names`` each label must be one of them, else the classes are the
+    file's labels (each one of ``vocabulary`` when given), sorted. ``columns`` names the file's (image, label,
+    value) columns; an image's file is its name plus ``image_suffix`` (Open Images: ``ImageID`` + ``.jpg``). With
+    ``image_dir`` every image must exist there and decode; without it filenames are not checked (labels only)."""
     csv_path = Path(csv_path)
-    table = read_csv_rows(csv_path)
-    table.column_index(columns)  # CsvFormatError naming a missing column
-    frame = table.frame()[list(columns)].set_axis(list(LONG_COLUMNS), axis=1).apply(lambda c: c.str.strip())
+    table = read_csv_columns(csv_path, columns)
+    frame = table.frame.set_axis(list(LONG_COLUMNS), axis=1)
     frame[FILENAME_COLUMN] += image_suffix
-    lines = np.asarray(table.lines)
     allowed = class_names if class_names is not None else vocabulary
     what = f"the {len(allowed or [])} classes of " + ("--classes / the checkpoint" if class_names is not None
                                                         else "the class descriptions")
-    problems = list(table.ragged().values()) + _row_problems(frame, lines, allowed, what, columns)
-    usable = np.setdiff1d(np.arange(len(frame)), [np.searchsorted(lines, p.line) for p in problems])
-    problems += _duplicate_problems(frame, lines, usable, columns)
-    names, first_rows = np.unique(frame[FILENAME_COLUMN].to_numpy(), return_index=True)
-    order = np.argsort(first_rows)  # images in the order they first appear
-    name_problems, _ = check_filenames([(int(lines[first_rows[i]]), names[i]) for i in order], image_dir)
-    problems += [BadRow(p.line, columns[0], p.value, p.reason) for p in name_problems.values()]
+    problems = table.ragged + _row_problems(frame, table.lines, allowed, what, columns)
+    labels, first_lines, duplicates = _encode(frame, table.lines, problems, class_names, columns)
+    problems += duplicates
+    if image_dir is not None:
+        name_problems, _ = check_filenames(list(zip(first_lines.tolist(), labels.filenames)), image_dir)
+        problems += [BadRow(p.line, columns[0], p.value, p.reason) for p in name_problems.values()]
     if problems:
         raise LabelFileError(csv_path, sorted(problems, key=lambda p: p.line), hint=FIX_HINT)
     if len(frame) == 0:
         raise ValueError(f"{csv_path}: no label rows")
-    classes = class_names or sorted(frame["label"].unique())
-    image_index = pd.Index(names[order]).get_indexer(frame[FILENAME_COLUMN])
-    class_index = pd.Index(classes).get_indexer(frame["label"])
-    targets = np.full((len(order), len(classes)), -1, dtype=np.int64)
-    targets[image_index, class_index] = frame["value"].astype(np.int64).to_numpy()
-    return LongLabels(list(names[order]), targets, list(classes))
+    return labels
+
+
+def read_long_csv(csv_path: str | Path, image_dir: str | Path, class_names: list[str] | None = None, *,
+                  columns: tuple[str, str, str] = LONG_COLUMNS, image_suffix: str = "",
+                  vocabulary: list[str] | None = None) -> LongLabels:
+    """:func:`parse_long_labels` with every image checked to exist in ``image_dir`` and decode."""
+    return parse_long_labels(csv_path, class_names, columns=columns, image_suffix=image_suffix,
+                             vocabulary=vocabulary, image_dir=image_dir)

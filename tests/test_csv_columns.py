@@ -1,0 +1,106 @@
+"""The fast CSV column reader: on a simple file pyarrow reads it and the rows, lines and values are the exact
+reader's; any file it cannot vouch for (quotes, blank lines, lone carriage returns, ragged rows) goes to the exact
+reader, so the answer never depends on which path ran. Also the long-label reader built on it: sparse codes, dense
+targets only where they fit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from partial_csl.data import long_labels
+from partial_csl.data.csv_columns import read_csv_columns
+from partial_csl.data.labels import CsvFormatError, LabelFileError, read_csv_rows
+
+COLUMNS = ["filename", "label", "value"]
+
+
+def exact(path, columns=COLUMNS):
+    """What the exact reader (Python's csv module) makes of the file: rows as stripped strings, with their lines."""
+    table = read_csv_rows(path)
+    positions = table.column_index(columns)
+    rows = [[(row + [""] * len(table.header))[i].strip() for i in positions] for row in table.rows]
+    return rows, table.lines
+
+
+def check_same_as_exact(path, fast):
+    got = read_csv_columns(path, COLUMNS)
+    rows, lines = exact(path)
+    assert got.fast is fast
+    assert got.frame.to_numpy().tolist() == rows and got.lines.tolist() == lines
+    return got
+
+
+@pytest.mark.parametrize("text, fast", [
+    ("filename,label,value\na.jpg,dog,1\nb.jpg,cat,0\n", True),
+    ("filename,label,value\na.jpg,dog,1\nb.jpg,cat,0", True),  # no newline at the end
+    ("filename,label,value\r\na.jpg,dog,1\r\nb.jpg,cat,0\r\n", True),  # Windows line ends
+    ("\ufefffilename,label,value\na.jpg,dog,1\n", True),  # a byte-order mark
+    ("value,extra,filename,label\n1,x, a.jpg ,dog \n0,y,b.jpg,cat\n", True),  # other order, spaces, an extra column
+    ("filename,label,value\n", True),  # header only
+    ("filename,label,value\na.jpg,\"dog, big\",1\nb.jpg,cat,0\n", False),  # a quoted comma
+    ("filename,label,value\na.jpg,\"dog\nbig\",1\nb.jpg,cat,0\n", False),  # a quoted newline: lines shift
+    ("filename,label,value\na.jpg,dog,1\n\nb.jpg,cat,0\n", False),  # a blank line is skipped, lines kept
+    ("\nfilename,label,value\na.jpg,dog,1\n", False),  # a blank first line
+    ("filename,label,value\na.jpg,dog,1\rb.jpg,cat,0\n", False),  # a lone carriage return
+])
+def test_simple_files_are_read_fast_and_every_file_as_the_exact_reader_reads_it(tmp_path, text, fast):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(text.encode("utf-8"))
+    check_same_as_exact(path, fast)
+
+
+def test_a_ragged_row_falls_back_and_is_named_with_its_line(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,label,value\na.jpg,dog,1\nb.jpg,cat,0,extra\nc.jpg,cat\nd.jpg,dog,0\n")
+    got = check_same_as_exact(path, fast=False)
+    assert [(p.line, p.reason) for p in got.ragged] == [(3, "has 4 fields, the header has 3"),
+                                                        (4, "has 2 fields, the header has 3")]
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"filename,label,value\na.jpg,d\xf6g,1\n", "labels.csv, line 2: not UTF-8 text (byte 0xf6)"),
+    (b"", "labels.csv: empty file: no header line"),
+    (b"  \n\n", "labels.csv: empty file: no header line"),
+    (b"filename,label,label\na.jpg,dog,1\n", "labels.csv, line 1: duplicated column 'label' (columns 2 and 3"),
+    (b"filename,class,value\na.jpg,dog,1\n", "labels.csv, line 1: missing column(s) ['label']"),
+])
+def test_unreadable_files_get_the_exact_readers_errors(tmp_path, data, message):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(data)
+    with pytest.raises(CsvFormatError) as err:
+        read_csv_columns(path, COLUMNS)
+    assert message in str(err.value)
+
+
+def test_a_large_random_file_reads_the_same_by_both_paths(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [f"img{rng.integers(0, 500)}.jpg, c{rng.integers(0, 40)} ,{rng.integers(0, 2)}" for _ in range(5000)]
+    simple, quoted = tmp_path / "simple.csv", tmp_path / "quoted.csv"
+    simple.write_text("filename,label,value\n" + "\n".join(rows) + "\n")
+    quoted.write_text('filename,label,value\n"x.jpg",c0,1\n' + "\n".join(rows) + "\n")
+    fast, slow = check_same_as_exact(simple, True), check_same_as_exact(quoted, False)
+    assert fast.frame.to_numpy().tolist() == slow.frame.to_numpy().tolist()[1:]
+
+
+def test_long_labels_are_sparse_codes_and_dense_targets_only_where_they_fit(tmp_path, monkeypatch):
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,label,value\nb.jpg,dog,1\na.jpg,cat,0\nb.jpg,cat,0\nc.jpg,bird,1\n")
+    labels = long_labels.parse_long_labels(path)
+    assert labels.filenames == ["b.jpg", "a.jpg", "c.jpg"] and labels.class_names == ["bird", "cat", "dog"]
+    assert labels.codes.nnz == 4 and labels.codes.dtype == np.int8  # 2 positive, 1 verified negative
+    assert labels.targets.tolist() == [[-1, 0, 1], [-1, 0, -1], [1, -1, -1]]
+    monkeypatch.setattr(long_labels, "DENSE_TARGET_LIMIT_BYTES", 3 * 3 * 8 - 1)
+    with pytest.raises(MemoryError, match=r"dense targets of 3 images x 3 classes need 0.0 GiB as int64"):
+        _ = labels.targets
+
+
+def test_duplicates_and_conflicts_are_named_with_the_first_line(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,label,value\na.jpg,dog,1\nb.jpg,dog,0\na.jpg,dog,1\nb.jpg,dog,1\nb.jpg,dog,0\n")
+    with pytest.raises(LabelFileError) as err:
+        long_labels.parse_long_labels(path)
+    assert [str(p) for p in err.value.problems] == [
+        "line 4, column 'label', value 'dog': a duplicate row (first on line 2)",
+        "line 5, column 'label', value 'dog': verified both positive and negative for this image (first on line 3)",
+        "line 6, column 'label', value 'dog': verified both positive and negative for this image (first on line 3)"]
