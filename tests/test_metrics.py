@@ -4,6 +4,8 @@ from sklearn.metrics import average_precision_score
 
 from partial_csl.metrics import (
     CONVENTIONS,
+    ap_of_entries,
+    ap_per_class,
     average_precision,
     evaluate_predictions,
     mean_average_precision,
@@ -35,6 +37,26 @@ def test_average_precision_matches_sklearn_with_ties():
         labels[0] = 1
         scores = np.round(rng.random(n), 1)  # many ties
         assert average_precision(scores, labels) == pytest.approx(average_precision_score(labels, scores))
+
+
+def test_all_classes_at_once_equal_one_class_at_a_time_with_ties_and_unknowns():
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        n, c = rng.integers(1, 40), rng.integers(1, 6)
+        targets, scores = rng.integers(-1, 2, (n, c)), np.round(rng.random((n, c)), 1)  # many tied scores
+        expected = [average_precision(scores[targets[:, k] != -1, k], targets[targets[:, k] != -1, k])
+                    if 0 < (targets[:, k] == 1).sum() < (targets[:, k] != -1).sum() else np.nan for k in range(c)]
+        np.testing.assert_allclose(ap_per_class(targets, scores), expected, atol=1e-12)
+
+
+def test_ap_of_entries_by_hand_in_any_order():
+    # class 0: ranked 0.9 (+), 0.5 (-), 0.4 (+): AP = (1/1 + 2/3) / 2; class 1: 0.7 (-), 0.2 (+): AP = 1/2;
+    # class 2: positives only; class 3: no entry
+    classes = np.array([1, 0, 2, 0, 1, 0])
+    scores = np.array([0.2, 0.4, 0.3, 0.9, 0.7, 0.5])
+    labels = np.array([1, 1, 1, 1, 0, 0])
+    np.testing.assert_allclose(ap_of_entries(classes, scores, labels, 4), [(1 + 2 / 3) / 2, 0.5, np.nan, np.nan])
+    assert np.isnan(ap_of_entries(np.array([], int), np.array([]), np.array([]), 2)).all()
 
 
 def test_partial_map_leaves_unknowns_out_and_lists_excluded_classes():

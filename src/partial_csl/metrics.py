@@ -86,16 +86,38 @@ def exclusion_reasons(targets: np.ndarray) -> list[str | None]:
     return reasons
 
 
+def ap_of_entries(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
+    """(num_classes,) :func:`average_precision` of every class over its known entries, given as parallel arrays
+    (class id, score, label 1 / 0) in any order, all classes at once (one sort, no loop over classes: Open Images'
+    9,600 classes cost what one does); NaN for a class without a known positive or without a known negative."""
+    classes, scores, labels = np.asarray(classes, np.int64), np.asarray(scores, np.float64), np.asarray(labels)
+    order = np.lexsort((-scores, classes))  # by class, then by score, highest first
+    classes, scores, hits = classes[order], scores[order], (labels[order] == 1).astype(np.float64)
+    n = len(classes)
+    starts = np.searchsorted(classes, classes, side="left")  # each entry's class block start
+    new_block = np.r_[True, (np.diff(classes) != 0)]
+    last_of_tie = np.flatnonzero(np.r_[(np.diff(classes) != 0) | (np.diff(scores) != 0), True]) if n else np.zeros(
+        0, np.int64)
+    cum_hits = np.cumsum(hits)
+    before_class = (cum_hits - hits)[starts]  # hits of the earlier classes
+    tp = cum_hits[last_of_tie] - before_class[last_of_tie]
+    rank = last_of_tie - starts[last_of_tie] + 1
+    tie_classes = classes[last_of_tie]
+    first_tie_of_class = new_block[np.r_[0, last_of_tie[:-1] + 1]] if n else np.zeros(0, bool)
+    previous_tp = np.where(first_tie_of_class, 0.0, np.r_[0.0, tp[:-1]])
+    positives = np.bincount(classes, weights=hits, minlength=num_classes)
+    known = np.bincount(classes, minlength=num_classes)
+    gain = (tp - previous_tp) / np.maximum(positives[tie_classes], 1)
+    ap = np.bincount(tie_classes, weights=gain * tp / rank, minlength=num_classes)
+    return np.where((positives > 0) & (positives < known), ap, np.nan)
+
+
 def ap_per_class(targets: np.ndarray, scores: np.ndarray) -> np.ndarray:
     """(C,) partial-aware AP of every class over its known images; NaN for a class :func:`exclusion_reasons`
     excludes."""
     targets, scores = np.asarray(targets), np.asarray(scores)
-    out = np.full(targets.shape[1], np.nan)
-    for c, reason in enumerate(exclusion_reasons(targets)):
-        if reason is None:
-            known = targets[:, c] != UNKNOWN
-            out[c] = average_precision(scores[known, c], targets[known, c])
-    return out
+    rows, classes = np.nonzero(targets != UNKNOWN)
+    return ap_of_entries(classes, scores[rows, classes], targets[rows, classes], targets.shape[1])
 
 
 def mean_average_precision(targets: np.ndarray, scores: np.ndarray, class_names: list[str] | None = None) -> dict:
