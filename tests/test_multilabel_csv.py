@@ -14,6 +14,7 @@ from PIL import Image
 import infer as infer_script
 import train as train_script
 import validate as validate_script
+from partial_csl.data import open_images
 from partial_csl.data.labels import LabelFileError
 from partial_csl.data.long_labels import read_class_list, read_long_csv
 
@@ -240,3 +241,21 @@ def test_shipped_dataset_configs_parse_into_the_published_settings(name, expecte
     cfg = resolve_auto(TrainConfig.from_dict(args))
     assert cfg.arch == "csl" and cfg.data == "DIR"
     assert {key: getattr(cfg, key) for key in expected} == expected
+
+
+def test_open_images_rows_of_classes_outside_the_trainable_list_are_left_out_not_refused(tmp_path):
+    root = open_images_root(tmp_path / "oi", [
+        "t1,verification,/m/01,1", "t1,verification,/m/03,0", "t2,verification,/m/03,1", "t3,verification,/m/02,0",
+        "t3,verification,/m/99,1"], ["v1,verification,/m/01,1"])
+    descriptions = open_images.read_descriptions(root)
+    annotations, images = open_images.split_paths("train", root, None, None)
+    with pytest.raises(LabelFileError) as err:  # a LabelName the descriptions lack is still a bad row
+        open_images.read_open_images_split(annotations, images, descriptions, ["/m/01", "/m/02"])
+    assert [str(p) for p in err.value.problems] == [
+        "line 6, column 'LabelName', value '/m/99': not one of the 4 classes of the class descriptions"]
+    lines = annotations.read_text().splitlines()
+    annotations.write_text("\n".join(lines[:-1]) + "\n")
+    labels, names = open_images.read_open_images_split(annotations, images, descriptions, ["/m/01", "/m/02"])
+    # /m/03's two rows are left out, and t2, which had only that class, with them
+    assert labels.filenames == ["t1.jpg", "t3.jpg"] and names == ["Dog", "Cat"] and labels.other_class_rows == 2
+    assert labels.targets.tolist() == [[1, -1], [-1, 0]]

@@ -41,6 +41,7 @@ class LongLabels:
     filenames: list[str]
     codes: sparse.csr_matrix
     class_names: list[str]
+    other_class_rows: int = 0  # rows of a known class outside ``class_names``, left out (see parse_long_labels)
 
     @property
     def targets(self) -> np.ndarray:
@@ -128,22 +129,38 @@ def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], clas
     return LongLabels(images.to_numpy(dtype=object).tolist(), codes, classes), first_lines, duplicates
 
 
+def _leave_out_other_classes(frame: pd.DataFrame, lines: np.ndarray, ragged: list[BadRow], class_names: list[str],
+                             vocabulary: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
+    """The rows without the (well-formed) rows of a ``vocabulary`` class outside ``class_names``, and their count."""
+    other = (frame["label"].isin(vocabulary) & ~frame["label"].isin(class_names)).to_numpy()
+    other = other & ~np.isin(lines, [p.line for p in ragged])  # a ragged row stays, to be named
+    return frame[~other].reset_index(drop=True), lines[~other], int(other.sum())
+
+
 def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None, *,
                       columns: tuple[str, str, str] = LONG_COLUMNS, image_suffix: str = "",
                       vocabulary: list[str] | None = None, image_dir: str | Path | None = None) -> LongLabels:
     """Parse and validate a long CSV; with ``class_names`` each label must be one of them, else the classes are the
-    file's labels (each one of ``vocabulary`` when given), sorted. ``columns`` names the file's (image, label,
-    value) columns; an image's file is its name plus ``image_suffix`` (Open Images: ``ImageID`` + ``.jpg``). With
-    ``image_dir`` every image must exist there and decode; without it filenames are not checked (labels only)."""
+    file's labels (each one of ``vocabulary`` when given), sorted. With both, a label of ``vocabulary`` outside
+    ``class_names`` is a class the run does not train (Open Images' labels beyond its trainable classes): its rows
+    are left out and counted, and an image left with no row is left out too. ``columns`` names the file's (image,
+    label, value) columns; an image's file is its name plus ``image_suffix`` (Open Images: ``ImageID`` + ``.jpg``).
+    With ``image_dir`` every image must exist there and decode; without it filenames are not checked (labels only)."""
     csv_path = Path(csv_path)
     table = read_csv_columns(csv_path, columns)
     frame = table.frame.set_axis(list(LONG_COLUMNS), axis=1)
     frame[FILENAME_COLUMN] += image_suffix
+    lines, other_rows = table.lines, 0
+    if class_names is not None and vocabulary is not None:
+        frame, lines, other_rows = _leave_out_other_classes(frame, lines, table.ragged, class_names, vocabulary)
+        what = f"the {len(vocabulary)} classes of the class descriptions"
+    else:
+        what = f"the {len((class_names or vocabulary) or [])} classes of " + (
+            "--classes / the checkpoint" if class_names is not None else "the class descriptions")
     allowed = class_names if class_names is not None else vocabulary
-    what = f"the {len(allowed or [])} classes of " + ("--classes / the checkpoint" if class_names is not None
-                                                        else "the class descriptions")
-    problems = table.ragged + _row_problems(frame, table.lines, allowed, what, columns)
-    labels, first_lines, duplicates = _encode(frame, table.lines, problems, class_names, columns)
+    problems = table.ragged + _row_problems(frame, lines, allowed, what, columns)
+    labels, first_lines, duplicates = _encode(frame, lines, problems, class_names, columns)
+    labels.other_class_rows = other_rows
     problems += duplicates
     if image_dir is not None:
         name_problems, _ = check_filenames(list(zip(first_lines.tolist(), labels.filenames)), image_dir)

@@ -130,6 +130,10 @@ def open_images_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Label
     val_ann, val_img = open_images.split_paths("val", cfg.data, cfg.val_annotations, cfg.val_images)
     train, names = open_images.read_open_images_split(train_ann, train_img, descriptions, class_ids)
     val, _ = open_images.read_open_images_split(val_ann, val_img, descriptions, train.class_names)
+    for labels, path in ((train, train_ann), (val, val_ann)):
+        if labels.other_class_rows:
+            log.info("%s: %d label rows of classes outside the run's %d were left out", path,
+                     labels.other_class_rows, len(names))
     return (LabelSpace(names, None, _count_positives(train.targets)),
             LabelledImages(train_img, train.filenames, train.targets),
             LabelledImages(val_img, val.filenames, val.targets))
