@@ -120,7 +120,8 @@ def prior_quality(estimate: np.ndarray, true_frequency: np.ndarray, class_names:
                   top: int = 10) -> dict:
     """Spearman correlation with the true class frequencies and the top classes of each, side by side."""
     estimate, true_frequency = np.asarray(estimate, float), np.asarray(true_frequency, float)
-    rho = float(spearmanr(estimate, true_frequency).statistic) if len(estimate) > 1 else float("nan")
+    varies = len(estimate) > 1 and np.ptp(estimate) > 0 and np.ptp(true_frequency) > 0
+    rho = float(spearmanr(estimate, true_frequency).statistic) if varies else float("nan")  # undefined if constant
     order_est, order_true = np.argsort(-estimate, kind="stable")[:top], np.argsort(-true_frequency, kind="stable")[:top]
     rows = [{"rank": r + 1, "estimated_class": class_names[e], "estimated_prior": float(estimate[e]),
              "true_class": class_names[t], "true_frequency": float(true_frequency[t])}
