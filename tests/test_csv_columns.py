@@ -38,6 +38,9 @@ def check_same_as_exact(path, fast):
     ("\ufefffilename,label,value\na.jpg,dog,1\n", True),  # a byte-order mark
     ("value,extra,filename,label\n1,x, a.jpg ,dog \n0,y,b.jpg,cat\n", True),  # other order, spaces, an extra column
     ("filename,label,value\n", True),  # header only
+    ("filename,label,value", True),  # header only, no newline
+    ('"filename","label",value\na.jpg,dog,1\n', True),  # a quoted header (as pyarrow and some tools write it)
+    ('"x\ny",filename,label,value\n1,a.jpg,dog,1\n', False),  # a line break inside a header name
     ("filename,label,value\na.jpg,\"dog, big\",1\nb.jpg,cat,0\n", False),  # a quoted comma
     ("filename,label,value\na.jpg,\"dog\nbig\",1\nb.jpg,cat,0\n", False),  # a quoted newline: lines shift
     ("filename,label,value\na.jpg,dog,1\n\nb.jpg,cat,0\n", False),  # a blank line is skipped, lines kept

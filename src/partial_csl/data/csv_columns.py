@@ -10,6 +10,7 @@ Either way the caller gets the same columns, lines and ragged rows, and the same
 
 from __future__ import annotations
 
+import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -36,28 +37,36 @@ class CsvColumns:
     fast: bool  # read by pyarrow's parser (the file was simple), else by the exact reader
 
 
-def _simple_rows(body: bytes) -> int | None:
-    """The number of data rows when every physical line after the header is one row: no quote character, no blank
-    line, no lone carriage return, at least two columns (so a line of spaces is a ragged row, not a blank one). None
-    otherwise: the exact reader then reads the file. Ragged rows are left to the parser, which refuses them."""
-    if b'"' in body or (b"\r" in body and body.count(b"\r") != body.count(b"\r\n")):
+def _simple_rows(rows: bytes) -> int | None:
+    """The number of data rows when every physical line of ``rows`` (the file after its header) is one row: no
+    quote character, no blank line, no lone carriage return. None otherwise: the exact reader then reads the file.
+    Ragged rows are left to the parser, which refuses them."""
+    if b'"' in rows or (b"\r" in rows and rows.count(b"\r") != rows.count(b"\r\n")):
         return None
-    if body.startswith((b"\n", b"\r\n")) or b"\n\n" in body or b"\n\r\n" in body:
+    if rows.startswith((b"\n", b"\r\n")) or b"\n\n" in rows or b"\n\r\n" in rows:
         return None
-    lines = body.count(b"\n") + (not body.endswith(b"\n"))
-    return lines - 1
+    return rows.count(b"\n") + (len(rows) > 0 and not rows.endswith(b"\n"))
+
+
+def _header(line: bytes) -> list[str] | None:
+    """The header's stripped names (quoted names allowed); None for a header the exact reader must read (a quoted
+    line break, a lone carriage return)."""
+    text = line.decode("utf-8").removesuffix("\r")
+    if text.count('"') % 2 or "\r" in text:
+        return None
+    return [name.strip() for name in next(csv.reader([text]))]
 
 
 def _fast_frame(path: Path, data: bytes, columns: Sequence[str]) -> CsvColumns | None:
-    """The columns by pyarrow's parser, or None when the file is not simple (see :func:`_simple_rows`) or has a
-    ragged row (the exact reader names it)."""
+    """The columns by pyarrow's parser, or None when the file is not simple (see :func:`_simple_rows`), has fewer
+    than two columns (a line of spaces would be a row, not a blank line) or a ragged row (the exact reader names
+    it)."""
     body = data[len(_BOM):] if data.startswith(_BOM) else data
     if max(body, default=0) >= 128 if len(body) < 4096 else np.frombuffer(body, np.uint8).max() >= 128:
         _decode(path, data)  # not UTF-8: the error names the line of the first bad byte
-    rows = _simple_rows(body)
-    header_end = body.find(b"\n")
-    header = [c.strip() for c in body[:header_end if header_end >= 0 else len(body)].decode().rstrip("\r").split(",")]
-    if rows is None or len(header) < 2:
+    header_end = body.find(b"\n") if b"\n" in body else len(body)
+    header, rows = _header(body[:header_end]), _simple_rows(body[header_end + 1:])
+    if header is None or rows is None or len(header) < 2:
         return None
     _refuse_duplicate_columns(path, header, 1)
     missing = [c for c in columns if c not in header]
