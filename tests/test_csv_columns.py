@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from partial_csl.data import long_labels
+from partial_csl.data import long_labels, sparse_targets
 from partial_csl.data.csv_columns import read_csv_columns
 from partial_csl.data.labels import CsvFormatError, LabelFileError, read_csv_rows
 
@@ -91,9 +91,10 @@ def test_long_labels_are_sparse_codes_and_dense_targets_only_where_they_fit(tmp_
     path.write_text("filename,label,value\nb.jpg,dog,1\na.jpg,cat,0\nb.jpg,cat,0\nc.jpg,bird,1\n")
     labels = long_labels.parse_long_labels(path)
     assert labels.filenames == ["b.jpg", "a.jpg", "c.jpg"] and labels.class_names == ["bird", "cat", "dog"]
-    assert labels.codes.nnz == 4 and labels.codes.dtype == np.int8  # 2 positive, 1 verified negative
+    codes = labels.labels.codes
+    assert codes.nnz == 4 and codes.dtype == np.int8 and sorted(codes.data) == [1, 1, 2, 2]  # 2 positive, 1 negative
     assert labels.targets.tolist() == [[-1, 0, 1], [-1, 0, -1], [1, -1, -1]]
-    monkeypatch.setattr(long_labels, "DENSE_TARGET_LIMIT_BYTES", 3 * 3 * 8 - 1)
+    monkeypatch.setattr(sparse_targets, "DENSE_TARGET_LIMIT_BYTES", 3 * 3 * 8 - 1)
     with pytest.raises(MemoryError, match=r"dense targets of 3 images x 3 classes need 0.0 GiB as int64"):
         _ = labels.targets
 

@@ -17,6 +17,7 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from .images import ImageLoadError, load_rgb, resolve_image_path
+from .sparse_targets import SparseTargets
 
 __all__ = ["ImageCache", "ImageLoadError", "MultiLabelImageDataset", "load_rgb"]
 
@@ -46,16 +47,18 @@ class ImageCache:
 
 
 class MultiLabelImageDataset(Dataset):
-    """Images under ``image_dir`` named by ``filenames``, with targets (N, C) in {-1, 0, 1}; with ``cache``, images
-    come from an :class:`ImageCache` (filled before the DataLoader starts, so worker processes share it)."""
+    """Images under ``image_dir`` named by ``filenames``, with targets (N, C) in {-1, 0, 1}, dense or
+    :class:`SparseTargets` (densified an item at a time); with ``cache``, images come from an :class:`ImageCache`
+    (filled before the DataLoader starts, so worker processes share it)."""
 
-    def __init__(self, image_dir: str | Path, filenames: Sequence[str], targets: np.ndarray,
+    def __init__(self, image_dir: str | Path, filenames: Sequence[str], targets: np.ndarray | SparseTargets,
                  transform: Callable | None = None, cache: ImageCache | None = None):
         if len(filenames) != len(targets):
             raise ValueError(f"{len(filenames)} filenames but {len(targets)} target rows")
         self.image_dir = Path(image_dir)
         self.filenames = list(filenames)
-        self.targets = torch.as_tensor(np.asarray(targets, dtype=np.float32))
+        self.targets = targets if isinstance(targets, SparseTargets) else torch.as_tensor(
+            np.asarray(targets, dtype=np.float32))
         self.transform = transform
         self.cache = cache
 

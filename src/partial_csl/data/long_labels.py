@@ -22,37 +22,26 @@ import pandas as pd
 from scipy import sparse
 
 from .csv_columns import read_csv_columns
+from .sparse_targets import SparseTargets
 from .labels import FILENAME_COLUMN, BadRow, LabelFileError, check_filenames
 
 LONG_COLUMNS = (FILENAME_COLUMN, "label", "value")
 FIX_HINT = "(fix them and run again)"
 
 
-#: The most memory a dense (N, C) int64 target array may take before the reader refuses to build one. Open Images'
-#: 9 M images x 9,600 classes would need 690 GB; the sparse codes of its ~80 M verified labels need under 1 GB.
-DENSE_TARGET_LIMIT_BYTES = 8 * 2**30
-
-
 @dataclass
 class LongLabels:
-    """Images of one long CSV with their verified labels over ``class_names``, stored sparsely: ``codes`` is an
-    (N, C) CSR matrix holding 2 for a positive and 1 for a verified negative; an absent entry is unknown."""
+    """Images of one long CSV with their verified labels over ``class_names``, stored sparsely (``labels``)."""
 
     filenames: list[str]
-    codes: sparse.csr_matrix
+    labels: SparseTargets
     class_names: list[str]
     other_class_rows: int = 0  # rows of a known class outside ``class_names``, left out (see parse_long_labels)
 
     @property
     def targets(self) -> np.ndarray:
         """The dense (N, C) targets in {-1 unknown, 0, 1}; refused, naming the memory, when they would not fit."""
-        rows, cols = self.codes.shape
-        need = rows * cols * np.dtype(np.int64).itemsize
-        if need > DENSE_TARGET_LIMIT_BYTES:
-            raise MemoryError(f"dense targets of {rows:,} images x {cols:,} classes need {need / 2**30:,.1f} GiB as "
-                              f"int64 (limit {DENSE_TARGET_LIMIT_BYTES / 2**30:.0f} GiB); train on a subset of the "
-                              "images or classes (--classes), or on the sparse labels (not supported yet)")
-        return self.codes.toarray().astype(np.int64) - 1
+        return self.labels.to_dense()
 
 
 def read_class_list(path: str | Path) -> list[str]:
@@ -123,10 +112,11 @@ def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], clas
     classes = list(class_names) if class_names is not None else sorted(labels[np.unique(label_codes[usable])])
     class_of_label = pd.Index(classes).get_indexer(labels)
     codes = sparse.csr_matrix((values[usable] + 1, (image_codes[usable], class_of_label[label_codes[usable]])),
-                              shape=(len(images), len(classes)), dtype=np.int8)
+                              shape=(len(images), len(classes)), dtype=np.int8)  # 2 positive, 1 negative
     first_lines = np.full(len(images), -1, dtype=np.int64)
     first_lines[image_codes[::-1]] = lines[::-1]
-    return LongLabels(images.to_numpy(dtype=object).tolist(), codes, classes), first_lines, duplicates
+    return (LongLabels(images.to_numpy(dtype=object).tolist(), SparseTargets(codes), classes), first_lines,
+            duplicates)
 
 
 def _leave_out_other_classes(frame: pd.DataFrame, lines: np.ndarray, ragged: list[BadRow], class_names: list[str],

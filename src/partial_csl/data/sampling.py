@@ -32,22 +32,28 @@ import torch
 from torch.utils.data import Dataset, Sampler
 
 from .schema import UNKNOWN, AttributeSchema
+from .sparse_targets import SparseTargets
 
 SAMPLERS = ("uniform", "balanced", "raking")
 
 
-def class_frequencies(targets: np.ndarray) -> np.ndarray:
+def class_frequencies(targets: np.ndarray | SparseTargets) -> np.ndarray:
     """(C,) share of positives among the images where each class is annotated (targets in {1, 0, -1})."""
-    known = (targets != UNKNOWN).sum(axis=0)
-    return np.divide((targets == 1).sum(axis=0), known, out=np.zeros(targets.shape[1]), where=known > 0)
+    if isinstance(targets, SparseTargets):
+        known, positives = targets.known_counts(), targets.positive_counts()
+    else:
+        known, positives = (targets != UNKNOWN).sum(axis=0), (targets == 1).sum(axis=0)
+    return np.divide(positives, known, out=np.zeros(targets.shape[1]), where=known > 0)
 
 
-def repeat_factors(targets: np.ndarray, threshold: float, power: float = 0.5) -> np.ndarray:
+def repeat_factors(targets: np.ndarray | SparseTargets, threshold: float, power: float = 0.5) -> np.ndarray:
     """LVIS repeat factor per image: max over its known positives of max(1, (t / f(c))^power) (LVIS: power 0.5,
     the square root; smaller is gentler, 0 uniform); 1 without any."""
     freq = class_frequencies(targets)
     per_class = np.where(freq > 0, (threshold / np.maximum(freq, 1e-12)) ** power, 1.0)
     per_class = np.maximum(per_class, 1.0)
+    if isinstance(targets, SparseTargets):
+        return targets.row_max(per_class)
     positive = targets == 1
     return np.where(positive.any(axis=1), np.where(positive, per_class[None, :], 1.0).max(axis=1), 1.0)
 
