@@ -95,7 +95,8 @@ def test_long_labels_are_sparse_codes_and_dense_targets_only_where_they_fit(tmp_
     assert codes.nnz == 4 and codes.dtype == np.int8 and sorted(codes.data) == [1, 1, 2, 2]  # 2 positive, 1 negative
     assert labels.targets.tolist() == [[-1, 0, 1], [-1, 0, -1], [1, -1, -1]]
     monkeypatch.setattr(sparse_targets, "DENSE_TARGET_LIMIT_BYTES", 3 * 3 * 8 - 1)
-    with pytest.raises(MemoryError, match=r"dense targets of 3 images x 3 classes need 0.0 GiB as int64"):
+    too_large = r"dense targets of 3 images x 3 classes need 0.0 GiB as int64"
+    with pytest.raises(sparse_targets.TargetsTooLargeError, match=too_large):
         _ = labels.targets
 
 

@@ -14,7 +14,7 @@ from PIL import Image
 import infer as infer_script
 import train as train_script
 import validate as validate_script
-from partial_csl.data import open_images
+from partial_csl.data import open_images, sparse_targets
 from partial_csl.data.labels import LabelFileError
 from partial_csl.data.long_labels import read_class_list, read_long_csv
 
@@ -127,6 +127,19 @@ def test_validation_labels_outside_the_trained_classes_are_refused(tmp_path, ima
     err = capsys.readouterr().err
     assert code == 2 and "line 2, column 'label', value 'fish': not one of the 2 classes" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
+
+
+def test_targets_too_large_to_densify_stop_the_run_in_one_line_naming_the_memory(tmp_path, images, capsys,
+                                                                                monkeypatch):
+    monkeypatch.setattr(sparse_targets, "DENSE_TARGET_LIMIT_BYTES", 2 * 2 * 8 - 1)  # 2 images x 2 classes, int64
+    train_csv = write(tmp_path / "t.csv", "filename,label,value", "a.png,dog,1", "b.png,dog,0", "b.png,cat,1")
+    val_csv = write(tmp_path / "v.csv", "filename,label,value", "c.png,dog,1")
+    code = train_script.main(["--dataset", "multilabel_csv", "--train-csv", str(train_csv), "--val-csv",
+                              str(val_csv), "--images", str(images), "--model-name", "test_resnet", "--image-size",
+                              "32", "--epochs", "1", "--workers", "0", "--output-dir", str(tmp_path / "run")])
+    err = capsys.readouterr().err
+    assert code == 2 and "error: dense targets of 2 images x 2 classes need 0.0 GiB as int64" in err
+    assert "Traceback" not in err
 
 
 def open_images_root(root, rows_train, rows_val):

@@ -21,6 +21,10 @@ POSITIVE_CODE, NEGATIVE_CODE = 2, 1
 DENSE_TARGET_LIMIT_BYTES = 8 * 2**30
 
 
+class TargetsTooLargeError(ValueError):
+    """Dense targets were asked for that would not fit; a ValueError so that every script reports it in one line."""
+
+
 class SparseTargets:
     """(N, C) targets in {-1 unknown, 0, 1} from CSR ``codes`` (2 positive, 1 verified negative, absent unknown)."""
 
@@ -79,11 +83,11 @@ class SparseTargets:
         return self.codes.data.nbytes + self.codes.indices.nbytes + self.codes.indptr.nbytes
 
     def to_dense(self) -> np.ndarray:
-        """The dense (N, C) int64 targets; MemoryError naming what they need when above the limit."""
+        """The dense (N, C) int64 targets; TargetsTooLargeError naming what they need when above the limit."""
         rows, cols = self.shape
         need = rows * cols * np.dtype(np.int64).itemsize
         if need > DENSE_TARGET_LIMIT_BYTES:
-            raise MemoryError(f"dense targets of {rows:,} images x {cols:,} classes need {need / 2**30:,.1f} GiB as "
+            raise TargetsTooLargeError(f"dense targets of {rows:,} images x {cols:,} classes need {need / 2**30:,.1f} GiB as "
                               f"int64 (limit {DENSE_TARGET_LIMIT_BYTES / 2**30:.0f} GiB); train on a subset of the "
                               "images or classes (--classes), or with a consumer that reads the sparse labels")
         return self.codes.toarray().astype(np.int64) - 1
