@@ -18,7 +18,8 @@ about 2.6 positives and 5 negatives, over long-tailed classes. A fresh child pro
 * ``metrics``: the partial-aware AP of every class over the validation split's verified entries (random scores).
 
 and the child's peak resident memory (its imports, about 400 MiB, included; the start is recorded too). The table
-puts each stage's growth per 10x images beside the growth of the labels. Writes ``OUT/results.json`` and ``OUT/table.md``.
+puts each stage's growth per 10x images beside the growth of the labels.
+Writes ``OUT/results.json`` and ``OUT/table.md``.
 """
 
 from __future__ import annotations
