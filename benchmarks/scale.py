@@ -11,8 +11,8 @@ about 2.6 positives and 5 negatives, over long-tailed classes. A fresh child pro
 * ``parse``: :func:`parse_long_labels` (column reading, every validation, the sparse labels);
 * ``split``: a seeded 90 / 10 split of the images into training and validation labels;
 * ``epoch``: label batches of 256 through the real sampler (:class:`RepeatAwareSampler` with LVIS repeat factors)
-  and the DataLoader's collate, each item densified from the sparse labels; timed on the first 100 batches and
-  scaled to the epoch;
+  and the DataLoader's collate, each item densified from the sparse labels: the epoch's draw in full, then 100
+  batches after the loader's start-up, scaled to the epoch's batches;
 * ``priors``: the class frequencies of the training labels (the labels' part of the priors; the model-based
   estimate collects an (N, C) probability array today, see README);
 * ``metrics``: the partial-aware AP of every class over the validation split's verified entries (random scores).
