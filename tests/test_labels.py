@@ -3,7 +3,8 @@ import pytest
 from conftest import file_digest
 from PIL import Image
 
-from partial_csl.data.labels import LabelFileError, read_attribute_csv, resolve_image_path
+from partial_csl.data.images import resolve_image_path
+from partial_csl.data.labels import LabelFileError, read_attribute_csv
 from partial_csl.data.schema import AttributeSchema, default_schema, load_schema
 
 

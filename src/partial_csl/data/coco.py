@@ -18,8 +18,9 @@ from pathlib import Path
 
 import numpy as np
 
-from .images import check_image_folder, image_problem
-from .labels import resolve_image_path
+from .image_checks import image_problems as decode_problems
+from .images import check_image_folder
+from .images import resolve_image_path
 
 
 @dataclass
@@ -57,18 +58,23 @@ def image_problems(image_ids: list, filenames: list[str], image_dir: Path) -> li
     """Every listed image outside the folder, absent, or that does not fully decode (checked now, as an attribute
     CSV's images are, rather than one at a time in the middle of training)."""
     check_image_folder(image_dir)
-    problems = []
-    for image_id, name in zip(image_ids, filenames):
+    problems: dict[int, str] = {}
+    to_decode: list[tuple[int, Path]] = []
+    for position, (image_id, name) in enumerate(zip(image_ids, filenames)):
         try:
             path = resolve_image_path(image_dir, name)
         except ValueError:
-            problems.append(f"image id {image_id}: file name {name!r} points outside {image_dir}")
+            problems[position] = f"image id {image_id}: file name {name!r} points outside {image_dir}"
             continue
         if not path.is_file():
-            problems.append(f"image id {image_id}: {name!r} is listed but absent from {image_dir}")
-        elif (reason := image_problem(path, name)) is not None:
-            problems.append(f"image id {image_id}: {name!r}: {reason}")
-    return problems
+            problems[position] = f"image id {image_id}: {name!r} is listed but absent from {image_dir}"
+        else:
+            to_decode.append((position, path))
+    verdicts = decode_problems([path for _, path in to_decode], [filenames[i] for i, _ in to_decode])
+    for (position, _), reason in zip(to_decode, verdicts):
+        if reason is not None:
+            problems[position] = f"image id {image_ids[position]}: {filenames[position]!r}: {reason}"
+    return [problems[i] for i in sorted(problems)]
 
 
 def load_coco(annotation_file: str | Path, image_dir: str | Path, keep_empty: bool = False,

@@ -26,46 +26,13 @@ import numpy as np
 import pandas as pd
 
 from ..safe_io import atomic_open
-from .images import check_image_folder, image_problem, resolve_image_path
+from .filenames import check_filenames
+from .problems import FILENAME_COLUMN, BadRow, CsvFormatError, LabelFileError
 from .schema import UNKNOWN, AttributeSchema
 
 #: Missing-value tokens, compared after stripping and case-folding (so ``nan``, ``NAN`` and ``NaN`` all count).
 MISSING_TOKENS = frozenset({"#n/a", "", "na", "n/a", "nan"})
-FILENAME_COLUMN = "filename"
-SKIP_HINT = "(fix them, or pass --on-bad-rows skip to leave them out and list them in rejected_rows.csv)"
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-@dataclass(frozen=True)
-class BadRow:
-    line: int
-    column: str
-    value: str
-    reason: str
-
-    def __str__(self) -> str:
-        if not self.column:  # a problem of the whole row (its number of fields)
-            return f"line {self.line} {self.reason}: {self.value!r}"
-        return f"line {self.line}, column {self.column!r}, value {self.value!r}: {self.reason}"
-
-
-class LabelFileError(ValueError):
-    """A CSV with bad rows; ``problems`` holds every one of them."""
-
-    def __init__(self, path: Path, problems: list[BadRow], hint: str = SKIP_HINT):
-        self.path, self.problems = path, problems
-        lines = "\n".join(f"  {p}" for p in problems[:50])
-        more = f"\n  ... and {len(problems) - 50} more" if len(problems) > 50 else ""
-        super().__init__(f"{path}: {len(problems)} bad row(s):\n{lines}{more}\n{hint}")
-
-
-class CsvFormatError(LabelFileError):
-    """A CSV that cannot be read as a table at all: not UTF-8, empty, a duplicated or missing column."""
-
-    def __init__(self, path: Path, reason: str, line: int | None = None):
-        self.path, self.problems, self.line = path, [], line
-        where = f", line {line}" if line is not None else ""
-        ValueError.__init__(self, f"{path}{where}: {reason}")
 
 
 @dataclass
@@ -180,52 +147,6 @@ def _parse_value(value: str, num_classes: int) -> tuple[int, str | None]:
     if not 0 <= number < num_classes:
         return UNKNOWN, f"out of range 0..{num_classes - 1}"
     return int(number), None
-
-
-def _locate(image_dir: Path | None, name: str) -> tuple[str | None, list[tuple], Path | None]:
-    """(problem, identity keys, path) of one filename: keys are the resolved path and, if it exists, the inode."""
-    if not name:
-        return "empty filename", [], None
-    if image_dir is None:
-        return None, [("path", os.path.normpath(name))], None
-    try:
-        path = resolve_image_path(image_dir, name)
-    except ValueError:
-        return "points outside the image folder", [], None
-    keys: list[tuple] = [("path", path)]
-    with contextlib.suppress(OSError):
-        st = path.stat()
-        keys.append(("inode", st.st_dev, st.st_ino))
-    return None, keys, path
-
-
-def check_filenames(entries: Sequence[tuple[int, str]], image_dir: str | Path | None = None,
-                    check_images: bool = True, duplicates: bool = True) -> tuple[dict[int, BadRow], list[Path | None]]:
-    """Validate a filename column given as (line, value) pairs: empty, outside the folder, duplicated, image.
-
-    Two rows name the same image when their names resolve to one path in ``image_dir`` (``x.jpg``, ``./x.jpg``,
-    ``sub/../x.jpg``, an absolute path) or to one inode (hard links, symlinks). Returns the problems by position and
-    each entry's resolved path (None if unusable). With ``check_images`` each image must fully decode.
-    """
-    folder = None if image_dir is None else check_image_folder(image_dir)
-    problems: dict[int, BadRow] = {}
-    paths: list[Path | None] = []
-    first: dict[tuple, tuple[int, str]] = {}
-    for position, (line, raw) in enumerate(entries):
-        name = raw.strip()
-        reason, keys, path = _locate(folder, name)
-        paths.append(path)
-        earlier = next((first[k] for k in keys if k in first), None) if duplicates else None
-        if reason is None and earlier is not None:
-            same = "" if earlier[1] == name else f", {earlier[1]!r}: the same image"
-            reason = f"duplicate of line {earlier[0]}{same}"
-        elif reason is None:
-            first.update({k: (line, name) for k in keys})
-            if check_images and folder is not None:
-                reason = image_problem(path, name) if path.is_file() else f"image file not found in {folder}"
-        if reason:
-            problems[position] = BadRow(line, FILENAME_COLUMN, name or raw, reason)
-    return problems, paths
 
 
 def _parse_rows(table: CsvRows, schema: AttributeSchema, image_dir: str | Path | None

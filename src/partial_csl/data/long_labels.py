@@ -23,7 +23,8 @@ from scipy import sparse
 
 from .csv_columns import read_csv_columns
 from .sparse_targets import SparseTargets
-from .labels import FILENAME_COLUMN, BadRow, LabelFileError, check_filenames
+from .filenames import check_filenames
+from .problems import FILENAME_COLUMN, BadRow, LabelFileError
 
 LONG_COLUMNS = (FILENAME_COLUMN, "label", "value")
 FIX_HINT = "(fix them and run again)"

@@ -20,7 +20,8 @@ from urllib.parse import urlparse
 
 import numpy as np
 
-from .labels import BadRow, LabelFileError, check_filenames
+from .filenames import check_filenames
+from .problems import BadRow, LabelFileError
 
 FREQUENCY_GROUPS = {"r": "rare", "c": "common", "f": "frequent"}
 SPLIT_FILES = {"train": "lvis_v1_train.json", "val": "lvis_v1_val.json"}

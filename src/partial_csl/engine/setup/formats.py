@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ...data import lvis, open_images
+from ...data.image_checks import image_manifest
 from ...data.long_labels import read_class_list, read_long_csv
 from ...data.partial import simulate_partial, simulation_record, simulation_summary
 from ...data.schema import AttributeSchema, load_schema
@@ -244,6 +245,9 @@ def get_dataset(name: str) -> DatasetFormat:
     return DATASETS[name]
 
 
+IMAGE_MANIFEST = "image_checks.csv"
+
+
 def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImages, LabelledImages]:
     """The label space and train/val images of ``cfg`` (bad rows and simulations are recorded in ``run_dir``)."""
     data_format = get_dataset(cfg.dataset)
@@ -251,7 +255,11 @@ def load_training_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, Lab
         simulated = sorted(name for name, entry in DATASETS.items() if entry.fully_labelled)
         raise ValueError(f"--simulate_partial_type hides labels of fully labelled data (--dataset "
                          f"{' or '.join(simulated)}), not of --dataset {cfg.dataset}")
-    labels, train, val = data_format.read_training(cfg, run_dir)
+    with image_manifest(run_dir / IMAGE_MANIFEST) as manifest:  # a resumed run does not decode them again
+        labels, train, val = data_format.read_training(cfg, run_dir)
+    if manifest.reused:
+        log.info("image checks: %d images unchanged since %s (not decoded again), %d checked now", manifest.reused,
+                 manifest.path.name, manifest.checked)
     shared = shared_images(train, val)
     if shared:
         log.warning("%d of the %d validation images are training images too (by resolved path or inode, e.g. %s): "

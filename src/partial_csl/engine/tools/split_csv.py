@@ -21,12 +21,11 @@ import pandas as pd
 import torch
 from tqdm import tqdm
 
-from ...data.images import content_duplicates, load_rgb
+from ...data.images import content_duplicates, load_rgb, resolve_image_path
 from ...data.labels import (
     FILENAME_COLUMN,
     LabelTable,
     read_attribute_csv,
-    resolve_image_path,
     write_label_csv,
     write_rejected_rows,
 )
