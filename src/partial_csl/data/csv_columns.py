@@ -24,6 +24,7 @@ from pyarrow import csv as pa_csv
 from .labels import BadRow, CsvFormatError, _decode, _refuse_duplicate_columns, read_csv_rows
 
 _BOM = b"\xef\xbb\xbf"
+_ASCII_SPACES = [bytes([c]) for c in b" \t\x0b\x0c\x1c\x1d\x1e\x1f"]  # what str.strip() removes, but line ends
 
 
 @dataclass
@@ -37,15 +38,17 @@ class CsvColumns:
     fast: bool  # read by pyarrow's parser (the file was simple), else by the exact reader
 
 
-def _simple_rows(rows: bytes) -> int | None:
-    """The number of data rows when every physical line of ``rows`` (the file after its header) is one row: no
-    quote character, no blank line, no lone carriage return. None otherwise: the exact reader then reads the file.
-    Ragged rows are left to the parser, which refuses them."""
-    if b'"' in rows or (b"\r" in rows and rows.count(b"\r") != rows.count(b"\r\n")):
+def _simple_rows(body: bytes, start: int) -> int | None:
+    """The number of data rows when every physical line of ``body[start:]`` (the file after its header) is one row:
+    no quote character, no blank line, no lone carriage return. None otherwise: the exact reader then reads the
+    file. Ragged rows are left to the parser, which refuses them. (Searches from ``start`` copy nothing.)"""
+    if body.find(b'"', start) >= 0:
         return None
-    if rows.startswith((b"\n", b"\r\n")) or b"\n\n" in rows or b"\n\r\n" in rows:
+    if body.find(b"\r", start) >= 0 and body.count(b"\r", start) != body.count(b"\r\n", start):
         return None
-    return rows.count(b"\n") + (len(rows) > 0 and not rows.endswith(b"\n"))
+    if body.startswith((b"\n", b"\r\n"), start) or body.find(b"\n\n", start) >= 0 or body.find(b"\n\r\n", start) >= 0:
+        return None
+    return body.count(b"\n", start) + (len(body) > start and not body.endswith(b"\n"))
 
 
 def _header(line: bytes) -> list[str] | None:
@@ -62,10 +65,11 @@ def _fast_frame(path: Path, data: bytes, columns: Sequence[str]) -> CsvColumns |
     than two columns (a line of spaces would be a row, not a blank line) or a ragged row (the exact reader names
     it)."""
     body = data[len(_BOM):] if data.startswith(_BOM) else data
-    if max(body, default=0) >= 128 if len(body) < 4096 else np.frombuffer(body, np.uint8).max() >= 128:
+    ascii_only = (max(body, default=0) if len(body) < 4096 else np.frombuffer(body, np.uint8).max()) < 128
+    if not ascii_only:
         _decode(path, data)  # not UTF-8: the error names the line of the first bad byte
     header_end = body.find(b"\n") if b"\n" in body else len(body)
-    header, rows = _header(body[:header_end]), _simple_rows(body[header_end + 1:])
+    header, rows = _header(body[:header_end]), _simple_rows(body, header_end + 1)
     if header is None or rows is None or len(header) < 2:
         return None
     _refuse_duplicate_columns(path, header, 1)
@@ -89,7 +93,9 @@ def _fast_frame(path: Path, data: bytes, columns: Sequence[str]) -> CsvColumns |
     frame = table.to_pandas()
     if len(frame) != rows:  # the byte count and the parser disagree: trust the exact reader
         return None
-    frame = frame[wanted].set_axis(list(columns), axis=1).apply(lambda column: column.str.strip())
+    frame = frame[wanted].set_axis(list(columns), axis=1)
+    if not ascii_only or any(body.find(space, header_end) >= 0 for space in _ASCII_SPACES):
+        frame = frame.apply(lambda column: column.str.strip())  # else there is nothing to strip: no copies
     return CsvColumns(path, frame, np.arange(2, rows + 2), [], fast=True)
 
 

@@ -140,7 +140,6 @@ def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None
     csv_path = Path(csv_path)
     table = read_csv_columns(csv_path, columns)
     frame = table.frame.set_axis(list(LONG_COLUMNS), axis=1)
-    frame[FILENAME_COLUMN] += image_suffix
     lines, other_rows = table.lines, 0
     if class_names is not None and vocabulary is not None:
         frame, lines, other_rows = _leave_out_other_classes(frame, lines, table.ragged, class_names, vocabulary)
@@ -151,6 +150,7 @@ def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None
     allowed = class_names if class_names is not None else vocabulary
     problems = table.ragged + _row_problems(frame, lines, allowed, what, columns)
     labels, first_lines, duplicates = _encode(frame, lines, problems, class_names, columns)
+    labels.filenames = [name + image_suffix for name in labels.filenames]  # per image, not per row
     labels.other_class_rows = other_rows
     problems += duplicates
     if image_dir is not None:
