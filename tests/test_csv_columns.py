@@ -10,7 +10,8 @@ import pytest
 
 from partial_csl.data import long_labels, sparse_targets
 from partial_csl.data.csv_columns import read_csv_columns
-from partial_csl.data.labels import CsvFormatError, LabelFileError, read_csv_rows
+from partial_csl.data.csv_rows import read_csv_rows
+from partial_csl.data.problems import CsvFormatError, LabelFileError
 
 COLUMNS = ["filename", "label", "value"]
 

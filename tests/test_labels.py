@@ -1,10 +1,11 @@
 import numpy as np
+import pandas as pd
 import pytest
 from conftest import file_digest
 from PIL import Image
 
 from partial_csl.data.images import resolve_image_path
-from partial_csl.data.labels import LabelFileError, read_attribute_csv
+from partial_csl.data.labels import LabelFileError, _parse_column, read_attribute_csv
 from partial_csl.data.schema import AttributeSchema, default_schema, load_schema
 
 
@@ -102,3 +103,16 @@ def test_resolve_image_path_refuses_escapes(tmp_path):
     for bad in ("../x.png", "/etc/passwd", "a/../../x.png"):
         with pytest.raises(ValueError, match="outside the image folder"):
             resolve_image_path(tmp_path, bad)
+
+
+@pytest.mark.parametrize("cell, expected", [
+    (" 3 ", (3, None)), ("3.0", (3, None)), ("+2", (2, None)), ("2.", (2, None)), (".0", (0, None)),
+    ("1e0", (1, None)), ("#N/A", (-1, None)), ("", (-1, None)), (" nan ", (-1, None)), ("N/a", (-1, None)),
+    ("2.5", (-1, "not a whole number")), ("1e400", (-1, "not a whole number")),
+    ("-Infinity", (-1, "not a whole number")), ("inf", (-1, "not a whole number")), ("abc", (-1, "not a number")),
+    ("3 4", (-1, "not a number")),
+    ("-1", (-1, "out of range 0..6")), ("7", (-1, "out of range 0..6")), ("6", (6, None)),
+])
+def test_attribute_cells_are_parsed_a_column_at_a_time_with_the_cell_rules(cell, expected):
+    values, problems = _parse_column(pd.Series(["0", cell, "1"], dtype=str), num_classes=7)
+    assert (values[1], problems[1]) == expected and values[[0, 2]].tolist() == [0, 1] and problems[0] is None

@@ -21,7 +21,8 @@ import pandas as pd
 import pyarrow as pa
 from pyarrow import csv as pa_csv
 
-from .labels import BadRow, CsvFormatError, _decode, _refuse_duplicate_columns, read_csv_rows
+from .csv_rows import _decode, _refuse_duplicate_columns, read_csv_rows
+from .problems import BadRow, CsvFormatError
 
 _BOM = b"\xef\xbb\xbf"
 _ASCII_SPACES = [bytes([c]) for c in b" \t\x0b\x0c\x1c\x1d\x1e\x1f"]  # what str.strip() removes, but line ends
@@ -29,13 +30,22 @@ _ASCII_SPACES = [bytes([c]) for c in b" \t\x0b\x0c\x1c\x1d\x1e\x1f"]  # what str
 
 @dataclass
 class CsvColumns:
-    """The wanted columns of a CSV (stripped strings; a ragged row's missing fields empty), one entry per row."""
+    """The wanted columns of a CSV (strings, stripped unless asked not to; a ragged row's missing fields empty), one
+    entry per row."""
 
     path: Path
+    header: list[str]
+    header_line: int
     frame: pd.DataFrame
     lines: np.ndarray  # the physical line each row starts on
     ragged: list[BadRow]  # rows whose number of fields differs from the header's
     fast: bool  # read by pyarrow's parser (the file was simple), else by the exact reader
+
+    def require(self, columns: Sequence[str]) -> None:
+        """CsvFormatError naming the ``columns`` the header lacks."""
+        missing = [c for c in columns if c not in self.header]
+        if missing:
+            raise CsvFormatError(self.path, f"missing column(s) {missing}; found {self.header}", self.header_line)
 
 
 def _simple_rows(body: bytes, start: int) -> int | None:
@@ -60,7 +70,7 @@ def _header(line: bytes) -> list[str] | None:
     return [name.strip() for name in next(csv.reader([text]))]
 
 
-def _fast_frame(path: Path, data: bytes, columns: Sequence[str]) -> CsvColumns | None:
+def _fast_frame(path: Path, data: bytes, columns: Sequence[str] | None, strip: bool) -> CsvColumns | None:
     """The columns by pyarrow's parser, or None when the file is not simple (see :func:`_simple_rows`), has fewer
     than two columns (a line of spaces would be a row, not a blank line) or a ragged row (the exact reader names
     it)."""
@@ -73,15 +83,14 @@ def _fast_frame(path: Path, data: bytes, columns: Sequence[str]) -> CsvColumns |
     if header is None or rows is None or len(header) < 2:
         return None
     _refuse_duplicate_columns(path, header, 1)
-    missing = [c for c in columns if c not in header]
-    if missing:
-        raise CsvFormatError(path, f"missing column(s) {missing}; found {header}", 1)
-    positions = [header.index(c) for c in columns]
+    columns = header if columns is None else list(columns)
+    result = CsvColumns(path, header, 1, pd.DataFrame({c: pd.Series([], dtype=str) for c in columns}),
+                        np.zeros(0, dtype=np.int64), [], fast=True)
+    result.require(columns)
     if rows == 0:
-        return CsvColumns(path, pd.DataFrame({c: pd.Series([], dtype=str) for c in columns}),
-                          np.zeros(0, dtype=np.int64), [], fast=True)
+        return result
     names = [f"c{i}" for i in range(len(header))]  # positions: header names may be anything
-    wanted = [names[i] for i in positions]
+    wanted = [names[header.index(c)] for c in columns]
     try:
         table = pa_csv.read_csv(io.BytesIO(body), read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1),
                                 parse_options=pa_csv.ParseOptions(quote_char=False),
@@ -90,27 +99,31 @@ def _fast_frame(path: Path, data: bytes, columns: Sequence[str]) -> CsvColumns |
                                     strings_can_be_null=False))
     except pa.ArrowInvalid:  # a row with too many or too few fields
         return None
-    frame = table.to_pandas()
-    if len(frame) != rows:  # the byte count and the parser disagree: trust the exact reader
+    if table.num_rows != rows:  # the byte count and the parser disagree: trust the exact reader
         return None
-    frame = frame[wanted].set_axis(list(columns), axis=1)
-    if not ascii_only or any(body.find(space, header_end) >= 0 for space in _ASCII_SPACES):
-        frame = frame.apply(lambda column: column.str.strip())  # else there is nothing to strip: no copies
-    return CsvColumns(path, frame, np.arange(2, rows + 2), [], fast=True)
+    result.frame = table.to_pandas()[wanted].set_axis(columns, axis=1)
+    if strip and (not ascii_only or any(body.find(space, header_end) >= 0 for space in _ASCII_SPACES)):
+        result.frame = result.frame.apply(lambda column: column.str.strip())  # else nothing to strip: no copies
+    result.lines = np.arange(2, rows + 2)
+    return result
 
 
-def read_csv_columns(path: str | Path, columns: Sequence[str]) -> CsvColumns:
-    """``columns`` of the UTF-8 CSV at ``path`` with each row's physical line; CsvFormatError for a file that is
-    not UTF-8, empty, has a duplicated header name or lacks one of ``columns``. Blank lines are skipped."""
+def read_csv_columns(path: str | Path, columns: Sequence[str] | None = None, strip: bool = True) -> CsvColumns:
+    """``columns`` (default: all) of the UTF-8 CSV at ``path`` with each row's physical line, stripped of surrounding
+    spaces unless ``strip`` is False; CsvFormatError for a file that is not UTF-8, empty, has a duplicated header name
+    or lacks one of ``columns``. Blank lines are skipped."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"CSV file not found: {path}")
     data = path.read_bytes()
-    fast = _fast_frame(path, data, columns) if data.strip() else None
+    fast = _fast_frame(path, data, columns, strip) if data.strip() else None
     if fast is not None:
         return fast
     table = read_csv_rows(path)
+    columns = table.header if columns is None else list(columns)
     table.column_index(columns)
-    frame = table.frame()[list(columns)].apply(lambda column: column.str.strip())
-    return CsvColumns(path, frame, np.asarray(table.lines, dtype=np.int64), list(table.ragged().values()),
-                      fast=False)
+    frame = table.frame()[columns]
+    if strip:
+        frame = frame.apply(lambda column: column.str.strip())
+    return CsvColumns(path, table.header, table.header_line, frame, np.asarray(table.lines, dtype=np.int64),
+                      list(table.ragged().values()), fast=False)

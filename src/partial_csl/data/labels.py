@@ -12,11 +12,8 @@ to ``rejected_rows.csv`` (see :func:`write_rejected_rows`). The user's CSV and i
 
 from __future__ import annotations
 
-import contextlib
 import csv
 import io
-import math
-import os
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -26,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from ..safe_io import atomic_open
+from .csv_columns import CsvColumns, read_csv_columns
+from .csv_rows import read_csv_rows
 from .filenames import check_filenames
 from .problems import FILENAME_COLUMN, BadRow, CsvFormatError, LabelFileError
 from .schema import UNKNOWN, AttributeSchema
@@ -33,81 +32,6 @@ from .schema import UNKNOWN, AttributeSchema
 #: Missing-value tokens, compared after stripping and case-folding (so ``nan``, ``NAN`` and ``NaN`` all count).
 MISSING_TOKENS = frozenset({"#n/a", "", "na", "n/a", "nan"})
 _DECIMAL = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
-
-
-@dataclass
-class CsvRows:
-    """A CSV's header and rows as strings, each row with the physical line it starts on."""
-
-    path: Path
-    header: list[str]
-    header_line: int
-    rows: list[list[str]]
-    lines: list[int]
-
-    def column_index(self, wanted: Sequence[str]) -> list[int]:
-        """Positions of the ``wanted`` columns; CsvFormatError naming the missing ones."""
-        missing = [c for c in wanted if c not in self.header]
-        if missing:
-            raise CsvFormatError(self.path, f"missing column(s) {missing}; found {self.header}", self.header_line)
-        return [self.header.index(c) for c in wanted]
-
-    def ragged(self) -> dict[int, BadRow]:
-        """Rows whose number of fields differs from the header's, by row position."""
-        width = len(self.header)
-        return {i: BadRow(line, "", ",".join(row), f"has {len(row)} fields, the header has {width}")
-                for i, (line, row) in enumerate(zip(self.lines, self.rows)) if len(row) != width}
-
-    def frame(self) -> pd.DataFrame:
-        """The rows as strings under the header (ragged rows padded or cut; they are bad rows anyway)."""
-        width = len(self.header)
-        return pd.DataFrame([(row + [""] * width)[:width] for row in self.rows], columns=self.header, dtype=str)
-
-
-def _decode(path: Path, data: bytes) -> str:
-    try:
-        return data.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = data[:err.start].count(b"\n") + 1
-        raise CsvFormatError(path, f"not UTF-8 text (byte 0x{data[err.start]:02x}); save the file as UTF-8",
-                             line) from None
-
-
-def _is_blank(row: list[str]) -> bool:
-    return not row or (len(row) == 1 and not row[0].strip())
-
-
-def read_csv_rows(path: str | Path) -> CsvRows:
-    """Parse a UTF-8 CSV with its physical line numbers; CsvFormatError for an unreadable or header-less file.
-
-    Blank lines are skipped. Header names are stripped of surrounding spaces and must be unique.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"CSV file not found: {path}")
-    reader = csv.reader(io.StringIO(_decode(path, path.read_bytes()), newline=""))
-    records, start = [], 1
-    try:
-        for row in reader:
-            if not _is_blank(row):
-                records.append((start, row))
-            start = reader.line_num + 1
-    except csv.Error as err:
-        raise CsvFormatError(path, f"not a valid CSV ({err})", reader.line_num) from None
-    if not records:
-        raise CsvFormatError(path, "empty file: no header line")
-    header_line, header = records[0][0], [c.strip() for c in records[0][1]]
-    _refuse_duplicate_columns(path, header, header_line)
-    return CsvRows(path, header, header_line, [r for _, r in records[1:]], [n for n, _ in records[1:]])
-
-
-def _refuse_duplicate_columns(path: Path, header: list[str], line: int) -> None:
-    seen: dict[str, int] = {}
-    for position, name in enumerate(header, start=1):
-        if name in seen:
-            raise CsvFormatError(path, f"duplicated column {name!r} (columns {seen[name]} and {position} of the "
-                                       "header); rename or remove one", line)
-        seen[name] = position
 
 
 @dataclass
@@ -134,40 +58,49 @@ class LabelTable:
                           [self.lines[i] for i in index], self.raw.iloc[index], [])
 
 
-def _parse_value(value: str, num_classes: int) -> tuple[int, str | None]:
-    text = value.strip()
-    if text.casefold() in MISSING_TOKENS:
-        return UNKNOWN, None
-    if not _DECIMAL.fullmatch(text):
-        infinite = text.lstrip("+-").casefold() in ("inf", "infinity")
-        return UNKNOWN, "not a whole number" if infinite else "not a number"
-    number = float(text)
-    if not math.isfinite(number) or not number.is_integer():
-        return UNKNOWN, "not a whole number"
-    if not 0 <= number < num_classes:
-        return UNKNOWN, f"out of range 0..{num_classes - 1}"
-    return int(number), None
+def _parse_column(raw: pd.Series, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """(class index or -1, problem or None) of every cell of one attribute column, a column at a time.
+
+    A cell is missing when it is one of :data:`MISSING_TOKENS` after stripping and case-folding; else it must be a
+    decimal number (``_DECIMAL``, matched by Python's ``re`` so that its rules are the same everywhere), whole and
+    in 0..num_classes - 1. Only the decimal cells are converted, by Python's ``float``.
+    """
+    text = raw.str.strip().to_numpy(dtype=object)
+    folded = np.array([t.casefold() for t in text], dtype=object)
+    missing = np.isin(folded, list(MISSING_TOKENS))
+    decimal = ~missing & np.array([_DECIMAL.fullmatch(t) is not None for t in text], dtype=bool)
+    number = np.full(len(text), np.nan)
+    number[decimal] = [float(t) for t in text[decimal]]
+    whole = np.isfinite(number) & (np.floor(number) == number)
+    in_range = whole & (number >= 0) & (number < num_classes)
+    problem = np.full(len(text), None, dtype=object)
+    infinite = np.isin(np.array([f.lstrip("+-") for f in folded], dtype=object), ["inf", "infinity"])
+    problem[~missing & ~decimal] = np.where(infinite[~missing & ~decimal], "not a whole number", "not a number")
+    problem[decimal & ~whole] = "not a whole number"
+    problem[whole & ~in_range] = f"out of range 0..{num_classes - 1}"
+    return np.where(in_range, number, UNKNOWN).astype(np.int64), problem
 
 
-def _parse_rows(table: CsvRows, schema: AttributeSchema, image_dir: str | Path | None
+def _parse_rows(table: CsvColumns, schema: AttributeSchema, image_dir: str | Path | None
                 ) -> tuple[np.ndarray, list[BadRow], np.ndarray]:
     """(values (N, G), every problem in file order, bad-row mask) of the table's rows."""
-    columns = table.column_index([FILENAME_COLUMN, *schema.group_names])
-    ragged = table.ragged()
-    usable = [i for i in range(len(table.rows)) if i not in ragged]
-    entries = [(table.lines[i], table.rows[i][columns[0]]) for i in usable]
-    name_problems, _ = check_filenames(entries, image_dir)
-    per_row: dict[int, list[BadRow]] = {i: [p] for i, p in ragged.items()}
+    table.require([FILENAME_COLUMN, *schema.group_names])
+    lines, frame = table.lines, table.frame
+    per_row: dict[int, list[BadRow]] = {int(np.searchsorted(lines, p.line)): [p] for p in table.ragged}
+    usable = np.setdiff1d(np.arange(len(frame)), list(per_row))
+    names = frame[FILENAME_COLUMN].to_numpy(dtype=object)
+    name_problems, _ = check_filenames(list(zip(lines[usable].tolist(), names[usable].tolist())), image_dir)
     for position, problem in name_problems.items():
-        per_row.setdefault(usable[position], []).append(problem)
-    values = np.full((len(table.rows), len(schema.groups)), UNKNOWN, dtype=np.int64)
-    for i in usable:
-        for j, group in enumerate(schema.groups):
-            cell = table.rows[i][columns[j + 1]]
-            values[i, j], reason = _parse_value(cell, group.num_classes)
-            if reason:
-                per_row.setdefault(i, []).append(BadRow(table.lines[i], group.name, cell, reason))
-    bad = np.isin(np.arange(len(table.rows)), list(per_row))
+        per_row.setdefault(int(usable[position]), []).append(problem)
+    values = np.full((len(frame), len(schema.groups)), UNKNOWN, dtype=np.int64)
+    is_usable = np.isin(np.arange(len(frame)), usable)
+    for j, group in enumerate(schema.groups):
+        parsed, problem = _parse_column(frame[group.name], group.num_classes)
+        values[is_usable, j] = parsed[is_usable]
+        cells = frame[group.name].to_numpy(dtype=object)
+        for i in np.flatnonzero(is_usable & (problem != None)):  # noqa: E711 (an elementwise test)
+            per_row.setdefault(int(i), []).append(BadRow(int(lines[i]), group.name, cells[i], problem[i]))
+    bad = np.isin(np.arange(len(frame)), list(per_row))
     return values, [p for i in sorted(per_row) for p in per_row[i]], bad
 
 
@@ -177,15 +110,13 @@ def read_attribute_csv(csv_path: str | Path, schema: AttributeSchema, image_dir:
     if on_bad_rows not in ("error", "skip"):
         raise ValueError(f"on_bad_rows must be 'error' or 'skip', got {on_bad_rows!r}")
     csv_path = Path(csv_path)
-    table = read_csv_rows(csv_path)
+    table = read_csv_columns(csv_path, strip=False)  # every column, as written (the splits write them back)
     values, problems, bad = _parse_rows(table, schema, image_dir)
     if problems and on_bad_rows == "error":
         raise LabelFileError(csv_path, problems)
     keep = np.flatnonzero(~bad)
-    name_column = table.header.index(FILENAME_COLUMN)
-    filenames = [table.rows[i][name_column].strip() for i in keep]
-    return LabelTable(schema, filenames, values[keep], [table.lines[i] for i in keep], table.frame().iloc[keep],
-                      problems)
+    filenames = table.frame[FILENAME_COLUMN].str.strip().to_numpy(dtype=object)[keep].tolist()
+    return LabelTable(schema, filenames, values[keep], table.lines[keep].tolist(), table.frame.iloc[keep], problems)
 
 
 def read_filename_column(csv_path: str | Path, image_dir: str | Path) -> list[tuple[int, str, Path]]:

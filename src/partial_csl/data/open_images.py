@@ -18,7 +18,8 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from .labels import CsvFormatError, read_csv_rows
+from .csv_rows import read_csv_rows
+from .problems import CsvFormatError
 from .long_labels import LongLabels, read_long_csv
 
 DESCRIPTIONS = "oidv6-class-descriptions.csv"
