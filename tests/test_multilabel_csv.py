@@ -272,3 +272,11 @@ def test_open_images_rows_of_classes_outside_the_trainable_list_are_left_out_not
     # /m/03's two rows are left out, and t2, which had only that class, with them
     assert labels.filenames == ["t1.jpg", "t3.jpg"] and names == ["Dog", "Cat"] and labels.other_class_rows == 2
     assert labels.targets.tolist() == [[1, -1], [-1, 0]]
+
+
+def test_infer_lists_an_image_of_a_long_csv_once_under_its_first_name(tmp_path, images):
+    from partial_csl.engine.tools.infer import collect_inputs
+    long_csv = write(tmp_path / "long.csv", "filename,label,value", "b.png,dog,1", "a.png,dog,0", "b.png,cat,1",
+                     "./a.png,cat,0", "c.png,bird,1", "a.png,bird,0")
+    paths, names = collect_inputs(None, str(images), str(long_csv))
+    assert names == ["b.png", "a.png", "c.png"] and [p.name for p in paths] == names

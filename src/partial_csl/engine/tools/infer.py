@@ -27,14 +27,17 @@ def collect_inputs(image: str | None, images: str | None, csv_path: str | None) 
 
     A CSV's filename column is validated first, with line numbers (an empty name or one outside the folder is an
     error, as are an unreadable or ragged CSV); a listed image that is missing or unreadable is a per-image failure.
+    An image listed on several rows (a long CSV lists it once per label) is predicted once, under its first name.
     """
     if image:
         return [Path(image)], [Path(image).name]
     if csv_path:
         if not images:
             raise ValueError("--csv needs --images (the folder its filenames are relative to)")
-        rows = read_filename_column(csv_path, images)
-        return [path for _, _, path in rows], [name for _, name, _ in rows]
+        first: dict[Path, str] = {}
+        for _, name, path in read_filename_column(csv_path, images):
+            first.setdefault(path, name)
+        return list(first), list(first.values())
     if images:
         paths = list_images(images)
         return paths, [str(p.relative_to(images)) for p in paths]
