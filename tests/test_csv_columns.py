@@ -42,6 +42,9 @@ def check_same_as_exact(path, fast):
     ("filename,label,value", True),  # header only, no newline
     ('"filename","label",value\na.jpg,dog,1\n', True),  # a quoted header (as pyarrow and some tools write it)
     ('"x\ny",filename,label,value\n1,a.jpg,dog,1\n', False),  # a line break inside a header name
+    ('filename,label,value,"a,b"\na.jpg,dog,1,2,3\n', False),  # a quoted comma in the header
+    ('filename,label,value,a"b,"c\na.jpg,dog,1,x\n', False),  # stray quotes: the exact reader's header differs
+    ("filename,label,value\na.jpg," + "d" * 140_000 + ",1\n", True),  # a long field (see the next test)
     ("filename,label,value\na.jpg,\"dog, big\",1\nb.jpg,cat,0\n", False),  # a quoted comma
     ("filename,label,value\na.jpg,\"dog\nbig\",1\nb.jpg,cat,0\n", False),  # a quoted newline: lines shift
     ("filename,label,value\na.jpg,dog,1\n\nb.jpg,cat,0\n", False),  # a blank line is skipped, lines kept
@@ -52,6 +55,12 @@ def test_simple_files_are_read_fast_and_every_file_as_the_exact_reader_reads_it(
     path = tmp_path / "labels.csv"
     path.write_bytes(text.encode("utf-8"))
     check_same_as_exact(path, fast)
+
+
+def test_fields_longer_than_pythons_csv_limit_are_read_by_either_reader(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b'filename,label,value,"' + b"c" * 140_000 + b'\n"\na.jpg,dog,1,x\n')
+    check_same_as_exact(path, fast=False)
 
 
 def test_a_ragged_row_falls_back_and_is_named_with_its_line(tmp_path):
@@ -110,3 +119,10 @@ def test_duplicates_and_conflicts_are_named_with_the_first_line(tmp_path):
         "line 4, column 'label', value 'dog': a duplicate row (first on line 2)",
         "line 5, column 'label', value 'dog': verified both positive and negative for this image (first on line 3)",
         "line 6, column 'label', value 'dog': verified both positive and negative for this image (first on line 3)"]
+
+
+def test_a_class_list_that_repeats_a_name_is_refused(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,label,value\na.jpg,dog,1\n")
+    with pytest.raises(ValueError, match=r"class_names repeats a name: \['dog'\]"):
+        long_labels.parse_long_labels(path, ["dog", "cat", "dog"])

@@ -65,4 +65,35 @@ def test_a_damaged_manifest_is_rebuilt_not_trusted(folder, tmp_path, decodes):
     manifest_path.write_text("path,size\nnonsense\n")
     with image_manifest(manifest_path):
         image_problems([folder / "1.jpg"], ["1.jpg"])
-    assert decodes == ["1.jpg"] and manifest_path.read_text().startswith("path,size,mtime_ns,problem\n")
+    assert decodes == ["1.jpg"] and manifest_path.read_text().startswith(",".join(image_checks.MANIFEST_COLUMNS))
+    lines = manifest_path.read_text().splitlines()
+    manifest_path.write_text("path,size,mtime_ns,ctime_ns,inode,pixel_limit\n" + lines[1].rsplit(",", 1)[0] + "\n")
+    decodes.clear()
+    with image_manifest(manifest_path) as manifest:  # a row without its verdict is not read as "good"
+        image_problems([folder / "1.jpg"], ["1.jpg"])
+    assert decodes == ["1.jpg"] and manifest.reused == 0
+
+
+def test_a_verdict_holds_only_under_the_pixel_limit_it_was_made_with(folder, tmp_path, decodes, monkeypatch):
+    manifest_path = tmp_path / "image_checks.csv"
+    monkeypatch.setenv("PARTIAL_CSL_MAX_IMAGE_PIXELS", "100")  # the 16 x 16 images are too large
+    with image_manifest(manifest_path):
+        assert "limit" in image_problems([folder / "1.jpg"], ["1.jpg"])[0]
+    monkeypatch.setenv("PARTIAL_CSL_MAX_IMAGE_PIXELS", "1000000")
+    with image_manifest(manifest_path) as manifest:
+        assert image_problems([folder / "1.jpg"], ["1.jpg"]) == [None]
+    assert manifest.reused == 0 and decodes == ["1.jpg", "1.jpg"]
+
+
+def test_a_file_replaced_while_it_is_checked_is_not_recorded(folder, tmp_path, monkeypatch):
+    def replace_after_decoding(path, name=None):
+        verdict = image_problem(path, name)
+        path.write_bytes(b"garbage, not an image")  # replaced before the verdict is recorded
+        return verdict
+    monkeypatch.setattr(image_checks, "image_problem", replace_after_decoding)
+    with image_manifest(tmp_path / "image_checks.csv") as manifest:
+        assert image_problems([folder / "2.jpg"], ["2.jpg"]) == [None]
+    assert manifest.checked == 0
+    monkeypatch.setattr(image_checks, "image_problem", image_problem)
+    with image_manifest(tmp_path / "image_checks.csv"):
+        assert "unreadable or corrupt" in image_problems([folder / "2.jpg"], ["2.jpg"])[0]

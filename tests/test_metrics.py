@@ -176,3 +176,10 @@ def test_the_report_names_the_convention_of_every_number():
     text = report_markdown(report)
     assert "Excluded from mAP: b (no known negative)" in text
     assert "## Conventions" in text and "numpy argsort order" in text and "sklearn" in text
+
+
+def test_equal_infinite_scores_are_one_tie_in_any_order():
+    inf = np.inf
+    assert average_precision([inf, inf, 0], [1, 0, 0]) == average_precision([inf, inf, 0], [0, 1, 0]) == 0.5
+    np.testing.assert_allclose(ap_of_entries(np.zeros(3, int), np.array([inf, inf, 0.0]), np.array([0, 1, 0]), 1),
+                               [0.5])

@@ -57,3 +57,10 @@ def test_dense_targets_are_refused_with_the_memory_they_need(monkeypatch):
     with pytest.raises(sparse_targets.TargetsTooLargeError, match=too_large):
         store.to_dense()
     assert store.nbytes() == 1001 * store.codes.indptr.itemsize  # nothing stored but the row pointers
+
+
+def test_negative_and_out_of_range_indices_behave_as_a_tensors():
+    store = SparseTargets.from_dense(np.array([[1, 0], [0, 1]]))
+    assert store[-1].tolist() == [0.0, 1.0] and store[-2].tolist() == [1.0, 0.0]
+    with pytest.raises(IndexError):
+        store[2]

@@ -41,7 +41,7 @@ def average_precision(scores: np.ndarray, labels: np.ndarray) -> float:
         return float("nan")
     order = np.argsort(-scores, kind="stable")
     scores, hits = scores[order], (labels[order] == 1).astype(np.float64)
-    last_of_tie = np.r_[np.flatnonzero(np.diff(scores)), len(scores) - 1]
+    last_of_tie = np.r_[np.flatnonzero(scores[1:] != scores[:-1]), len(scores) - 1]  # equal infinities tie too
     tp = np.cumsum(hits)[last_of_tie]
     precision = tp / (last_of_tie + 1)
     recall_gain = np.diff(np.r_[0.0, tp]) / n_pos
@@ -96,7 +96,7 @@ def ap_of_entries(classes: np.ndarray, scores: np.ndarray, labels: np.ndarray, n
     n = len(classes)
     starts = np.searchsorted(classes, classes, side="left")  # each entry's class block start
     new_block = np.r_[True, (np.diff(classes) != 0)]
-    last_of_tie = np.flatnonzero(np.r_[(np.diff(classes) != 0) | (np.diff(scores) != 0), True]) if n else np.zeros(
+    last_of_tie = np.flatnonzero(np.r_[(np.diff(classes) != 0) | (scores[1:] != scores[:-1]), True]) if n else np.zeros(
         0, np.int64)
     cum_hits = np.cumsum(hits)
     before_class = (cum_hits - hits)[starts]  # hits of the earlier classes

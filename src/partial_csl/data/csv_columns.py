@@ -10,7 +10,6 @@ Either way the caller gets the same columns, lines and ragged rows, and the same
 
 from __future__ import annotations
 
-import csv
 import io
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -62,12 +61,14 @@ def _simple_rows(body: bytes, start: int) -> int | None:
 
 
 def _header(line: bytes) -> list[str] | None:
-    """The header's stripped names (quoted names allowed); None for a header the exact reader must read (a quoted
-    line break, a lone carriage return)."""
+    """The header's stripped names; None for a header the exact reader must read: a quote anywhere but around a
+    whole field (a quoted comma or line break, a stray quote), a lone carriage return."""
     text = line.decode("utf-8").removesuffix("\r")
-    if text.count('"') % 2 or "\r" in text:
+    fields = text.split(",")
+    whole = [len(f) >= 2 and f[0] == f[-1] == '"' and '"' not in f[1:-1] for f in fields]
+    if "\r" in text or any('"' in f and not w for f, w in zip(fields, whole)):
         return None
-    return [name.strip() for name in next(csv.reader([text]))]
+    return [(f[1:-1] if w else f).strip() for f, w in zip(fields, whole)]
 
 
 def _fast_frame(path: Path, data: bytes, columns: Sequence[str] | None, strip: bool) -> CsvColumns | None:

@@ -13,6 +13,10 @@ import pandas as pd
 
 from .problems import BadRow, CsvFormatError
 
+# Python's csv refuses fields over 131,072 characters; pyarrow's fast path has no such limit, and a file must not
+# be refused or accepted depending on which reader it went to
+csv.field_size_limit(2**31 - 1)
+
 
 @dataclass
 class CsvRows:

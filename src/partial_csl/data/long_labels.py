@@ -138,6 +138,9 @@ def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None
     label, value) columns; an image's file is its name plus ``image_suffix`` (Open Images: ``ImageID`` + ``.jpg``).
     With ``image_dir`` every image must exist there and decode; without it filenames are not checked (labels only)."""
     csv_path = Path(csv_path)
+    for what, names in (("class_names", class_names), ("vocabulary", vocabulary)):
+        if names is not None and len(set(names)) != len(names):
+            raise ValueError(f"{what} repeats a name: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}")
     table = read_csv_columns(csv_path, columns)
     frame = table.frame.set_axis(list(LONG_COLUMNS), axis=1)
     lines, other_rows = table.lines, 0

@@ -47,6 +47,7 @@ class SparseTargets:
     def __getitem__(self, index: int) -> torch.Tensor:
         """Row ``index`` as a dense float32 tensor (what a dataset item carries), from the CSR arrays directly
         (scipy's row indexing costs ten times more)."""
+        index = range(len(self))[index]  # a negative index counts from the end; out of range: IndexError
         start, end = self.codes.indptr[index], self.codes.indptr[index + 1]
         row = np.full(self.shape[1], -1.0, dtype=np.float32)
         row[self.codes.indices[start:end]] = self.codes.data[start:end] - 1
