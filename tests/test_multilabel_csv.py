@@ -118,12 +118,17 @@ def test_a_run_trains_validates_on_verified_labels_and_infers(tmp_path):
     assert len(table) == 36 and {"prob_red", "prob_green", "prob_blue"} <= set(table.columns)
 
 
-def test_validation_labels_outside_the_trained_classes_are_refused(tmp_path, images, capsys):
+def train_tiny(tmp_path, images, val_row):
+    """train.py on a three-row training CSV and a one-row validation CSV; its exit code."""
     train_csv = write(tmp_path / "t.csv", "filename,label,value", "a.png,dog,1", "b.png,dog,0", "b.png,cat,1")
-    val_csv = write(tmp_path / "v.csv", "filename,label,value", "c.png,fish,1")
-    code = train_script.main(["--dataset", "multilabel_csv", "--train-csv", str(train_csv), "--val-csv",
+    val_csv = write(tmp_path / "v.csv", "filename,label,value", val_row)
+    return train_script.main(["--dataset", "multilabel_csv", "--train-csv", str(train_csv), "--val-csv",
                               str(val_csv), "--images", str(images), "--model-name", "test_resnet", "--image-size",
                               "32", "--epochs", "1", "--workers", "0", "--output-dir", str(tmp_path / "run")])
+
+
+def test_validation_labels_outside_the_trained_classes_are_refused(tmp_path, images, capsys):
+    code = train_tiny(tmp_path, images, "c.png,fish,1")
     err = capsys.readouterr().err
     assert code == 2 and "line 2, column 'label', value 'fish': not one of the 2 classes" in err
     assert "Traceback" not in err and not (tmp_path / "run" / "checkpoints").exists()
@@ -132,11 +137,7 @@ def test_validation_labels_outside_the_trained_classes_are_refused(tmp_path, ima
 def test_targets_too_large_to_densify_stop_the_run_in_one_line_naming_the_memory(tmp_path, images, capsys,
                                                                                 monkeypatch):
     monkeypatch.setattr(sparse_targets, "DENSE_TARGET_LIMIT_BYTES", 2 * 2 * 8 - 1)  # 2 images x 2 classes, int64
-    train_csv = write(tmp_path / "t.csv", "filename,label,value", "a.png,dog,1", "b.png,dog,0", "b.png,cat,1")
-    val_csv = write(tmp_path / "v.csv", "filename,label,value", "c.png,dog,1")
-    code = train_script.main(["--dataset", "multilabel_csv", "--train-csv", str(train_csv), "--val-csv",
-                              str(val_csv), "--images", str(images), "--model-name", "test_resnet", "--image-size",
-                              "32", "--epochs", "1", "--workers", "0", "--output-dir", str(tmp_path / "run")])
+    code = train_tiny(tmp_path, images, "c.png,dog,1")
     err = capsys.readouterr().err
     assert code == 2 and "error: dense targets of 2 images x 2 classes need 0.0 GiB as int64" in err
     assert "Traceback" not in err
