@@ -3,8 +3,9 @@
 Column order is free and extra columns are ignored. A missing value is ``#N/A``, empty, ``NA``, ``N/A`` or ``NaN``
 in any letter case; ``3`` and ``3.0`` both mean class 3. Every problem is collected before anything is raised, so
 the user sees *all* bad rows at once, each with its physical line number (where the row starts), column and value.
-We parse with the ``csv`` module, not pandas, because pandas hides what the user must hear about: it pads short rows
-with missing values, renames a duplicated column and loses the physical line numbers.
+The file is read by :func:`.csv_columns.read_csv_columns`: pyarrow for a simple file (one row per line), else
+Python's ``csv`` module, never a reader that pads short rows, renames a duplicated column or loses the physical line
+numbers; then each attribute column is parsed at once (:func:`_parse_column`).
 
 With ``on_bad_rows="skip"`` the bad rows are left out and returned as :class:`BadRow` records; the caller writes them
 to ``rejected_rows.csv`` (see :func:`write_rejected_rows`). The user's CSV and images are only ever read.
