@@ -1,6 +1,6 @@
 """Some columns of a large CSV as stripped strings, each row with its physical line, at pyarrow's parsing speed.
 
-The exact reader (:func:`labels.read_csv_rows`, Python's ``csv`` module) tracks physical lines and every ragged row,
+The exact reader (:func:`.csv_rows.read_csv_rows`, Python's ``csv`` module) tracks physical lines and every ragged row,
 at about 50,000 rows a second. A label file of Open Images' size has tens of millions of rows, and almost all of
 them are *simple*: no quote character anywhere, no blank line, every line one row with the header's number of
 fields. For such a file a row's physical line is its position, so pyarrow's CSV parser may read it;
