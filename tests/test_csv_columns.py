@@ -6,9 +6,10 @@ targets only where they fit."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 
-from partial_csl.data import long_labels, sparse_targets
+from partial_csl.data import csv_columns, long_labels, sparse_targets
 from partial_csl.data.csv_columns import read_csv_columns
 from partial_csl.data.csv_rows import read_csv_rows
 from partial_csl.data.problems import CsvFormatError, LabelFileError
@@ -94,6 +95,45 @@ def test_a_large_random_file_reads_the_same_by_both_paths(tmp_path):
     quoted.write_text('filename,label,value\n"x.jpg",c0,1\n' + "\n".join(rows) + "\n")
     fast, slow = check_same_as_exact(simple, True), check_same_as_exact(quoted, False)
     assert fast.frame.to_numpy().tolist() == slow.frame.to_numpy().tolist()[1:]
+
+
+@pytest.mark.parametrize("block", [1, 2, 3, 5, 8])
+def test_the_streaming_scan_finds_every_pattern_across_block_boundaries(tmp_path, monkeypatch, block):
+    """The scan reads the file in blocks (64 MiB; here a few bytes) and must find a quote, a blank line, a lone
+    carriage return and the row count wherever a block boundary falls."""
+    monkeypatch.setattr(csv_columns, "_BLOCK", block)
+    rng = np.random.default_rng(block)
+    pieces = ["a.jpg,dog,1", "b.jpg,cat,0", " c.jpg ,dog,1", "d.jpg,cat,1"]
+    for case in range(40):
+        rows = [pieces[i] for i in rng.integers(0, 4, size=rng.integers(1, 6))]
+        line_end = "\r\n" if case % 3 == 0 else "\n"
+        text = "filename,label,value" + line_end + line_end.join(rows) + ("" if case % 4 == 1 else line_end)
+        spoiler = ['"', "\n", "\r", ""][case % 4]
+        if spoiler:
+            at = int(rng.integers(len("filename,label,value") + 2, len(text) - 1))
+            text = text[:at] + (spoiler + "\n" if spoiler == "\n" else spoiler) + text[at:]
+        path = tmp_path / f"labels{case}.csv"
+        path.write_bytes(text.encode())
+        try:
+            rows_exact, lines = exact(path)
+        except CsvFormatError:
+            continue
+        got = read_csv_columns(path, COLUMNS)
+        ragged = any(len(r.split(",")) != 3 for r in text.replace("\r\n", "\n").split("\n")[1:] if r)
+        assert got.fast is (not spoiler and not ragged), repr(text)
+        assert got.frame.to_numpy().tolist() == rows_exact and got.lines.tolist() == lines, repr(text)
+
+
+def test_categorical_columns_hold_each_value_once_and_read_as_the_strings(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,label,value\na.jpg, dog,1\nb.jpg,dog ,0\na.jpg,cat,1\n")
+    for text in (path.read_text(), path.read_text().replace("a.jpg, dog", '"a.jpg", dog')):  # fast, then exact
+        path.write_text(text)
+        got = read_csv_columns(path, COLUMNS, categorical=True)
+        assert all(isinstance(dtype, pd.CategoricalDtype) for dtype in got.frame.dtypes)
+        assert sorted(got.frame["label"].cat.categories) == ["cat", "dog"]  # " dog" and "dog " merged once stripped
+        assert got.frame.astype(str).to_numpy().tolist() == [["a.jpg", "dog", "1"], ["b.jpg", "dog", "0"],
+                                                             ["a.jpg", "cat", "1"]]
 
 
 def test_long_labels_are_sparse_codes_and_dense_targets_only_where_they_fit(tmp_path, monkeypatch):

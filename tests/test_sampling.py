@@ -13,6 +13,7 @@ from partial_csl.data.dataset import MultiLabelImageDataset
 from partial_csl.data.sampling import (
     RepeatAwareDataset,
     RepeatAwareSampler,
+    earlier_draws,
     expected_distribution,
     raking_weights,
     repeat_factors,
@@ -157,3 +158,15 @@ def test_the_image_cache_gives_the_pixels_of_the_files(tmp_path):
     cached = split.dataset(config, train=False)
     for i in range(6):
         assert torch.equal(plain[i][0], cached[i][0])
+
+
+def test_earlier_draws_counts_each_index_s_previous_draws_as_the_loop_did():
+    assert earlier_draws(np.array([3, 1, 3, 3, 1, 0])).tolist() == [0, 0, 1, 2, 1, 0]
+    draws = np.random.default_rng(0).integers(0, 50, size=2_000)
+    seen: dict[int, int] = {}
+    expected = []
+    for index in draws.tolist():
+        expected.append(seen.get(index, 0))
+        seen[index] = seen.get(index, 0) + 1
+    assert earlier_draws(draws).tolist() == expected
+    assert earlier_draws(np.zeros(0, dtype=np.int64)).tolist() == []

@@ -19,8 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from .image_checks import image_problems as decode_problems
-from .images import check_image_folder
-from .images import resolve_image_path
+from .images import check_image_folder, resolve_image_path
 
 
 @dataclass

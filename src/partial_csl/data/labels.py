@@ -14,9 +14,7 @@ to ``rejected_rows.csv`` (see :func:`write_rejected_rows`). The user's CSV and i
 from __future__ import annotations
 
 import csv
-import io
 import re
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,7 +25,7 @@ from ..safe_io import atomic_open
 from .csv_columns import CsvColumns, read_csv_columns
 from .csv_rows import read_csv_rows
 from .filenames import check_filenames
-from .problems import FILENAME_COLUMN, BadRow, CsvFormatError, LabelFileError
+from .problems import FILENAME_COLUMN, BadRow, LabelFileError
 from .schema import UNKNOWN, AttributeSchema
 
 #: Missing-value tokens, compared after stripping and case-folding (so ``nan``, ``NAN`` and ``NaN`` all count).

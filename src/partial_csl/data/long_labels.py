@@ -14,6 +14,7 @@ a missing or unreadable image.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,9 +23,9 @@ import pandas as pd
 from scipy import sparse
 
 from .csv_columns import read_csv_columns
-from .sparse_targets import SparseTargets
 from .filenames import check_filenames
 from .problems import FILENAME_COLUMN, BadRow, LabelFileError
+from .sparse_targets import SparseTargets
 
 LONG_COLUMNS = (FILENAME_COLUMN, "label", "value")
 FIX_HINT = "(fix them and run again)"
@@ -62,10 +63,10 @@ def read_class_list(path: str | Path) -> list[str]:
     return [name for _, name in names]
 
 
-def _duplicate_problems(keys: np.ndarray, values: np.ndarray, lines: np.ndarray, labels: np.ndarray,
+def _duplicate_problems(keys: np.ndarray, values: np.ndarray, lines: np.ndarray, labels: pd.Series,
                         label_column: str) -> list[BadRow]:
     """Rows that repeat an earlier row's (image, label) pair, given as one integer key per usable row: a plain
-    duplicate, or a conflict of 1 and 0."""
+    duplicate, or a conflict of 1 and 0. ``labels`` is the label column, read only at the rows named."""
     order = np.argsort(keys, kind="stable")
     repeated = np.zeros(len(keys), dtype=bool)
     repeated[order[1:]] = keys[order[1:]] == keys[order[:-1]]
@@ -79,17 +80,23 @@ def _duplicate_problems(keys: np.ndarray, values: np.ndarray, lines: np.ndarray,
     for i in np.flatnonzero(repeated):
         why = ("verified both positive and negative for this image" if keys[i] in conflict_keys
                else "a duplicate row")
-        problems.append(BadRow(int(lines[i]), label_column, labels[i], f"{why} (first on line {lines[first[i]]})"))
+        problems.append(BadRow(int(lines[i]), label_column, labels.iat[i], f"{why} (first on line {lines[first[i]]})"))
     return problems
+
+
+def _per_value(column: pd.Series, test: Callable[[pd.Index], np.ndarray]) -> np.ndarray:
+    """``test`` of each row of a categorical column, computed once per distinct value."""
+    return np.asarray(test(column.cat.categories), dtype=bool)[column.cat.codes.to_numpy()]
 
 
 def _row_problems(frame: pd.DataFrame, lines: np.ndarray, allowed: list[str] | None, allowed_what: str,
                   columns: tuple[str, ...]) -> list[BadRow]:
-    value, label = frame["value"], frame["label"]  # compared as Arrow strings, not Python objects
-    checks = [(~value.isin(["0", "1"]).to_numpy(), "value", "expected 1 (positive) or 0 (verified negative)"),
-              ((label == "").to_numpy(), "label", "empty label")]
-    if allowed is not None:  # hashed lookups: pandas' isin on Arrow strings loops in Python
-        checks.append(((label != "") & (pd.Index(allowed).get_indexer(label) < 0), "label",
+    value, label = frame["value"], frame["label"]
+    checks = [(_per_value(value, lambda v: ~v.isin(["0", "1"])), "value",
+               "expected 1 (positive) or 0 (verified negative)"),
+              (_per_value(label, lambda v: v == ""), "label", "empty label")]
+    if allowed is not None:
+        checks.append((_per_value(label, lambda v: (v != "") & (pd.Index(allowed).get_indexer(v) < 0)), "label",
                        f"not one of {allowed_what}"))
     problems = []
     for mask, column, reason in checks:
@@ -105,12 +112,12 @@ def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], clas
     bad[np.searchsorted(lines, [p.line for p in problems]).astype(np.int64)] = True
     image_codes, images = pd.factorize(frame[FILENAME_COLUMN], sort=False)  # images in the order they first appear
     label_codes, labels = pd.factorize(frame["label"], sort=False)
-    values = (frame["value"] == "1").to_numpy().astype(np.int8)
-    usable = np.flatnonzero(~bad)
+    values = _per_value(frame["value"], lambda v: v == "1").astype(np.int8)
+    usable = np.flatnonzero(~bad) if bad.any() else slice(None)  # a slice: no copies of tens of millions of rows
     keys = image_codes[usable].astype(np.int64) * max(len(labels), 1) + label_codes[usable]
-    duplicates = _duplicate_problems(keys, values[usable], lines[usable], frame["label"].to_numpy()[usable],
-                                     columns[1])
-    classes = list(class_names) if class_names is not None else sorted(labels[np.unique(label_codes[usable])])
+    duplicates = _duplicate_problems(keys, values[usable], lines[usable], frame["label"].iloc[usable], columns[1])
+    used = np.bincount(label_codes[usable], minlength=len(labels)) > 0
+    classes = list(class_names) if class_names is not None else sorted(labels[used])
     class_of_label = pd.Index(classes).get_indexer(labels)
     codes = sparse.csr_matrix((values[usable] + 1, (image_codes[usable], class_of_label[label_codes[usable]])),
                               shape=(len(images), len(classes)), dtype=np.int8)  # 2 positive, 1 negative
@@ -123,7 +130,7 @@ def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], clas
 def _leave_out_other_classes(frame: pd.DataFrame, lines: np.ndarray, ragged: list[BadRow], class_names: list[str],
                              vocabulary: list[str]) -> tuple[pd.DataFrame, np.ndarray, int]:
     """The rows without the (well-formed) rows of a ``vocabulary`` class outside ``class_names``, and their count."""
-    other = (frame["label"].isin(vocabulary) & ~frame["label"].isin(class_names)).to_numpy()
+    other = _per_value(frame["label"], lambda v: v.isin(vocabulary) & ~v.isin(class_names))
     other = other & ~np.isin(lines, [p.line for p in ragged])  # a ragged row stays, to be named
     return frame[~other].reset_index(drop=True), lines[~other], int(other.sum())
 
@@ -141,7 +148,7 @@ def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None
     for what, names in (("class_names", class_names), ("vocabulary", vocabulary)):
         if names is not None and len(set(names)) != len(names):
             raise ValueError(f"{what} repeats a name: {sorted(n for n in set(names) if names.count(n) > 1)[:5]}")
-    table = read_csv_columns(csv_path, columns)
+    table = read_csv_columns(csv_path, columns, categorical=True)
     frame = table.frame.set_axis(list(LONG_COLUMNS), axis=1)
     lines, other_rows = table.lines, 0
     if class_names is not None and vocabulary is not None:

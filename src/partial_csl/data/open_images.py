@@ -19,8 +19,8 @@ from collections import Counter
 from pathlib import Path
 
 from .csv_rows import read_csv_rows
-from .problems import CsvFormatError
 from .long_labels import LongLabels, read_long_csv
+from .problems import CsvFormatError
 
 DESCRIPTIONS = "oidv6-class-descriptions.csv"
 LABEL_COLUMNS = ("ImageID", "LabelName", "Confidence")

@@ -116,7 +116,7 @@ def simulation_record(full: np.ndarray, partial: np.ndarray, mode: str, param: f
     that had a positive and kept none."""
     full, partial = np.asarray(full), np.asarray(partial)
     had = (full == 1).any(axis=1)
-    return {"protocol": mode, "param": param, "seed": seed, "images": int(len(full)),
+    return {"protocol": mode, "param": param, "seed": seed, "images": len(full),
             "true_positives": int((full == 1).sum()), "annotated_positives": int((partial == 1).sum()),
             "positives_kept_share": float((partial == 1).sum() / max((full == 1).sum(), 1)),
             "annotated_share": float((partial != -1).mean()) if partial.size else 0.0,

@@ -146,6 +146,16 @@ def rounded_draw(weights: torch.Tensor, num_samples: int, generator: torch.Gener
     return draws[torch.randperm(len(draws), generator=generator)]
 
 
+def earlier_draws(draws: np.ndarray) -> np.ndarray:
+    """For each draw, how many earlier draws picked the same index (0 for an index's first draw)."""
+    order = np.argsort(draws, kind="stable")
+    ranked = draws[order]
+    starts = np.r_[0, np.flatnonzero(ranked[1:] != ranked[:-1]) + 1]
+    counts = np.empty(len(draws), dtype=np.int64)
+    counts[order] = np.arange(len(draws)) - np.repeat(starts, np.diff(np.r_[starts, len(draws)]))
+    return counts
+
+
 class RepeatAwareSampler(Sampler):
     """Draws ``num_samples`` indices proportional to ``weights``, seeded by (seed, epoch): independently with
     replacement, or with ``replacement=False`` by :func:`rounded_draw`.
@@ -170,14 +180,10 @@ class RepeatAwareSampler(Sampler):
     def __iter__(self) -> Iterator[tuple[int, int]]:
         generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         if self.replacement:
-            draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).tolist()
+            draws = torch.multinomial(self.weights, self.num_samples, replacement=True, generator=generator).numpy()
         else:
-            draws = rounded_draw(self.weights, self.num_samples, generator).tolist()
-        seen: dict[int, int] = {}
-        pairs = []
-        for index in draws:
-            pairs.append((index, seen.get(index, 0)))
-            seen[index] = seen.get(index, 0) + 1
+            draws = rounded_draw(self.weights, self.num_samples, generator).numpy()
+        pairs = list(zip(draws.tolist(), earlier_draws(draws).tolist()))
         # pad like DistributedSampler so that every rank yields len(self) items (ranks that differ hang DDP); the
         # padding can be longer than the epoch (fewer draws than ranks), so the draws are repeated as often as needed
         padding = len(self) * self.world_size - len(pairs)

@@ -88,7 +88,8 @@ class SparseTargets:
         rows, cols = self.shape
         need = rows * cols * np.dtype(np.int64).itemsize
         if need > DENSE_TARGET_LIMIT_BYTES:
-            raise TargetsTooLargeError(f"dense targets of {rows:,} images x {cols:,} classes need {need / 2**30:,.1f} GiB as "
-                              f"int64 (limit {DENSE_TARGET_LIMIT_BYTES / 2**30:.0f} GiB); train on a subset of the "
-                              "images or classes (--classes), or with a consumer that reads the sparse labels")
+            raise TargetsTooLargeError(
+                f"dense targets of {rows:,} images x {cols:,} classes need {need / 2**30:,.1f} GiB as int64 (limit "
+                f"{DENSE_TARGET_LIMIT_BYTES / 2**30:.0f} GiB); train on a subset of the images or classes "
+                "(--classes), or with a consumer that reads the sparse labels")
         return self.codes.toarray().astype(np.int64) - 1
