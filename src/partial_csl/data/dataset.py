@@ -7,6 +7,7 @@ instead of PIL's anonymous ``OSError: image file is truncated``.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -35,8 +36,10 @@ class ImageCache:
         self.images: dict[int, np.ndarray] = {}
 
     def fill(self, dataset: MultiLabelImageDataset) -> None:
+        """Decode every image that can be read; one that cannot is left out, to fail (and be named) when drawn."""
         for index in tqdm(range(len(dataset)), desc="caching images", unit="image", leave=False, disable=None):
-            self.images[index] = np.asarray(self.resize(dataset.load(index)))
+            with contextlib.suppress(ImageLoadError):
+                self.images[index] = np.asarray(self.resize(dataset.load(index)))
 
     def resize(self, img: Image.Image) -> Image.Image:
         size = (self.image_size, self.image_size)

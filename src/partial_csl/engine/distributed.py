@@ -67,6 +67,15 @@ def mean_across_ranks(value: float, count: int, info: DistInfo) -> float:
     return float(tensor[0] / tensor[1])
 
 
+def merged_across_ranks(mapping: dict, info: DistInfo) -> dict:
+    """The union of every rank's ``mapping`` (on every rank)."""
+    if not info.enabled:
+        return mapping
+    parts: list = [None] * info.world_size
+    dist.all_gather_object(parts, mapping)
+    return {key: value for part in parts for key, value in part.items()}
+
+
 def gather_rows(rows: np.ndarray, indices: np.ndarray, total: int, info: DistInfo) -> np.ndarray:
     """Reassemble per-rank predictions of ``indices`` into the (total, ...) array on every rank."""
     if not info.enabled:

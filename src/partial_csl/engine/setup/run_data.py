@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -89,12 +90,13 @@ def read_attribute_split(csv_path: str | Path, image_dir: str | Path, schema: At
 
 
 def make_loader(dataset: torch.utils.data.Dataset, batch_size: int, workers: int, train: bool,
-                seed: int = 0, sampler: torch.utils.data.Sampler | None = None) -> DataLoader:
+                seed: int = 0, sampler: torch.utils.data.Sampler | None = None,
+                collate_fn: Callable | None = None) -> DataLoader:
     """Shuffled (or ``sampler``-driven), drop-last loader for training, seeded; ordered loader for evaluation."""
     generator = torch.Generator().manual_seed(seed)
     per_epoch = len(sampler) if sampler is not None else len(dataset)
     return DataLoader(dataset, batch_size=batch_size, shuffle=train and sampler is None, sampler=sampler,
-                      num_workers=workers,
+                      num_workers=workers, collate_fn=collate_fn,
                       drop_last=train and per_epoch > batch_size, generator=generator,
                       worker_init_fn=seed_worker, pin_memory=torch.cuda.is_available(),
                       persistent_workers=False)

@@ -1,7 +1,10 @@
 """The training loader of a run: its sampler (uniform shuffling or per-image weights), its length, its report.
 
-Training batches are ``(inputs, targets, sample indices)``: the indices are the rows of the training set, which the
-losses with a per-image label store (ROLE, LL-Cp) need; every other loss ignores them.
+Training batches are ``(inputs, targets, sample indices, skipped)``: the indices are the rows of the training set,
+which the losses with a per-image label store (ROLE, LL-Cp) need (every other loss ignores them); ``skipped`` maps
+the rows whose image could not be read this time to the reason. Such an image is replaced in its batch by the next
+readable one, so every batch keeps its size (DDP ranks stay in step) and one bad file among millions never stops a
+run; the trainer names it in the run folder.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader, Dataset, default_collate
 
+from ...data.images import ImageLoadError
 from ...data.sampling import (
     RepeatAwareDataset,
     RepeatAwareSampler,
@@ -52,9 +56,13 @@ def write_sampler_report(cfg: TrainConfig, labels: LabelSpace, train: LabelledIm
     write_distribution(dist, run_dir, "sampler_distribution", f"Training distribution under the {cfg.sampler} sampler")
 
 
+MAX_UNREADABLE_IN_A_ROW = 16  # more than this in a row is not a bad file but a lost folder: the run stops
+
+
 class IndexedDataset(Dataset):
     """``dataset[item]`` followed by the sample's row in the training set (``item`` or, for a repeat-aware draw
-    ``(index, k)``, ``index``)."""
+    ``(index, k)``, ``index``) and {row: reason} of the images skipped for it: an image that cannot be read is
+    replaced by the next row's."""
 
     def __init__(self, dataset: Dataset):
         self.dataset = dataset
@@ -64,7 +72,23 @@ class IndexedDataset(Dataset):
 
     def __getitem__(self, item: int | tuple[int, int]):
         index = item[0] if isinstance(item, tuple) else item
-        return (*self.dataset[item], index)
+        skipped: dict[int, str] = {}
+        for step in range(MAX_UNREADABLE_IN_A_ROW):
+            row = (index + step) % len(self.dataset)
+            try:
+                sample = self.dataset[(row, *item[1:]) if isinstance(item, tuple) else row]
+            except ImageLoadError as err:
+                skipped[row] = str(err)
+                continue
+            return (*sample, row, skipped)
+        raise ImageLoadError(f"{MAX_UNREADABLE_IN_A_ROW} images in a row could not be read (is the image folder "
+                             f"still there?); the last: {skipped[row]}")
+
+
+def collate_training(items: list[tuple]) -> tuple:
+    """The default collate of (inputs, targets, row) and the merged {row: reason} of the skipped images."""
+    skipped = {row: reason for *_, unread in items for row, reason in unread.items()}
+    return (*default_collate([item[:-1] for item in items]), skipped)
 
 
 def _sampler(n: int, weights: np.ndarray | None, seed: int, info: DistInfo, replacement: bool = True):
@@ -81,14 +105,16 @@ def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfi
     if weights is not None:
         dataset = RepeatAwareDataset(dataset, build_strong_transform(data_config))
     return make_loader(IndexedDataset(dataset), cfg.batch_size, cfg.workers, train=True, seed=seed,
-                       sampler=_sampler(len(train), weights, seed, info, cfg.sampler_replacement))
+                       sampler=_sampler(len(train), weights, seed, info, cfg.sampler_replacement),
+                       collate_fn=collate_training)
 
 
 def feature_loader(cfg: TrainConfig, features: Dataset, weights: np.ndarray | None, seed: int,
                    info: DistInfo) -> DataLoader:
     """This epoch's loader over cached backbone features (``--freeze-backbone``): the same sampling as images."""
     return make_loader(IndexedDataset(features), cfg.batch_size, 0, train=True, seed=seed,
-                       sampler=_sampler(len(features), weights, seed, info, cfg.sampler_replacement))
+                       sampler=_sampler(len(features), weights, seed, info, cfg.sampler_replacement),
+                       collate_fn=collate_training)
 
 
 def steps_per_epoch(cfg: TrainConfig, n_images: int, weights: np.ndarray | None, info: DistInfo) -> int:

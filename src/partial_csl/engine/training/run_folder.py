@@ -46,7 +46,7 @@ PATH_KEYS = ("train_csv", "val_csv", "images", "val_images", "schema", "data", "
 # files and folders a run writes at the top of its folder (no input may be one of them)
 RUN_FILES = ("config.json", "metrics.csv", "summary.json", "sampler_distribution.csv", "sampler_distribution.md",
              "sampler_distribution.png", "rejected_rows_train.csv", "rejected_rows_val.csv", "label_warnings.json",
-             "image_checks.csv")
+             "image_checks.csv", "skipped_images.csv")
 RUN_FOLDERS = ("checkpoints", "prior_stage", "priors", "tensorboard", "simulation")
 LOCK_NAME, MANIFEST_NAME = ".lock", "run_files.json"
 # the files a run wrote before run_files.json existed, by name: what --overwrite removes from such a folder

@@ -43,14 +43,14 @@ from ..checkpoint import (
     training_payload,
 )
 from ..config import TrainConfig, derive_seed, resolve_device, seed_everything
-from ..distributed import barrier, init_distributed, mean_across_ranks
+from ..distributed import barrier, init_distributed, mean_across_ranks, merged_across_ranks
 from ..inference.probabilities import predict_dataset
 from ..setup.architectures import resolve_auto
 from ..setup.build import TrainingParts, build_training
 from ..setup.train_loader import steps_per_epoch
 from .embeddings import StageInputs, stage_inputs
 from .finish import check_run_settings, finish_training
-from .records import append_epoch, write_json, write_metrics_csv
+from .records import append_epoch, record_skipped_images, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
 from .settings import check_settings
@@ -73,15 +73,18 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
                     regulariser: Callable[[], torch.Tensor] | None = None,
                     on_step: Callable[[], None] | None = None) -> dict:
-    """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples'}.
+    """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples', 'skipped': {row:
+    reason} of the images the loader could not read and replaced}.
 
     ``on_step`` is called after every step: the run's clock (:class:`.records.RunClock`), which also stops the run
     as if killed after ``--stop-after-steps`` (how the tests crash a run at a chosen step).
     """
     model.train()
-    total, seen, steps = 0.0, 0, 0
+    total, seen, steps, skipped = 0.0, 0, 0, {}
     bar = tqdm(loader, desc=f"{stage} epoch {epoch + 1}", leave=False, unit="batch", disable=None)
-    for images, targets, *indices in bar:  # the sample indices: see partial_csl.engine.setup.train_loader
+    for images, targets, *indices in bar:  # sample indices, skipped images: see partial_csl.engine.setup.train_loader
+        if len(indices) > 1:
+            skipped.update(indices.pop())
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)  # (B, C); the loss applies the sigmoid/softmax itself, in float32
@@ -115,7 +118,8 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
         bar.set_postfix(loss=f"{per_sample:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}", refresh=False)
         if on_step is not None:
             on_step()
-    return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps, "samples": seen}
+    return {"loss": total / max(seen, 1), "lr": scheduler.get_last_lr()[0], "steps": steps, "samples": seen,
+            "skipped": skipped}
 
 
 def evaluate(model: nn.Module, dataset, run: Run) -> dict:
@@ -176,6 +180,9 @@ def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: 
         if isinstance(parts.criterion, MultiTaskLoss):
             parts.criterion.end_epoch()
         stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
+        skipped = merged_across_ranks(stats.pop("skipped"), run.dist)
+        if run.dist.is_primary:
+            record_skipped_images(run.run_dir, stage, epoch, skipped, run.train.filenames)
         row, reports, use_ema = _validate_epoch(run, parts, inputs, stage, epoch, stats, started)
         run.history.append(row)
         improved = reports["chosen"]["mAP"] > progress.best_metric
