@@ -15,9 +15,17 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
+from ...data.images import ImageLoadError
 from ...models import logits_to_probabilities
-from ..distributed import DistInfo, gather_rows, shard_indices
+from ..distributed import DistInfo, gather_rows, merged_across_ranks, shard_indices
 from ..setup.run_data import make_loader
+
+
+def _probabilities(model: nn.Module, images: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None,
+                   to_probabilities: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+    with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        logits = model(images.to(device, non_blocking=True))
+    return to_probabilities(logits.float()).cpu()
 
 
 @torch.inference_mode()
@@ -32,22 +40,71 @@ def predict_probabilities(model: nn.Module, loader: DataLoader, device: torch.de
     to_probabilities = to_probabilities or partial(logits_to_probabilities, model)
     was_training = model.training
     model.eval()
-    outputs = []
-    for images, _ in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
-        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-            logits = model(images.to(device, non_blocking=True))
-        outputs.append(to_probabilities(logits.float()).cpu())
+    outputs = [_probabilities(model, images, device, amp_dtype, to_probabilities)
+               for images, _ in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None)]
     model.train(was_training)
     return torch.cat(outputs).numpy() if outputs else np.zeros((0, 0), dtype=np.float32)
 
 
+class _Readable(Dataset):
+    """(image, row, None) for a readable item, (None, row, reason) for one whose image cannot be read."""
+
+    def __init__(self, dataset: Dataset):
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, row: int):
+        try:
+            return self.dataset[row][0], row, None
+        except ImageLoadError as err:
+            return None, row, str(err)
+
+
+def _collate_readable(items: list[tuple]) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
+    good = [(image, row) for image, row, reason in items if reason is None]
+    return (torch.stack([image for image, _ in good]) if good else None, [row for _, row in good],
+            {row: reason for _, row, reason in items if reason is not None})
+
+
+@torch.inference_mode()
+def _predict_readable(model: nn.Module, dataset: Dataset, batch_size: int, workers: int, device: torch.device,
+                      amp_dtype: torch.dtype | None, desc: str) -> tuple[np.ndarray, dict[int, str]]:
+    """Probabilities (N, C), NaN in the rows whose image could not be read, and {row: reason} of those."""
+    loader = make_loader(_Readable(dataset), batch_size, workers, train=False, collate_fn=_collate_readable)
+    to_probabilities = partial(logits_to_probabilities, model)
+    was_training = model.training
+    model.eval()
+    rows, outputs, failed = [], [], {}
+    for images, kept, unread in tqdm(loader, desc=desc, leave=False, unit="batch", disable=None):
+        failed.update(unread)
+        if images is not None:
+            rows += kept
+            outputs.append(_probabilities(model, images, device, amp_dtype, to_probabilities))
+    model.train(was_training)
+    if not outputs:
+        raise ImageLoadError(f"no image of the {len(dataset)} could be read; the first: {next(iter(failed.values()))}")
+    probs = torch.cat(outputs).numpy()
+    out = np.full((len(dataset), probs.shape[1]), np.nan, dtype=probs.dtype)
+    out[rows] = probs
+    return out, failed
+
+
 def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int, workers: int, device: torch.device,
-                    amp_dtype: torch.dtype | None, info: DistInfo | None = None,
-                    desc: str = "evaluating") -> np.ndarray:
-    """Probabilities (N, C) of the whole ``dataset``; under DDP each rank predicts its shard and all gather."""
+                    amp_dtype: torch.dtype | None, info: DistInfo | None = None, desc: str = "evaluating",
+                    skipped: dict[int, str] | None = None) -> np.ndarray:
+    """Probabilities (N, C) of the whole ``dataset``; under DDP each rank predicts its shard and all gather.
+
+    With a ``skipped`` dict an image that cannot be read does not stop the prediction: its row is NaN and ``skipped``
+    gets {row: reason} (every rank's); without it the read error is raised."""
     info = info or DistInfo()
     indices = shard_indices(len(dataset), info)
     subset = Subset(dataset, indices.tolist()) if info.enabled else dataset
-    loader = make_loader(subset, batch_size, workers, train=False)
-    probs = predict_probabilities(model, loader, device, amp_dtype, desc=desc)
+    if skipped is None:
+        probs = predict_probabilities(model, make_loader(subset, batch_size, workers, train=False), device,
+                                      amp_dtype, desc=desc)
+    else:
+        probs, failed = _predict_readable(model, subset, batch_size, workers, device, amp_dtype, desc)
+        skipped.update(merged_across_ranks({int(indices[row]): reason for row, reason in failed.items()}, info))
     return gather_rows(probs, indices, len(dataset), info)

@@ -19,6 +19,7 @@ from ..inference.probabilities import predict_dataset
 from ..inference.stored_thresholds import check_settings_fit, settings_from_config, thresholds_summary, tune_checkpoint
 from ..setup.formats import get_dataset
 from .run import Run
+from .unreadable import readable_rows, record_skipped_images
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +40,15 @@ def tune_best_checkpoint(run: Run, best_path: Path, settings: ThresholdSettings)
     cfg = run.cfg
     ckpt = load_checkpoint(best_path)
     model = model_from_checkpoint(ckpt, run.device, cfg.norm, source=best_path)
+    skipped: dict[int, str] = {}
     scores = predict_dataset(model, run.val.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
-                             run.device, run.amp_dtype, run.dist, desc="tuning thresholds")
+                             run.device, run.amp_dtype, run.dist, desc="tuning thresholds", skipped=skipped)
+    keep = readable_rows(len(scores), skipped)
+    if run.dist.is_primary:
+        record_skipped_images(run.run_dir, "threshold tuning", None, skipped, run.val.filenames)
     source = cfg.val_csv or cfg.val_annotations or cfg.data or ""
-    entry = tune_checkpoint(checkpoint_info(ckpt), run.val.targets, scores, settings, f"{source} (validation split)",
-                            cfg.threshold)
+    entry = tune_checkpoint(checkpoint_info(ckpt), run.val.targets[keep], scores[keep], settings,
+                            f"{source} (validation split)", cfg.threshold)
     if run.dist.is_primary:
         save_checkpoint(with_thresholds(ckpt, entry), best_path)
     barrier(run.dist)

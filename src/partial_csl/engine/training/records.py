@@ -72,25 +72,6 @@ def write_metrics_csv(history: list[dict], path: Path) -> None:
         writer.writerows(history)
 
 
-SKIPPED_IMAGES = "skipped_images.csv"
-
-
-def record_skipped_images(run_dir: Path, stage: str, epoch: int, skipped: dict[int, str],
-                          filenames: list[str]) -> None:
-    """Add this epoch's unreadable training images to the run folder's skipped_images.csv (rewritten whole, atomically:
-    a kill leaves the old file or the new one) and say how many in the log."""
-    if not skipped:
-        return
-    path = run_dir / SKIPPED_IMAGES
-    header = ["stage", "epoch", "filename", "reason"]
-    rows = list(csv.reader(path.open(newline="", encoding="utf-8")))[1:] if path.is_file() else []
-    new = [[stage, str(epoch + 1), filenames[row], reason] for row, reason in sorted(skipped.items())]
-    with atomic_open(path, "w", newline="") as f:  # an epoch replayed after a kill is not listed twice
-        csv.writer(f).writerows([header, *rows, *(r for r in new if r not in rows)])
-    log.warning("%s epoch %d: %d training image(s) could not be read and were replaced by the next readable one; "
-                "they are named in %s", stage, epoch + 1, len(skipped), path)
-
-
 def append_epoch(run_dir: Path, history: list[dict], row: dict, writer, epochs: int, improved: bool) -> None:
     """Record the epoch ``row`` (already in ``history``): metrics.csv, TensorBoard and one log line."""
     write_metrics_csv(history, run_dir / "metrics.csv")

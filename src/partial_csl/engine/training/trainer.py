@@ -50,10 +50,11 @@ from ..setup.build import TrainingParts, build_training
 from ..setup.train_loader import steps_per_epoch
 from .embeddings import StageInputs, stage_inputs
 from .finish import check_run_settings, finish_training
-from .records import append_epoch, record_skipped_images, write_json, write_metrics_csv
+from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
 from .settings import check_settings
+from .unreadable import readable_rows, record_skipped_images
 
 log = logging.getLogger(__name__)
 
@@ -122,19 +123,25 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             "skipped": skipped}
 
 
-def evaluate(model: nn.Module, dataset, run: Run) -> dict:
-    """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of ``model`` on ``dataset``."""
+def evaluate(model: nn.Module, dataset, run: Run, skipped: dict[int, str]) -> dict:
+    """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of ``model`` on ``dataset``, without
+    the images that could not be read (added to ``skipped``)."""
     cfg, labels = run.cfg, run.labels
-    scores = predict_dataset(model, dataset, cfg.batch_size, cfg.workers, run.device, run.amp_dtype, run.dist)
-    return evaluate_predictions(dataset.targets.numpy(), scores, labels.class_names, labels.groups, labels.majority,
-                                cfg.threshold)
+    scores = predict_dataset(model, dataset, cfg.batch_size, cfg.workers, run.device, run.amp_dtype, run.dist,
+                             skipped=skipped)
+    keep = readable_rows(len(scores), skipped)
+    return evaluate_predictions(dataset.targets.numpy()[keep], scores[keep], labels.class_names, labels.groups,
+                                labels.majority, cfg.threshold)
 
 
 def _validate_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: str, epoch: int, stats: dict,
                     started: float) -> tuple[dict, dict, bool]:
     """Score the regular and EMA weights; returns (metrics row, the better report, whether it is the EMA's)."""
-    report = evaluate(inputs.view(parts.model), inputs.val, run)
-    report_ema = evaluate(inputs.view(parts.ema.module), inputs.val, run) if parts.ema is not None else None
+    skipped: dict[int, str] = {}
+    report = evaluate(inputs.view(parts.model), inputs.val, run, skipped)
+    report_ema = evaluate(inputs.view(parts.ema.module), inputs.val, run, skipped) if parts.ema is not None else None
+    if run.dist.is_primary:
+        record_skipped_images(run.run_dir, f"{stage} validation", epoch, skipped, run.val.filenames)
     use_ema = report_ema is not None and report_ema["mAP"] > report["mAP"]
     chosen = report_ema if use_ema else report
     row = {"stage": stage, "epoch": epoch + 1, "train_loss": round(stats["loss"], 6), "lr": stats["lr"],
@@ -182,7 +189,7 @@ def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: 
         stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
         skipped = merged_across_ranks(stats.pop("skipped"), run.dist)
         if run.dist.is_primary:
-            record_skipped_images(run.run_dir, stage, epoch, skipped, run.train.filenames)
+            record_skipped_images(run.run_dir, f"{stage} training", epoch, skipped, run.train.filenames)
         row, reports, use_ema = _validate_epoch(run, parts, inputs, stage, epoch, stats, started)
         run.history.append(row)
         improved = reports["chosen"]["mAP"] > progress.best_metric
@@ -217,11 +224,15 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
     prior_run, holdout = prior_stage_run(run, derive_seed(cfg.seed, STAGES.index("prior"), 20_000))
     best_path, progress = fit(prior_run, "prior", cfg.prior_epochs or cfg.epochs, None, stage_dir)
     model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm, source=best_path)
+    skipped: dict[int, str] = {}
     probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
-                            run.device, run.amp_dtype, run.dist, desc="estimating priors")
+                            run.device, run.amp_dtype, run.dist, desc="estimating priors", skipped=skipped)
+    keep = readable_rows(len(probs), skipped)
+    if run.dist.is_primary:
+        record_skipped_images(run.run_dir, "prior estimate", None, skipped, run.train.filenames)
     groups = list(labels.groups.values()) if labels.groups else None
-    priors, details = priors_from_probabilities(probs, run.train.targets, cfg.prior_estimate, groups, holdout,
-                                                labels.class_names)
+    priors, details = priors_from_probabilities(probs[keep], run.train.targets[keep], cfg.prior_estimate, groups,
+                                                None if holdout is None else holdout[keep], labels.class_names)
     if run.dist.is_primary:
         quality = prior_quality_report(priors, run.train.targets, labels.class_names, labels.true_frequency,
                                        details["mean_posterior"])
