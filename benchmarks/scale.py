@@ -98,7 +98,10 @@ class LabelsOnly(Dataset):
 
 
 def peak_rss_mib() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+    """This process's peak resident memory since it started (VmHWM). Not getrusage's ru_maxrss: Linux carries that
+    across fork and exec, so a child started by a large parent would report the parent's size."""
+    status = Path("/proc/self/status").read_text()
+    return int(status.split("VmHWM:")[1].split()[0]) / 1024  # kB
 
 
 def current_rss_mib() -> float:

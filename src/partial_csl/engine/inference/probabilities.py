@@ -92,7 +92,7 @@ def _predict_readable(model: nn.Module, dataset: Dataset, batch_size: int, worke
 
 
 def predict_dataset(model: nn.Module, dataset: Dataset, batch_size: int, workers: int, device: torch.device,
-                    amp_dtype: torch.dtype | None, info: DistInfo | None = None, desc: str = "evaluating",
+                    amp_dtype: torch.dtype | None, *, info: DistInfo | None = None, desc: str = "evaluating",
                     skipped: dict[int, str] | None = None) -> np.ndarray:
     """Probabilities (N, C) of the whole ``dataset``; under DDP each rank predicts its shard and all gather.
 

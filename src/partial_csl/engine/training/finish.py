@@ -42,7 +42,7 @@ def tune_best_checkpoint(run: Run, best_path: Path, settings: ThresholdSettings)
     model = model_from_checkpoint(ckpt, run.device, cfg.norm, source=best_path)
     skipped: dict[int, str] = {}
     scores = predict_dataset(model, run.val.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
-                             run.device, run.amp_dtype, run.dist, desc="tuning thresholds", skipped=skipped)
+                             run.device, run.amp_dtype, info=run.dist, desc="tuning thresholds", skipped=skipped)
     keep = readable_rows(len(scores), skipped)
     if run.dist.is_primary:
         record_skipped_images(run.run_dir, "threshold tuning", None, skipped, run.val.filenames)

@@ -1,4 +1,4 @@
-"""Training: ``train_one_epoch`` and ``evaluate``, composed by ``fit`` into a stage and by ``run_training`` into a run.
+"""Training: ``train_one_epoch`` and ``validate_epoch``, composed by ``fit`` into a stage, ``run_training`` a run.
 
 A ``selective`` run without ``--prior_path`` has two stages, in one command (CSL's workflow):
 
@@ -29,7 +29,6 @@ from torch import nn
 from tqdm import tqdm
 
 from ...losses import MultiTaskLoss
-from ...metrics import evaluate_predictions
 from ...prior_estimates import priors_from_probabilities
 from ...priors import load_priors, prior_quality_report, save_priors
 from ..checkpoint import (
@@ -46,9 +45,10 @@ from ..config import TrainConfig, derive_seed, resolve_device, seed_everything
 from ..distributed import barrier, init_distributed, mean_across_ranks, merged_across_ranks
 from ..inference.probabilities import predict_dataset
 from ..setup.architectures import resolve_auto
-from ..setup.build import TrainingParts, build_training
+from ..setup.build import build_training
 from ..setup.train_loader import steps_per_epoch
-from .embeddings import StageInputs, stage_inputs
+from .embeddings import stage_inputs
+from .epoch_validation import validate_epoch
 from .finish import check_run_settings, finish_training
 from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
@@ -123,39 +123,6 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             "skipped": skipped}
 
 
-def evaluate(model: nn.Module, dataset, run: Run, skipped: dict[int, str]) -> dict:
-    """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of ``model`` on ``dataset``, without
-    the images that could not be read (added to ``skipped``)."""
-    cfg, labels = run.cfg, run.labels
-    scores = predict_dataset(model, dataset, cfg.batch_size, cfg.workers, run.device, run.amp_dtype, run.dist,
-                             skipped=skipped)
-    keep = readable_rows(len(scores), skipped)
-    return evaluate_predictions(dataset.targets.numpy()[keep], scores[keep], labels.class_names, labels.groups,
-                                labels.majority, cfg.threshold)
-
-
-def _validate_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: str, epoch: int, stats: dict,
-                    started: float) -> tuple[dict, dict, bool]:
-    """Score the regular and EMA weights; returns (metrics row, the better report, whether it is the EMA's)."""
-    skipped: dict[int, str] = {}
-    report = evaluate(inputs.view(parts.model), inputs.val, run, skipped)
-    report_ema = evaluate(inputs.view(parts.ema.module), inputs.val, run, skipped) if parts.ema is not None else None
-    if run.dist.is_primary:
-        record_skipped_images(run.run_dir, f"{stage} validation", epoch, skipped, run.val.filenames)
-    use_ema = report_ema is not None and report_ema["mAP"] > report["mAP"]
-    chosen = report_ema if use_ema else report
-    row = {"stage": stage, "epoch": epoch + 1, "train_loss": round(stats["loss"], 6), "lr": stats["lr"],
-           "val_mAP": round(report["mAP"], 4), "val_mAP_ema": round(report_ema["mAP"], 4) if report_ema else "",
-           "val_mAP_unknown_as_negative": round(chosen["mAP_unknown_as_negative"], 4)}
-    for name, acc in chosen.get("accuracy_per_attribute", {}).items():
-        row[f"acc_{name}"] = round(acc, 4)
-    if isinstance(parts.criterion, MultiTaskLoss):
-        row.update({f"weight_{g}": round(w, 6) for g, w in zip(run.labels.schema.group_names,
-                                                                parts.criterion.task_weights())})
-    row["seconds"] = round(time.time() - started, 1)
-    return row, {"regular": report, "chosen": chosen}, use_ema
-
-
 def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: Path) -> tuple[Path, StageProgress]:
     """Train one model under ``run.cfg`` for ``epochs``; resumes from ``stage_dir/checkpoints/last.pt``.
     Returns the stage's best checkpoint and its progress (best metric, which weights)."""
@@ -190,7 +157,7 @@ def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: 
         skipped = merged_across_ranks(stats.pop("skipped"), run.dist)
         if run.dist.is_primary:
             record_skipped_images(run.run_dir, f"{stage} training", epoch, skipped, run.train.filenames)
-        row, reports, use_ema = _validate_epoch(run, parts, inputs, stage, epoch, stats, started)
+        row, reports, use_ema = validate_epoch(run, parts, inputs, stage, epoch, stats, started)
         run.history.append(row)
         improved = reports["chosen"]["mAP"] > progress.best_metric
         progress.epoch = epoch
@@ -226,7 +193,7 @@ def _prior_stage(run: Run) -> tuple[np.ndarray, str]:
     model = model_from_checkpoint(load_checkpoint(best_path), run.device, cfg.norm, source=best_path)
     skipped: dict[int, str] = {}
     probs = predict_dataset(model, run.train.dataset(run.data_config, train=False), cfg.batch_size, cfg.workers,
-                            run.device, run.amp_dtype, run.dist, desc="estimating priors", skipped=skipped)
+                            run.device, run.amp_dtype, info=run.dist, desc="estimating priors", skipped=skipped)
     keep = readable_rows(len(probs), skipped)
     if run.dist.is_primary:
         record_skipped_images(run.run_dir, "prior estimate", None, skipped, run.train.filenames)

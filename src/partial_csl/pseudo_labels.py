@@ -1,0 +1,113 @@
+"""Teacher pseudo-labels for the unknown entries (``--pseudo-labels``): learn from the unknowns, not only around them.
+
+Every loss here decides how to *weigh* an unknown label. With pseudo-labels a teacher (the EMA model) predicts on an
+un-augmented view of the batch, and the unknown entries it is sure of become hard targets of the student's
+(augmented) view, for whatever loss the run trains with. Known entries are never changed. Per class:
+
+* a pseudo-positive needs ``p >= positive threshold``, and an image gets at most ``cap`` of them (its expected
+  number of positives among its unknown classes, from the class frequencies), the most confident first;
+* a pseudo-negative needs ``p <= negative threshold``;
+* for attribute data, an unknown attribute (all its classes unknown) becomes the one-hot of the teacher's choice
+  when that choice clears its class's positive threshold: the per-attribute softmax target.
+
+The thresholds are calibrated per class on the validation split's verified labels (:func:`calibrate_thresholds`):
+the lowest score whose predictions above it are right at least ``precision`` of the time, and the highest score
+whose predictions below it are negatives at least ``negative_precision`` of the time. A rare class thus gets its own
+threshold instead of drowning under a common class's, and a class the teacher cannot yet separate gets none.
+Everything is plain arrays and tensors: the trainer (:mod:`partial_csl.engine.training.pseudo`) runs the teacher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+UNKNOWN = -1
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Per-class thresholds (C,): ``positive`` (inf: no pseudo-positive) and ``negative`` (-inf: no
+    pseudo-negative)."""
+
+    positive: np.ndarray
+    negative: np.ndarray
+
+    def summary(self) -> str:
+        pos, neg = np.isfinite(self.positive), np.isfinite(self.negative)
+        return (f"{pos.sum()}/{len(pos)} classes may get pseudo-positives (median threshold "
+                f"{np.median(self.positive[pos]) if pos.any() else float('nan'):.3f}), {neg.sum()} pseudo-negatives "
+                f"(median {np.median(self.negative[neg]) if neg.any() else float('nan'):.3f})")
+
+
+def _lowest_reliable_score(scores: np.ndarray, correct: np.ndarray, precision: float, min_support: int) -> float:
+    """The lowest s such that, of the entries scoring at least s (taken from the highest down), at least
+    ``precision`` are ``correct`` and there are at least ``min_support``; nan when there is none. Ties are taken
+    together: a threshold cannot split entries of equal score."""
+    order = np.argsort(-scores, kind="stable")
+    ranked, right = scores[order], np.cumsum(correct[order])
+    counts = np.arange(1, len(ranked) + 1)
+    tie_end = np.r_[ranked[1:] != ranked[:-1], True]  # the last entry of each group of equal scores
+    ok = tie_end & (counts >= min_support) & (right >= precision * counts)
+    return float(ranked[np.flatnonzero(ok)[-1]]) if ok.any() else float("nan")
+
+
+def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray, precision: float = 0.9,
+                         negative_precision: float = 0.99, min_support: int = 5) -> Thresholds:
+    """Per-class thresholds from the teacher's ``scores`` (N, C) on labelled data ``targets`` (N, C; -1 unknown,
+    left out): see the module docstring. A class with fewer than ``min_support`` reliable predictions either way
+    gets no threshold on that side."""
+    classes = scores.shape[1]
+    positive, negative = np.full(classes, np.inf), np.full(classes, -np.inf)
+    for c in range(classes):
+        known = targets[:, c] != UNKNOWN
+        s, t = scores[known, c].astype(np.float64), targets[known, c]
+        if len(s) == 0:
+            continue
+        high = _lowest_reliable_score(s, t == 1, precision, min_support)
+        low = -_lowest_reliable_score(-s, t == 0, negative_precision, min_support)  # from the lowest score up
+        positive[c] = high if np.isfinite(high) else np.inf
+        negative[c] = low if np.isfinite(low) else -np.inf
+    overlap = negative >= positive  # cannot happen with sensible precisions; a class would be both: neither
+    positive[overlap], negative[overlap] = np.inf, -np.inf
+    return Thresholds(positive, negative)
+
+
+def positive_caps(targets: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:
+    """Per image (B,): the expected number of positives among its unknown classes (the class ``frequencies``
+    summed over them), rounded to the nearest whole number."""
+    expected = ((targets == UNKNOWN).float() * frequencies).sum(dim=1)
+    return torch.floor(expected + 0.5).long()
+
+
+def _top_per_row(mask: torch.Tensor, margin: torch.Tensor, caps: torch.Tensor) -> torch.Tensor:
+    """``mask`` keeping, in each row, only its ``caps[row]`` entries of largest ``margin``."""
+    margin = margin.masked_fill(~mask, float("-inf"))
+    order = margin.argsort(dim=1, descending=True, stable=True)
+    rank = torch.empty_like(order)
+    rank.scatter_(1, order, torch.arange(mask.shape[1], device=mask.device).expand_as(order))
+    return mask & (rank < caps[:, None])
+
+
+def pseudo_targets(probs: torch.Tensor, targets: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor,
+                   caps: torch.Tensor, groups: list[list[int]] | None = None) -> torch.Tensor:
+    """``targets`` (B, C) with the unknown entries the teacher's ``probs`` are sure of filled in (see the module
+    docstring): ``positive`` / ``negative`` are the per-class thresholds (C,), ``caps`` the pseudo-positives allowed
+    per image (B,), ``groups`` the class indices of each attribute (their classes follow the one-hot rule)."""
+    new = targets.clone()
+    grouped = torch.zeros(targets.shape[1], dtype=torch.bool, device=targets.device)
+    for group in groups or []:
+        index = torch.as_tensor(group, device=targets.device)
+        grouped[index] = True
+        confidence, choice = probs[:, index].max(dim=1)
+        fill = (targets[:, index] == UNKNOWN).all(dim=1) & (confidence >= positive[index][choice])
+        one_hot = torch.nn.functional.one_hot(choice, len(group)).to(new.dtype)
+        new[:, index] = torch.where(fill[:, None], one_hot, new[:, index])
+    free = (targets == UNKNOWN) & ~grouped
+    pos = _top_per_row(free & (probs >= positive), probs - positive, caps)
+    neg = free & (probs <= negative) & ~pos
+    new[pos] = 1
+    new[neg] = 0
+    return new

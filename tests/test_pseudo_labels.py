@@ -1,0 +1,79 @@
+"""Teacher pseudo-labels: hand-computed targets from a fixed teacher output, the thresholds and the cap, and never a
+pseudo-label on a known entry."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from partial_csl.pseudo_labels import calibrate_thresholds, positive_caps, pseudo_targets
+
+INF = float("inf")
+
+
+def test_thresholds_are_the_lowest_score_reaching_the_precision_per_class():
+    # class 0, from the top: 0.9 +, 0.8 +, 0.7 -, 0.6 +, 0.5 +, 0.2 -, 0.1 -
+    # precision at each cut: 1, 1, 2/3, 3/4, 4/5, 4/6, 4/7 -> at >= 0.75 with >= 2 predictions: the cut at 0.5 (0.8)
+    scores = np.array([[0.9], [0.8], [0.7], [0.6], [0.5], [0.2], [0.1], [0.95]])
+    targets = np.array([[1], [1], [0], [1], [1], [0], [0], [-1]])  # the unknown 0.95 is left out
+    got = calibrate_thresholds(scores, targets, precision=0.75, negative_precision=1.0, min_support=2)
+    assert got.positive.tolist() == [0.5]
+    # from the bottom: 0.1 -, 0.2 -, 0.5 + -> all negatives up to 0.2 (two of them): the negative threshold is 0.2
+    assert got.negative.tolist() == [0.2]
+
+
+def test_a_class_the_teacher_cannot_separate_gets_no_threshold_and_ties_are_not_split():
+    scores = np.array([[0.5, 0.7], [0.5, 0.7], [0.5, 0.3], [0.5, 0.3]])
+    targets = np.array([[1, 1], [0, 1], [1, 0], [0, 1]])
+    got = calibrate_thresholds(scores, targets, precision=0.9, negative_precision=0.9, min_support=1)
+    assert got.positive[0] == INF and got.negative[0] == -INF  # four equal scores, half right: no cut reaches 0.9
+    assert got.positive[1] == 0.7  # the tie at 0.7 is taken whole: 2 of 2 right
+    assert got.negative[1] == -INF  # the tie at 0.3 holds a positive: 1 of 2
+
+
+def test_caps_are_the_expected_positives_among_the_unknown_classes():
+    targets = torch.tensor([[-1, -1, -1], [1, -1, 0], [0, 0, 0]])
+    frequencies = torch.tensor([0.5, 0.4, 0.7])
+    assert positive_caps(targets, frequencies).tolist() == [2, 0, 0]  # 1.6 -> 2, 0.4 -> 0, no unknown -> 0
+
+
+def test_pseudo_targets_by_hand():
+    probs = torch.tensor([[0.95, 0.90, 0.02, 0.50],
+                          [0.99, 0.10, 0.01, 0.97],
+                          [0.96, 0.97, 0.98, 0.01]])
+    targets = torch.tensor([[-1, -1, -1, -1],
+                            [0, -1, -1, 1],  # known entries stay as they are, whatever the teacher says
+                            [-1, -1, -1, -1]])
+    positive = torch.tensor([0.9, 0.85, 0.95, INF])
+    negative = torch.tensor([0.05, 0.2, 0.05, -INF])
+    caps = torch.tensor([2, 2, 1])
+    got = pseudo_targets(probs, targets, positive, negative, caps)
+    assert got.tolist() == [[1, 1, 0, -1],  # 0.95 and 0.90 clear their thresholds; 0.02 is a sure negative
+                            [0, 0, 0, 1],
+                            [-1, 1, -1, -1]]  # cap 1: the largest margin over its threshold (0.97 - 0.85) wins
+
+
+def test_an_unknown_attribute_becomes_the_one_hot_of_a_confident_teacher():
+    probs = torch.tensor([[0.7, 0.2, 0.1, 0.6, 0.4],
+                          [0.4, 0.3, 0.3, 0.9, 0.1],
+                          [0.1, 0.1, 0.8, 0.5, 0.5]])
+    targets = torch.tensor([[-1, -1, -1, 1, 0],
+                            [-1, -1, -1, -1, -1],
+                            [0, 0, 1, -1, -1]])
+    positive = torch.tensor([0.6, 0.6, 0.6, 0.8, 0.8])
+    negative = torch.full((5,), 0.5)  # grouped classes follow the one-hot rule only: no separate negatives
+    got = pseudo_targets(probs, targets, positive, negative, torch.tensor([5, 5, 5]), groups=[[0, 1, 2], [3, 4]])
+    assert got.tolist() == [[1, 0, 0, 1, 0],  # attribute 1 filled; attribute 2 was known
+                            [-1, -1, -1, 1, 0],  # 0.4 is below 0.6: attribute 1 stays unknown
+                            [0, 0, 1, -1, -1]]  # 0.5 is below 0.8
+
+
+def test_no_known_entry_is_ever_changed():
+    rng = torch.Generator().manual_seed(0)
+    probs = torch.rand(64, 12, generator=rng)
+    targets = torch.randint(-1, 2, (64, 12), generator=rng)
+    got = pseudo_targets(probs, targets, torch.full((12,), 0.3), torch.full((12,), 0.2),
+                         torch.full((64,), 12), groups=[[0, 1, 2], [3, 4]])
+    known = targets != -1
+    assert torch.equal(got[known], targets[known])
+    assert (got[~known] != -1).any()
