@@ -183,6 +183,19 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
     add("la_tau", type=float, help="logit adjustment: tau")
 
 
+def _pseudo_label_options(p: argparse.ArgumentParser) -> None:
+    add = _adder(p.add_argument_group("teacher pseudo-labels for the unknown labels (main stage; default: off)"))
+    add("pseudo_labels", action="store_true",
+        help="the EMA model, shown the un-augmented view, labels the unknown entries it is sure of for the "
+             "augmented view (per-class thresholds from the validation labels, at most the expected positives per "
+             "image, one-hot for an unknown attribute); with any loss and architecture")
+    add("pseudo_warmup", type=int, help="epochs before the first pseudo-label")
+    add("pseudo_precision", type=float, help="a class's positive threshold: the lowest teacher score above which "
+                                             "its validation predictions are right this share of the time")
+    add("pseudo_negative_precision", type=float, help="a class's negative threshold: the highest score below which "
+                                                      "this share of its validation labels are negatives")
+
+
 def _run_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("run"))
     add("output_dir", help="run folder (default outputs/<model>-<mode>-<time>)")
@@ -208,7 +221,8 @@ def _threshold_options(p: argparse.ArgumentParser) -> None:
 def get_args_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=HelpFormatter)
     p.add_argument(CONFIG_FLAG, help="YAML or JSON file of settings (a run's config.json too); flags override it")
-    for options in (_data_options, _model_options, _optim_options, _loss_options, _threshold_options, _run_options):
+    for options in (_data_options, _model_options, _optim_options, _loss_options, _pseudo_label_options,
+                    _threshold_options, _run_options):
         options(p)
     return p
 

@@ -12,7 +12,7 @@ labels, and the CSL recipe squishes), so timm's ``crop_pct`` is recorded but not
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 
 import timm
@@ -105,6 +105,17 @@ def build_transform(data_config: DataConfig, train: bool, augment: str = "csl") 
         steps += [T.RandomHorizontalFlip(), T.RandomAffine(degrees=5, translate=(0.05, 0.05))]
     steps += [T.ToTensor(), T.Normalize(data_config.mean, data_config.std)]
     return T.Compose(steps)
+
+
+class TwoViews:
+    """(student view, teacher view) of one image: the training augmentation and the un-augmented view a teacher
+    labels (``--pseudo-labels``)."""
+
+    def __init__(self, student: Callable, teacher: Callable):
+        self.student, self.teacher = student, teacher
+
+    def __call__(self, img):
+        return self.student(img), self.teacher(img)
 
 
 def build_strong_transform(data_config: DataConfig) -> T.Compose:

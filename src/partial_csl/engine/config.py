@@ -90,6 +90,11 @@ class TrainConfig(DeclaredSettings):
     prior_loss: str = "bce"  # the prior stage's own loss (ignore mode): none of the main stage's focusing
     prior_holdout: float = 0.2  # em: share of each class's annotated labels the prior model calibrates on, unseen
     expected_positives: float | None = None  # epr/role: positives per image (None: estimated from the labels)
+    # teacher pseudo-labels for the unknown entries (partial_csl.pseudo_labels)
+    pseudo_labels: bool = False
+    pseudo_warmup: int = 2  # epochs before the first pseudo-label
+    pseudo_precision: float = 0.9  # per-class positive thresholds reach this precision on the validation labels
+    pseudo_negative_precision: float = 0.99  # ... and negative thresholds this share of true negatives
     # class imbalance (partial_csl.losses.imbalance), from the known training labels only
     class_weights: str = "none"  # none or effective_number (Cui et al. 2019) on positive terms / per-class CE
     cb_beta: float = 0.999

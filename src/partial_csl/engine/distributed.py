@@ -67,6 +67,15 @@ def mean_across_ranks(value: float, count: int, info: DistInfo) -> float:
     return float(tensor[0] / tensor[1])
 
 
+def sum_across_ranks(values: list[float], info: DistInfo) -> list[float]:
+    """Each value summed over the ranks (on every rank)."""
+    if not info.enabled:
+        return values
+    tensor = torch.tensor(values, dtype=torch.float64)
+    dist.all_reduce(tensor)
+    return tensor.tolist()
+
+
 def merged_across_ranks(mapping: dict, info: DistInfo) -> dict:
     """The union of every rank's ``mapping`` (on every rank)."""
     if not info.enabled:

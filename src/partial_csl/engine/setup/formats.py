@@ -100,6 +100,7 @@ def coco_data(cfg: TrainConfig, run_dir: Path) -> tuple[LabelSpace, LabelledImag
     if cfg.simulate_partial_type:
         full = train.targets
         train.targets = simulate_partial(full, cfg.simulate_partial_type, cfg.simulate_partial_param, cfg.seed)
+        train.truth = full
         true_frequency = full.mean(axis=0)
         _write_simulation(run_dir, train, full, class_names, cfg)
     return LabelSpace(class_names, None, _count_positives(train.targets), true_frequency), train, val

@@ -63,6 +63,7 @@ class LabelledImages:
     values: np.ndarray | None = None
     class_groups: dict[str, list[int]] | None = None  # groups the report gives a mean AP each (LVIS: r / c / f)
     cache: ImageCache | None = field(default=None, repr=False)  # see cache_images
+    truth: np.ndarray | None = field(default=None, repr=False)  # (N, C) full labels of simulated partial labels
 
     def __len__(self) -> int:
         return len(self.filenames)

@@ -24,7 +24,7 @@ from ...data.sampling import (
     repeat_factors,
     sampling_weights,
 )
-from ...data.transforms import DataConfig, build_strong_transform
+from ...data.transforms import DataConfig, TwoViews, build_strong_transform, build_transform
 from ...reports.distribution import write_distribution
 from ..config import TrainConfig
 from ..distributed import DistInfo, ShardedShuffleSampler
@@ -102,8 +102,12 @@ def train_loader(cfg: TrainConfig, train: LabelledImages, data_config: DataConfi
     """This epoch's loader: seeded shuffling or weighted draws (repeats get a stronger augmentation), this rank's
     shard of every global batch."""
     dataset = train.dataset(data_config, train=True, augment=cfg.augment)
+    strong = build_strong_transform(data_config)
+    if cfg.pseudo_labels:  # the teacher's view beside each training view
+        teacher_view = build_transform(data_config, train=False)
+        dataset.transform, strong = TwoViews(dataset.transform, teacher_view), TwoViews(strong, teacher_view)
     if weights is not None:
-        dataset = RepeatAwareDataset(dataset, build_strong_transform(data_config))
+        dataset = RepeatAwareDataset(dataset, strong)
     return make_loader(IndexedDataset(dataset), cfg.batch_size, cfg.workers, train=True, seed=seed,
                        sampler=_sampler(len(train), weights, seed, info, cfg.sampler_replacement),
                        collate_fn=collate_training)

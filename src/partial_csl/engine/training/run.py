@@ -99,7 +99,7 @@ def prior_stage_run(run: Run, seed: int) -> tuple[Run, np.ndarray | None]:
              calibration)
     # the prior model estimates the natural class frequencies: no class weights or logit adjustment
     prior_cfg = dataclasses.replace(cfg, loss=cfg.prior_loss, partial_loss_mode="ignore", class_weights="none",
-                                    logit_adjust="none")
+                                    logit_adjust="none", pseudo_labels=False)  # nor its own guesses as labels
     return dataclasses.replace(run, cfg=prior_cfg, train=train), holdout
 
 

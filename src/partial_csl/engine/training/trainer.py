@@ -45,11 +45,12 @@ from ..config import TrainConfig, derive_seed, resolve_device, seed_everything
 from ..distributed import barrier, init_distributed, mean_across_ranks, merged_across_ranks
 from ..inference.probabilities import predict_dataset
 from ..setup.architectures import resolve_auto
-from ..setup.build import build_training
+from ..setup.build import TrainingParts, build_training
 from ..setup.train_loader import steps_per_epoch
-from .embeddings import stage_inputs
+from .embeddings import StageInputs, stage_inputs
 from .epoch_validation import validate_epoch
 from .finish import check_run_settings, finish_training
+from .pseudo import PseudoLabeller, pseudo_labeller
 from .records import append_epoch, write_json, write_metrics_csv
 from .run import Run, prior_stage_run, start_run, uses_prior_stage
 from .run_folder import claim_run_folder
@@ -73,12 +74,14 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
                     scheduler, device: torch.device, *, epoch: int, stage: str, ema: ModelEmaV3 | None,
                     scaler: torch.amp.GradScaler, amp_dtype: torch.dtype | None, grad_clip: float,
                     regulariser: Callable[[], torch.Tensor] | None = None,
-                    on_step: Callable[[], None] | None = None) -> dict:
+                    on_step: Callable[[], None] | None = None, relabel: Callable | None = None) -> dict:
     """One pass over ``loader``; returns {'loss': mean per-sample loss, 'lr', 'steps', 'samples', 'skipped': {row:
     reason} of the images the loader could not read and replaced}.
 
-    ``on_step`` is called after every step: the run's clock (:class:`.records.RunClock`), which also stops the run
-    as if killed after ``--stop-after-steps`` (how the tests crash a run at a chosen step).
+    ``relabel(teacher view, targets, sample rows) -> targets`` fills in pseudo-labels (:mod:`.pseudo`); a batch of
+    two views (student, teacher) trains on the first. ``on_step`` is called after every step: the run's clock
+    (:class:`.records.RunClock`), which also stops the run as if killed after ``--stop-after-steps`` (how the tests
+    crash a run at a chosen step).
     """
     model.train()
     total, seen, steps, skipped = 0.0, 0, 0, {}
@@ -86,7 +89,10 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
     for images, targets, *indices in bar:  # sample indices, skipped images: see partial_csl.engine.setup.train_loader
         if len(indices) > 1:
             skipped.update(indices.pop())
+        images, teacher_view = images if isinstance(images, (list, tuple)) else (images, images)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
+        if relabel is not None:  # --pseudo-labels: the teacher labels unknowns it is sure of
+            targets = relabel(teacher_view, targets, indices[0] if indices else None)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             logits = model(images)  # (B, C); the loss applies the sigmoid/softmax itself, in float32
         if getattr(criterion, "uses_sample_index", False):
@@ -123,6 +129,28 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             "skipped": skipped}
 
 
+def _train_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: str, epoch: int,
+                 labeller: PseudoLabeller | None) -> dict:
+    """One epoch of training with its bookkeeping: the loss averaged over ranks, the skipped images recorded, the
+    pseudo-label counts."""
+    if hasattr(parts.criterion, "set_epoch"):  # the schedules of SPLC and the large-loss methods
+        parts.criterion.set_epoch(epoch)
+    stats = train_one_epoch(inputs.step_model, inputs.loader(derive_seed(run.cfg.seed, STAGES.index(stage), epoch)),
+                            parts.criterion, parts.optimizer, parts.scheduler, run.device, epoch=epoch, stage=stage,
+                            ema=parts.ema, scaler=parts.scaler, amp_dtype=run.amp_dtype, grad_clip=run.cfg.grad_clip,
+                            regulariser=parts.regulariser, on_step=run.clock.step,
+                            relabel=labeller.relabel if labeller is not None and labeller.active(epoch) else None)
+    if isinstance(parts.criterion, MultiTaskLoss):
+        parts.criterion.end_epoch()
+    stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
+    skipped = merged_across_ranks(stats.pop("skipped"), run.dist)
+    if run.dist.is_primary:
+        record_skipped_images(run.run_dir, f"{stage} training", epoch, skipped, run.train.filenames)
+    if labeller is not None:
+        stats["pseudo_labels"] = labeller.epoch_row(run.dist)
+    return stats
+
+
 def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: Path) -> tuple[Path, StageProgress]:
     """Train one model under ``run.cfg`` for ``epochs``; resumes from ``stage_dir/checkpoints/last.pt``.
     Returns the stage's best checkpoint and its progress (best metric, which weights)."""
@@ -139,25 +167,17 @@ def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: 
             write_metrics_csv(run.history, run.run_dir / "metrics.csv")
         log.info("resumed stage %r from %s at epoch %d", stage, last_path, progress.epoch + 2)
     inputs = stage_inputs(run, parts)
+    labeller = pseudo_labeller(run, inputs, parts, stage, resumed_after=progress.epoch)
     for epoch in tqdm(range(progress.epoch + 1, epochs), desc=f"{stage} stage", unit="epoch",
                       initial=progress.epoch + 1, total=epochs, disable=None if run.dist.is_primary else True):
         epoch_seed = derive_seed(cfg.seed, STAGES.index(stage), epoch)
         run.clock.start_epoch(stage, epoch + 1)
         seed_everything(epoch_seed)
         started = time.time()
-        if hasattr(parts.criterion, "set_epoch"):  # the schedules of SPLC and the large-loss methods
-            parts.criterion.set_epoch(epoch)
-        stats = train_one_epoch(inputs.step_model, inputs.loader(epoch_seed), parts.criterion, parts.optimizer,
-                                parts.scheduler, run.device, epoch=epoch, stage=stage, ema=parts.ema,
-                                scaler=parts.scaler, amp_dtype=run.amp_dtype, grad_clip=cfg.grad_clip,
-                                regulariser=parts.regulariser, on_step=run.clock.step)
-        if isinstance(parts.criterion, MultiTaskLoss):
-            parts.criterion.end_epoch()
-        stats["loss"] = mean_across_ranks(stats["loss"], stats["samples"], run.dist)
-        skipped = merged_across_ranks(stats.pop("skipped"), run.dist)
-        if run.dist.is_primary:
-            record_skipped_images(run.run_dir, f"{stage} training", epoch, skipped, run.train.filenames)
+        stats = _train_epoch(run, parts, inputs, stage, epoch, labeller)
         row, reports, use_ema = validate_epoch(run, parts, inputs, stage, epoch, stats, started)
+        if labeller is not None:
+            labeller.calibrate(reports["teacher_scores"], run.val.targets, epoch)
         run.history.append(row)
         improved = reports["chosen"]["mAP"] > progress.best_metric
         progress.epoch = epoch
