@@ -1,6 +1,6 @@
 """The attribute default, end to end, on several attribute datasets of different construction; resumable.
 
-    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 2 recipes x 3 seeds (~3.5 CPU-hours, fp32)
+    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 3 recipes x 3 seeds (~6 CPU-hours, fp32)
     .venv/bin/python benchmarks/end_to_end.py --quick    # a smoke test of the machinery (CI)
 
 Every cell trains a whole network as a user would, with ``make demo``'s flags (64 px, batch 32, lr 5e-4, light
@@ -42,6 +42,7 @@ CSL = dict(arch="csl", partial_loss_mode="selective", gamma_pos=0.0, gamma_neg=1
 RECIPES = {  # row: train.py settings on top of the demo's flags
     "default (--arch auto: per-attribute heads, balanced softmax)": {},
     "CSL (ignore-mode prior stage, then selective)": CSL,
+    "default + teacher pseudo-labels (--pseudo-labels)": dict(pseudo_labels=True),
 }
 DATASETS = {  # name: builder(out_dir, num_images, source) -> attributes.csv; the last is the held-out one
     "demo": lambda out, n, source: build_demo_dataset(out, num_images=n, seed=0, source=source),

@@ -113,7 +113,11 @@ def timed(stages: dict, name: str, work: Callable):
     started = time.perf_counter()
     result = work()
     stages[name] = time.perf_counter() - started
+    peaks[name] = peak_rss_mib()  # the peak so far: where it first reaches its final value is the stage to blame
     return result
+
+
+peaks: dict[str, float] = {}
 
 
 def one_epoch_seconds(train: SparseTargets) -> float:
@@ -145,12 +149,13 @@ def measure(path: Path, num_classes: int) -> dict:
     train, val = timed(stages, "split", lambda: (store.subset(order[len(order) // 10:]),
                                                  store.subset(order[:len(order) // 10])))
     stages["epoch"] = one_epoch_seconds(train)
+    peaks["epoch"] = peak_rss_mib()
     timed(stages, "priors", lambda: class_frequencies(train))
     scores = np.random.default_rng(1).random(val.codes.nnz, dtype=np.float32)
     ap = timed(stages, "metrics", lambda: ap_of_entries(val.codes.indices, scores,
                                                         val.codes.data == POSITIVE_CODE, val.shape[1]))
     images, classes = store.shape
-    return {"images": images, "classes": classes, "rows": store.codes.nnz, "seconds": stages,
+    return {"images": images, "classes": classes, "rows": store.codes.nnz, "seconds": stages, "peak_after": peaks,
             "rows_per_s": store.codes.nnz / stages["parse"], "peak_rss_mib": peak_rss_mib(),
             "start_rss_mib": before,
             "labels_mib": store.nbytes() / 2**20, "dense_int64_gib": images * classes * 8 / 2**30,

@@ -106,12 +106,14 @@ def _row_problems(frame: pd.DataFrame, lines: np.ndarray, allowed: list[str] | N
 
 
 def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], class_names: list[str] | None,
-            columns: tuple[str, ...]) -> tuple[LongLabels, np.ndarray, list[BadRow]]:
-    """The labels of the rows without problems, each image's first line, and the duplicate problems."""
+            columns: tuple[str, ...], image_suffix: str) -> tuple[LongLabels, np.ndarray, list[BadRow]]:
+    """The labels of the rows without problems (an image's file: its name plus ``image_suffix``), each image's first
+    line, and the duplicate problems."""
     bad = np.zeros(len(frame), dtype=bool)
     bad[np.searchsorted(lines, [p.line for p in problems]).astype(np.int64)] = True
     image_codes, images = pd.factorize(frame[FILENAME_COLUMN], sort=False)  # images in the order they first appear
     label_codes, labels = pd.factorize(frame["label"], sort=False)
+    image_codes, label_codes = image_codes.astype(np.int32), label_codes.astype(np.int32)  # half the memory
     values = _per_value(frame["value"], lambda v: v == "1").astype(np.int8)
     usable = np.flatnonzero(~bad) if bad.any() else slice(None)  # a slice: no copies of tens of millions of rows
     keys = image_codes[usable].astype(np.int64) * max(len(labels), 1) + label_codes[usable]
@@ -123,8 +125,8 @@ def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], clas
                               shape=(len(images), len(classes)), dtype=np.int8)  # 2 positive, 1 negative
     first_lines = np.full(len(images), -1, dtype=np.int64)
     first_lines[image_codes[::-1]] = lines[::-1]
-    return (LongLabels(images.to_numpy(dtype=object).tolist(), SparseTargets(codes), classes), first_lines,
-            duplicates)
+    filenames = (images.astype(str) + image_suffix).tolist()  # one Python string per image, not per row
+    return LongLabels(filenames, SparseTargets(codes), classes), first_lines, duplicates
 
 
 def _leave_out_other_classes(frame: pd.DataFrame, lines: np.ndarray, ragged: list[BadRow], class_names: list[str],
@@ -159,8 +161,7 @@ def parse_long_labels(csv_path: str | Path, class_names: list[str] | None = None
             "--classes / the checkpoint" if class_names is not None else "the class descriptions")
     allowed = class_names if class_names is not None else vocabulary
     problems = table.ragged + _row_problems(frame, lines, allowed, what, columns)
-    labels, first_lines, duplicates = _encode(frame, lines, problems, class_names, columns)
-    labels.filenames = [name + image_suffix for name in labels.filenames]  # per image, not per row
+    labels, first_lines, duplicates = _encode(frame, lines, problems, class_names, columns, image_suffix)
     labels.other_class_rows = other_rows
     problems += duplicates
     if image_dir is not None:
