@@ -7,13 +7,18 @@ import json
 
 import numpy as np
 import pandas as pd
+import pytest
 from tiny_runs import split_data, train_tiny
 
+import infer as infer_script
 import train as train_script
+import validate as validate_script
 from partial_csl.data.demo_coco import build_coco_benchmark
 
 LOOSE = ["--pseudo-labels", "--pseudo-warmup", "1", "--pseudo-precision", "0.3", "--pseudo-negative-precision",
          "0.6"]  # a few-step model on 16 validation images reaches no strict threshold
+ANY_CHOICE = ["--pseudo-labels", "--pseudo-warmup", "1", "--pseudo-precision", "0", "--pseudo-negative-precision",
+              "1"]  # every class has a positive threshold: every unknown attribute is filled after the warm-up
 
 
 def coco_args(root) -> list[str]:
@@ -44,10 +49,26 @@ def test_pseudo_labels_are_counted_per_epoch_and_resume_exactly(tmp_path, fake_f
     assert json.loads((run / "config.json").read_text())["config"]["pseudo_labels"] is True
 
 
-def test_pseudo_labels_with_per_attribute_heads(tmp_path):
+@pytest.mark.parametrize("arch", ["csl", "mtl", "latent", "afa"])
+def test_pseudo_labels_train_validate_and_infer_with_every_architecture(tmp_path, arch):
     split, images = split_data(tmp_path)
-    best = train_tiny(split, images, tmp_path / "run", "--arch", "mtl", *LOOSE, epochs=3)
+    extra = ["--branch-model", "test_resnet"] if arch == "afa" else []
+    best = train_tiny(split, images, tmp_path / "run", "--arch", arch, *extra, *ANY_CHOICE, epochs=3)
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False)
-    assert metrics["pseudo_positives"].iloc[0] == 0
+    assert metrics["pseudo_positives"].iloc[0] == 0 and len(metrics) == 3
+    filled = metrics["pseudo_positives"].iloc[1:]
+    assert (filled > 0).all()  # one positive per filled attribute, its other classes negatives:
+    assert (metrics["pseudo_negatives"].iloc[1:] >= filled).all()
     assert "pseudo_positives_precision" not in metrics  # attribute data: the truth of an #N/A is not known
-    assert best.is_file()
+    assert validate_script.main(["--checkpoint", str(best), "--csv", str(split / "test.csv"), "--images",
+                                 str(images), "--output-dir", str(tmp_path / "report")]) == 0
+    out = tmp_path / "pred.csv"
+    assert infer_script.main(["--checkpoint", str(best), "--images", str(images), "--output", str(out)]) == 0
+    assert len(pd.read_csv(out)) > 0
+
+
+def test_pseudo_labels_on_cached_backbone_features(tmp_path):
+    split, images = split_data(tmp_path)
+    train_tiny(split, images, tmp_path / "run", "--freeze-backbone", *ANY_CHOICE, epochs=3)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False)
+    assert len(metrics) == 3 and (metrics["pseudo_positives"].iloc[1:] > 0).all()
