@@ -167,9 +167,11 @@ def _fast_frame(path: Path, columns: Sequence[str] | None, strip: bool, categori
         result.frame = pd.DataFrame({c: _categorical(table.column(w)) for c, w in zip(columns, wanted)})
     else:
         result.frame = table.to_pandas()[wanted].set_axis(columns, axis=1)
+    del table
+    pa.default_memory_pool().release_unused()  # the parse's buffers, back to the system before the next stage
     if strip and (not scan.ascii_only or scan.spaces):  # else nothing to strip: no copies
         result.frame = result.frame.apply(_strip)
-    result.lines = np.arange(2, scan.rows + 2)
+    result.lines = np.arange(2, scan.rows + 2, dtype=np.int32 if scan.rows < 2**31 - 2 else np.int64)
     return result
 
 

@@ -69,7 +69,8 @@ def _duplicate_problems(keys: np.ndarray, values: np.ndarray, lines: np.ndarray,
     duplicate, or a conflict of 1 and 0. ``labels`` is the label column, read only at the rows named."""
     order = np.argsort(keys, kind="stable")
     repeated = np.zeros(len(keys), dtype=bool)
-    repeated[order[1:]] = keys[order[1:]] == keys[order[:-1]]
+    ranked = keys[order]
+    repeated[order[1:]] = ranked[1:] == ranked[:-1]
     if not repeated.any():
         return []
     group_start = np.maximum.accumulate(np.where(~repeated[order], np.arange(len(order)), 0))
@@ -116,13 +117,16 @@ def _encode(frame: pd.DataFrame, lines: np.ndarray, problems: list[BadRow], clas
     image_codes, label_codes = image_codes.astype(np.int32), label_codes.astype(np.int32)  # half the memory
     values = _per_value(frame["value"], lambda v: v == "1").astype(np.int8)
     usable = np.flatnonzero(~bad) if bad.any() else slice(None)  # a slice: no copies of tens of millions of rows
-    keys = image_codes[usable].astype(np.int64) * max(len(labels), 1) + label_codes[usable]
-    duplicates = _duplicate_problems(keys, values[usable], lines[usable], frame["label"].iloc[usable], columns[1])
     used = np.bincount(label_codes[usable], minlength=len(labels)) > 0
     classes = list(class_names) if class_names is not None else sorted(labels[used])
-    class_of_label = pd.Index(classes).get_indexer(labels)
+    class_of_label = pd.Index(classes).get_indexer(labels).astype(np.int32)
     codes = sparse.csr_matrix((values[usable] + 1, (image_codes[usable], class_of_label[label_codes[usable]])),
                               shape=(len(images), len(classes)), dtype=np.int8)  # 2 positive, 1 negative
+    duplicates = []
+    if codes.nnz < len(values[usable]):  # the matrix merged repeated (image, label) pairs: find and name them
+        keys = image_codes[usable].astype(np.int64) * max(len(labels), 1) + label_codes[usable]
+        duplicates = _duplicate_problems(keys, values[usable], lines[usable], frame["label"].iloc[usable],
+                                         columns[1])
     first_lines = np.full(len(images), -1, dtype=np.int64)
     first_lines[image_codes[::-1]] = lines[::-1]
     filenames = (images.astype(str) + image_suffix).tolist()  # one Python string per image, not per row
