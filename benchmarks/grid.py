@@ -25,13 +25,24 @@ from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
 
 
-def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None = None) -> dict:
-    """``run_dir/result.json`` if it is there (and was computed with ``settings``, when given), else ``compute()``,
-    written there atomically with the settings (a kill leaves no cell half done: it is computed again)."""
+def same_settings(recorded: dict, settings: dict, defaults: dict | None = None) -> bool:
+    """Whether a cell computed with ``recorded`` settings was computed with ``settings``. A setting the code gained
+    since (absent from ``recorded``) counts as the same when it is at its default: it changes nothing computed."""
+    defaults = defaults or {}
+    missing = object()
+    return set(recorded) <= set(settings) and all(
+        recorded.get(key, defaults.get(key, missing)) == value for key, value in settings.items())
+
+
+def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None = None,
+              defaults: dict | None = None) -> dict:
+    """``run_dir/result.json`` if it is there (and was computed with ``settings``, when given: see
+    :func:`same_settings`), else ``compute()``, written there atomically with the settings (a kill leaves no cell half
+    done: it is computed again)."""
     done = run_dir / "result.json"
     if done.is_file():
         result = json.loads(done.read_text())
-        if settings is None or result.get("config", settings) == settings:
+        if settings is None or same_settings(result.get("config", settings), settings, defaults):
             return result
     started = time.perf_counter()
     result = {**compute(), "seconds": time.perf_counter() - started}
@@ -60,7 +71,8 @@ def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict],
     """One cell: train ``cfg`` in ``run_dir`` (or read its finished result, if it was trained with the same
     settings), ``measure(summary)``; the checkpoints go unless ``keep``."""
     cfg = replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False)
-    result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict())
+    result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict(),
+                       defaults=TrainConfig().to_dict())
     if not keep:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result

@@ -45,3 +45,14 @@ def test_a_finished_cell_is_reused_only_for_the_settings_it_was_computed_with(tm
     assert grid.long_rows("d", "r", 0, changed)[0] == {"dataset": "d", "row": "r", "seed": 0, "column": "mAP",
                                                        "value": 52.0}
     assert all(row["column"] != "config" for row in grid.long_rows("d", "r", 0, changed))
+
+
+def test_a_finished_cell_survives_a_setting_added_at_its_default(tmp_path):
+    calls = []
+    first = grid.resumable(tmp_path, lambda: calls.append(1) or {"mAP": 1.0}, {"lr": 0.1})
+    again = grid.resumable(tmp_path, lambda: calls.append(1) or {"mAP": 2.0}, {"lr": 0.1, "pseudo_labels": False},
+                           defaults={"pseudo_labels": False})
+    assert calls == [1] and again["mAP"] == first["mAP"] == 1.0  # the new setting changes nothing computed
+    changed = grid.resumable(tmp_path, lambda: calls.append(1) or {"mAP": 3.0},
+                             {"lr": 0.1, "pseudo_labels": True}, defaults={"pseudo_labels": False})
+    assert calls == [1, 1] and changed["mAP"] == 3.0  # at another value it does
