@@ -20,6 +20,7 @@ from seed_tables import mean_std_table
 
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.setup.architectures import resolve_auto
 from partial_csl.engine.tools.validate import validate_checkpoint
 from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
@@ -61,8 +62,9 @@ def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     if started_with.is_file():
         saved = json.loads(started_with.read_text())["config"]
         ignored = ("resume", "overwrite")
+        resolved = resolve_auto(cfg).to_dict()  # a run folder records what "auto" stood for
         if {k: v for k, v in saved.items() if k not in ignored} != {
-                k: v for k, v in cfg.to_dict().items() if k not in ignored}:
+                k: v for k, v in resolved.items() if k not in ignored}:
             return replace(cfg, resume=False, overwrite=True)
     return cfg
 

@@ -56,3 +56,17 @@ def test_a_finished_cell_survives_a_setting_added_at_its_default(tmp_path):
     changed = grid.resumable(tmp_path, lambda: calls.append(1) or {"mAP": 3.0},
                              {"lr": 0.1, "pseudo_labels": True}, defaults={"pseudo_labels": False})
     assert calls == [1, 1] and changed["mAP"] == 3.0  # at another value it does
+
+
+def test_an_interrupted_cell_of_an_auto_recipe_resumes_instead_of_starting_again(tmp_path):
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.setup.architectures import resolve_auto
+
+    cfg = TrainConfig(epochs=3)  # arch and logit_adjust "auto": the run folder records what they stood for
+    recorded = {**resolve_auto(cfg).to_dict(), "output_dir": str(tmp_path), "resume": False, "overwrite": True}
+    assert recorded["arch"] != "auto"
+    (tmp_path / "config.json").write_text(json.dumps({"config": recorded}))
+    resumed = grid.fresh_or_resumed(cfg, tmp_path)
+    assert resumed.resume and not resumed.overwrite
+    other = grid.fresh_or_resumed(TrainConfig(epochs=4), tmp_path)
+    assert other.overwrite and not other.resume  # other settings: the folder is replaced
