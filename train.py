@@ -189,7 +189,8 @@ def _pseudo_label_options(p: argparse.ArgumentParser) -> None:
         help="the EMA model, shown the un-augmented view, labels the unknown entries it is sure of for the "
              "augmented view (per-class thresholds from the validation labels, at most the expected positives per "
              "image, one-hot for an unknown attribute); with any loss and architecture")
-    add("pseudo_warmup", type=int, help="epochs before the first pseudo-label")
+    add("pseudo_warmup", type=int, help="epochs before the first pseudo-label (at least 1: the thresholds come from "
+                                        "the teacher's validation scores after an epoch)")
     add("pseudo_precision", type=float, help="a class's positive threshold: the lowest teacher score above which "
                                              "its validation predictions are right this share of the time")
     add("pseudo_negative_precision", type=float, help="a class's negative threshold: the highest score below which "

@@ -166,3 +166,35 @@ def test_a_class_list_that_repeats_a_name_is_refused(tmp_path):
     path.write_text("filename,label,value\na.jpg,dog,1\n")
     with pytest.raises(ValueError, match=r"class_names repeats a name: \['dog'\]"):
         long_labels.parse_long_labels(path, ["dog", "cat", "dog"])
+
+
+@pytest.mark.parametrize("name, data", [
+    ("labels.csv", b"filename,label,value\r\r\na.jpg,dog,1\na.jpg,cat,2\n"),  # a lone CR ends the header's line
+    ("labels.gz", b"filename,label,value\na.jpg,dog,1\n"),  # a plain file whatever its name says
+    ("labels.csv.bz2", b"filename,label,value\na.jpg,dog,1\n"),
+    ("labels.csv", "filename,label,value\na.jpg,chien é,1\nb.jpg,cat,0\n".encode()),  # UTF-8, read a block at a time
+])
+def test_files_a_review_found_read_as_the_exact_reader_reads_them(tmp_path, monkeypatch, name, data):
+    monkeypatch.setattr(csv_columns, "_BLOCK", 7)
+    path = tmp_path / name
+    path.write_bytes(data)
+    rows, lines = exact(path)
+    for categorical in (False, True):
+        got = read_csv_columns(path, COLUMNS, categorical=categorical)
+        assert got.frame.astype(str).to_numpy().tolist() == rows and got.lines.tolist() == lines
+
+
+def test_a_long_csv_with_a_header_only_has_no_label_rows(tmp_path):
+    path = tmp_path / "labels.csv"
+    path.write_text("filename,label,value\n")
+    assert isinstance(read_csv_columns(path, COLUMNS, categorical=True).frame["label"].dtype, pd.CategoricalDtype)
+    with pytest.raises(ValueError, match="no label rows"):
+        long_labels.parse_long_labels(path)
+
+
+def test_a_bad_byte_after_many_blocks_is_named_with_its_line(tmp_path, monkeypatch):
+    monkeypatch.setattr(csv_columns, "_BLOCK", 5)
+    path = tmp_path / "labels.csv"
+    path.write_bytes(b"filename,label,value\n" + b"a.jpg,d\xc3\xa9g,1\n" * 3 + b"b.jpg,d\xf6g,0\n")
+    with pytest.raises(CsvFormatError, match=r"labels\.csv, line 5: not UTF-8 text \(byte 0xf6\)"):
+        read_csv_columns(path, COLUMNS)

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from tiny_runs import split_data, train_tiny
+from tiny_runs import split_data, train_args, train_tiny
 
 import infer as infer_script
 import train as train_script
@@ -72,3 +72,13 @@ def test_pseudo_labels_on_cached_backbone_features(tmp_path):
     train_tiny(split, images, tmp_path / "run", "--freeze-backbone", *ANY_CHOICE, epochs=3)
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False)
     assert len(metrics) == 3 and (metrics["pseudo_positives"].iloc[1:] > 0).all()
+
+
+def test_a_pseudo_label_setting_out_of_range_is_refused_before_the_run_folder(tmp_path, capsys):
+    split, images = split_data(tmp_path)
+    args = train_args(split, images, tmp_path / "run", "--pseudo-labels", "--pseudo-warmup", "0",
+                      "--pseudo-precision", "1.5")
+    assert train_script.main(args) != 0
+    err = capsys.readouterr().err
+    assert "--pseudo-warmup 0 (must be at least 1)" in err and "--pseudo-precision 1.5 (must be in [0, 1])" in err
+    assert not (tmp_path / "run").exists()

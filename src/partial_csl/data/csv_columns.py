@@ -10,6 +10,7 @@ Either way the caller gets the same columns, lines and ragged rows, and the same
 
 from __future__ import annotations
 
+import codecs
 import io
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -98,22 +99,21 @@ def _is_ascii(data: bytes) -> bool:
 
 def _scan(path: Path) -> _Scan | None:
     """One streaming pass over the file: its header and rows when every physical line after the header is one row,
-    None otherwise (the exact reader then reads the file). A file that is not UTF-8 is refused, naming the line."""
+    None otherwise (the exact reader then reads the file). A file that is not UTF-8 is refused, naming the line
+    (decoded a block at a time; only a file with a bad byte is read whole, to name its line)."""
     with open(path, "rb") as f:
         first = f.readline()
     if not first.strip():  # nothing, or a blank first line: the exact reader says which
         return None
-    header = first[len(_BOM) if first.startswith(_BOM) else 0:].removesuffix(b"\n").removesuffix(b"\r")
-    ascii_only = _is_ascii(header)
-    if not ascii_only:
-        _decode(path, path.read_bytes())  # not UTF-8: the error names the line of the first bad byte
+    header = first[len(_BOM) if first.startswith(_BOM) else 0:].removesuffix(b"\n")  # its "\r": see _header
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    ascii_only = _check_utf8(path, decoder, header, True)
     if not first.endswith(b"\n"):  # a header alone
+        _check_utf8(path, decoder, b"", ascii_only, final=True)
         return _Scan(header, 0, ascii_only, False)
     line_ends, spaces, chunk = 0, False, b""
-    for chunk, final in _blocks(path, len(first) - 1):  # from the header's line end, which the count includes
-        if ascii_only and not _is_ascii(chunk):
-            _decode(path, path.read_bytes())
-            ascii_only = False
+    for number, (chunk, final) in enumerate(_blocks(path, len(first) - 1)):  # from the header's line end (counted)
+        ascii_only = _check_utf8(path, decoder, chunk if number == 0 else chunk[2:], ascii_only, final)
         spaces = spaces or any(chunk.find(space) >= 0 for space in _ASCII_SPACES)
         found = _rows_in(chunk, final)
         if found is None:
@@ -123,10 +123,22 @@ def _scan(path: Path) -> _Scan | None:
     return _Scan(header, rows, ascii_only, spaces)
 
 
+def _check_utf8(path: Path, decoder: codecs.IncrementalDecoder, new_bytes: bytes, ascii_so_far: bool,
+                final: bool = False) -> bool:
+    """Whether the file is ASCII so far; refuses it (naming the line) where its bytes so far are not UTF-8."""
+    if ascii_so_far and _is_ascii(new_bytes):
+        return True
+    try:
+        decoder.decode(new_bytes, final=final)
+    except UnicodeDecodeError:
+        _decode(path, path.read_bytes())  # raises, naming the line of the first bad byte
+    return False
+
+
 def _header(line: bytes) -> list[str] | None:
     """The header's stripped names; None for a header the exact reader must read: a quote anywhere but around a
     whole field (a quoted comma or line break, a stray quote), a lone carriage return."""
-    text = line.decode("utf-8").removesuffix("\r")
+    text = line.decode("utf-8").removesuffix("\r")  # one: a second "\r" is a lone one
     fields = text.split(",")
     whole = [len(f) >= 2 and f[0] == f[-1] == '"' and '"' not in f[1:-1] for f in fields]
     if "\r" in text or any('"' in f and not w for f, w in zip(fields, whole)):
@@ -143,21 +155,22 @@ def _fast_frame(path: Path, columns: Sequence[str] | None, strip: bool, categori
         return None
     _refuse_duplicate_columns(path, header, 1)
     columns = header if columns is None else list(columns)
-    result = CsvColumns(path, header, 1, pd.DataFrame({c: pd.Series([], dtype=str) for c in columns}),
-                        np.zeros(0, dtype=np.int64), [], fast=True)
+    empty = pd.DataFrame({c: pd.Series([], dtype="category" if categorical else str) for c in columns})
+    result = CsvColumns(path, header, 1, empty, np.zeros(0, dtype=np.int64), [], fast=True)
     result.require(columns)
     if scan.rows == 0:
         return result
     names = [f"c{i}" for i in range(len(header))]  # positions: header names may be anything
     wanted = [names[header.index(c)] for c in columns]
     kind = pa.dictionary(pa.int32(), pa.string()) if categorical else pa.string()
-    try:
-        table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1,
-                                                                      block_size=_PARSE_BLOCK),
-                                parse_options=pa_csv.ParseOptions(quote_char=False),
-                                convert_options=pa_csv.ConvertOptions(
-                                    include_columns=wanted, column_types=dict.fromkeys(wanted, kind),
-                                    strings_can_be_null=False))
+    try:  # from a file object: given a path, pyarrow would decompress by the name's suffix (labels.gz)
+        with pa.OSFile(str(path)) as source:
+            table = pa_csv.read_csv(source, read_options=pa_csv.ReadOptions(column_names=names, skip_rows=1,
+                                                                            block_size=_PARSE_BLOCK),
+                                    parse_options=pa_csv.ParseOptions(quote_char=False),
+                                    convert_options=pa_csv.ConvertOptions(
+                                        include_columns=wanted, column_types=dict.fromkeys(wanted, kind),
+                                        strings_can_be_null=False))
     except pa.ArrowInvalid:  # a row with too many or too few fields
         return None
     if table.num_rows != scan.rows:  # the byte count and the parser disagree: trust the exact reader

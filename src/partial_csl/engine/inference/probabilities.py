@@ -83,8 +83,10 @@ def _predict_readable(model: nn.Module, dataset: Dataset, batch_size: int, worke
             rows += kept
             outputs.append(_probabilities(model, images, device, amp_dtype, to_probabilities))
     model.train(was_training)
-    if not outputs:
+    if failed and not outputs:
         raise ImageLoadError(f"no image of the {len(dataset)} could be read; the first: {next(iter(failed.values()))}")
+    if not outputs:  # an empty shard (fewer images than ranks), as predict_probabilities returns it
+        return np.zeros((0, 0), dtype=np.float32), failed
     probs = torch.cat(outputs).numpy()
     out = np.full((len(dataset), probs.shape[1]), np.nan, dtype=probs.dtype)
     out[rows] = probs

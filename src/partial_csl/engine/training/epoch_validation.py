@@ -6,7 +6,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-from torch import nn
 
 from ...losses import MultiTaskLoss
 from ...metrics import evaluate_predictions
@@ -17,26 +16,25 @@ from .run import Run
 from .unreadable import readable_rows, record_skipped_images
 
 
-def evaluate(model: nn.Module, dataset, run: Run, skipped: dict[int, str]) -> tuple[dict, np.ndarray]:
-    """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of ``model`` on ``dataset``, without
-    the images that could not be read (added to ``skipped``), and the scores (N, C; NaN rows for those images)."""
-    cfg, labels = run.cfg, run.labels
-    scores = predict_dataset(model, dataset, cfg.batch_size, cfg.workers, run.device, run.amp_dtype, info=run.dist,
-                             skipped=skipped)
-    keep = readable_rows(len(scores), skipped)
-    return evaluate_predictions(dataset.targets.numpy()[keep], scores[keep], labels.class_names, labels.groups,
-                                labels.majority, cfg.threshold), scores
+def _report(scores: np.ndarray, targets: np.ndarray, keep: np.ndarray, run: Run) -> dict:
+    """Evaluation report (see :func:`partial_csl.metrics.evaluate_predictions`) of the ``keep`` rows."""
+    labels = run.labels
+    return evaluate_predictions(targets[keep], scores[keep], labels.class_names, labels.groups, labels.majority,
+                                run.cfg.threshold)
 
 
 def validate_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: str, epoch: int, stats: dict,
                    started: float) -> tuple[dict, dict, bool]:
     """Score the regular and EMA weights; returns (metrics row, {"regular": its report, "chosen": the better report,
-    "teacher_scores": the EMA's validation scores, else the regular weights'}, whether the chosen is the EMA's)."""
-    skipped: dict[int, str] = {}
-    report, scores = evaluate(inputs.view(parts.model), inputs.val, run, skipped)
-    report_ema = None
-    if parts.ema is not None:
-        report_ema, scores = evaluate(inputs.view(parts.ema.module), inputs.val, run, skipped)
+    "teacher_scores": the EMA's validation scores, else the regular weights'}, whether the chosen is the EMA's).
+    An image that could not be read in either pass is left out of both reports, so that they compare alike."""
+    cfg, skipped = run.cfg, {}
+    models = [parts.model] + ([parts.ema.module] if parts.ema is not None else [])
+    scores = [predict_dataset(inputs.view(model), inputs.val, cfg.batch_size, cfg.workers, run.device, run.amp_dtype,
+                              info=run.dist, skipped=skipped) for model in models]
+    keep, targets = readable_rows(len(scores[0]), skipped), inputs.val.targets.numpy()
+    report = _report(scores[0], targets, keep, run)
+    report_ema = _report(scores[1], targets, keep, run) if parts.ema is not None else None
     if run.dist.is_primary:
         record_skipped_images(run.run_dir, f"{stage} validation", epoch, skipped, run.val.filenames)
     use_ema = report_ema is not None and report_ema["mAP"] > report["mAP"]
@@ -51,4 +49,4 @@ def validate_epoch(run: Run, parts: TrainingParts, inputs: StageInputs, stage: s
                                                                 parts.criterion.task_weights())})
     row.update(stats.get("pseudo_labels", {}))
     row["seconds"] = round(time.time() - started, 1)
-    return row, {"regular": report, "chosen": chosen, "teacher_scores": scores}, use_ema
+    return row, {"regular": report, "chosen": chosen, "teacher_scores": scores[-1]}, use_ema

@@ -103,7 +103,9 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
     known = np.maximum((targets != -1).sum(axis=0), 1)
     frequencies = torch.as_tensor((targets == 1).sum(axis=0) / known, dtype=torch.float32)
     groups = [list(range(s.start, s.stop)) for s in run.labels.groups.values()] if run.labels.groups else None
-    teacher = inputs.view(parts.ema.module if parts.ema is not None else parts.model)
+    model = parts.ema.module if parts.ema is not None else parts.model
+    teacher = inputs.view(model)
+    teacher.train(model.training)  # a fresh wrapper (--freeze-backbone) starts in train mode: relabel restores this
     labeller = PseudoLabeller(teacher, frequencies, groups, cfg.pseudo_warmup, cfg.pseudo_precision,
                               cfg.pseudo_negative_precision, truth=run.train.truth)
     if resumed_after >= 0:

@@ -11,7 +11,7 @@ from ..config import TrainConfig
 # (settings, test, what a value must be); None (the setting's "not given") always passes
 _RULES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
     (("epochs", "image_size", "batch_size", "decoder_layers", "decoder_embed", "decoder_queries", "latent_tasks",
-      "prior_epochs", "stop_after_steps"), lambda v: v >= 1, "at least 1"),
+      "prior_epochs", "stop_after_steps", "pseudo_warmup"), lambda v: v >= 1, "at least 1"),
     (("workers", "seed", "likelihood_topk", "drw_start_epoch", "splc_start_epoch", "weight_decay", "grad_clip",
       "gamma_pos", "gamma_neg", "gamma_unann", "alpha_pos", "alpha_neg", "alpha_unann", "focal_gamma", "la_tau",
       "epr_weight", "hill_lambda", "aam_margin", "sampler_power", "ll_delta_rel", "wan_weight"),
@@ -20,7 +20,7 @@ _RULES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
       "role_lr_multiplier", "db_neg_scale", "expected_positives"), lambda v: v > 0, "above 0"),
     (("ema_decay", "prior_holdout", "cb_beta"), lambda v: 0 <= v < 1, "in [0, 1)"),
     (("threshold", "prior_threshold", "label_smoothing", "clip", "target_precision", "splc_threshold",
-      "graph_threshold"), lambda v: 0 <= v <= 1, "in [0, 1]"),
+      "graph_threshold", "pseudo_precision", "pseudo_negative_precision"), lambda v: 0 <= v <= 1, "in [0, 1]"),
 ]
 
 
