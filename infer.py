@@ -5,6 +5,7 @@ r"""Predict with a trained checkpoint; needs nothing but the checkpoint and the 
     python infer.py --checkpoint best.pt --csv data/split/test.csv --images data/images --output test_predictions.csv \
         --batch-size 64 --workers 4 --tta --names --no-probabilities
     python infer.py --onnx model.onnx --images photos/ --output predictions.csv
+    python infer.py --checkpoint best.pt --dataset openimages --data data/openimages --output val_predictions.csv
 
 An attribute is written as its class index (its name with --names), or #N/A where the checkpoint holds abstention
 thresholds (train.py / validate.py --tune-thresholds with --abstain-accuracy or --abstain-coverage) and the model is
@@ -20,6 +21,7 @@ import sys
 
 from partial_csl.cli import add_option, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
+from partial_csl.engine.setup.formats import DATASETS
 from partial_csl.engine.tools.infer import run_inference
 from partial_csl.safe_io import describe_os_error
 
@@ -31,6 +33,11 @@ def get_args_parser() -> argparse.ArgumentParser:
     add_option(p, "image", help="one image file")
     add_option(p, "images", help="an image folder (all images in it), or the folder of --csv's filenames")
     add_option(p, "csv", help="predict the filenames listed in this CSV (relative to --images)")
+    add_option(p, "dataset", choices=sorted(DATASETS), default=None,
+               help="predict the validation images of a dataset, read as validate.py reads them: --data DIR (or "
+                    "--annotations and --images; attributes and multilabel_csv: --csv and --images)")
+    add_option(p, "data", help="--dataset's folder (coco, openimages, lvis)")
+    add_option(p, "annotations", help="--dataset: the validation annotations file, instead of the one in --data")
     add_option(p, "output", required=True, help="predictions CSV to write")
     add_option(p, "threshold", type=float, default=None,
                help="label threshold of multi-label models (default: the checkpoint's tuned per-class thresholds, "
@@ -62,7 +69,8 @@ def main(argv: list[str] | None = None) -> int:
                                device=args.device, channels_last=args.channels_last, compile_model=args.compile,
                                amp=args.amp, onnx=args.onnx, workers=args.workers, tta=args.tta,
                                probabilities=args.probabilities, class_names=args.names,
-                               use_thresholds=not args.ignore_thresholds)
+                               use_thresholds=not args.ignore_thresholds, dataset=args.dataset,
+                               data_root=args.data, annotations=args.annotations)
     except (CheckpointError, ValueError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

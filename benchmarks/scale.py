@@ -110,14 +110,16 @@ def current_rss_mib() -> float:
 
 
 def timed(stages: dict, name: str, work: Callable):
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     result = work()
     stages[name] = time.perf_counter() - started
+    cpu_seconds[name] = time.process_time() - cpu_started  # every thread's CPU time: robust to a busy machine
     peaks[name] = peak_rss_mib()  # the peak so far: where it first reaches its final value is the stage to blame
     return result
 
 
 peaks: dict[str, float] = {}
+cpu_seconds: dict[str, float] = {}
 
 
 def one_epoch_seconds(train: SparseTargets) -> float:
@@ -156,7 +158,8 @@ def measure(path: Path, num_classes: int) -> dict:
                                                         val.codes.data == POSITIVE_CODE, val.shape[1]))
     images, classes = store.shape
     return {"images": images, "classes": classes, "rows": store.codes.nnz, "seconds": stages, "peak_after": peaks,
-            "rows_per_s": store.codes.nnz / stages["parse"], "peak_rss_mib": peak_rss_mib(),
+            "rows_per_s": store.codes.nnz / stages["parse"], "cpu_seconds": cpu_seconds,
+            "rows_per_cpu_s": store.codes.nnz / cpu_seconds["parse"], "peak_rss_mib": peak_rss_mib(),
             "start_rss_mib": before,
             "labels_mib": store.nbytes() / 2**20, "dense_int64_gib": images * classes * 8 / 2**30,
             "classes_with_ap": int(np.isfinite(ap).sum())}
@@ -194,12 +197,13 @@ def growth(results: list[dict]) -> dict[tuple[int, int], dict[str, float]]:
 
 def table_md(results: list[dict], exact: dict) -> str:
     head = "| images | classes | label rows | " + " | ".join(f"{s} (s)" for s in STAGES) + \
-           " | parse rows/s | peak RSS (MiB) | sparse labels (MiB) | dense int64 (GiB) |"
+           " | parse rows/s | parse rows/CPU-s | peak RSS (MiB) | sparse labels (MiB) | dense int64 (GiB) |"
     lines = [head, "|" + "---:|" * (head.count("|") - 1)]
     for r in results:
+        per_cpu = f"{r['rows_per_cpu_s']:,.0f}" if "rows_per_cpu_s" in r else ""
         lines.append(f"| {r['images']:,} | {r['classes']:,} | {r['rows']:,} | " + " | ".join(
-            f"{r['seconds'][s]:.2f}" for s in STAGES) + f" | {r['rows_per_s']:,.0f} | {r['peak_rss_mib']:,.0f} | "
-            f"{r['labels_mib']:,.1f} | {r['dense_int64_gib']:,.1f} |")
+            f"{r['seconds'][s]:.2f}" for s in STAGES) + f" | {r['rows_per_s']:,.0f} | {per_cpu} | "
+            f"{r['peak_rss_mib']:,.0f} | {r['labels_mib']:,.1f} | {r['dense_int64_gib']:,.1f} |")
     ratios = growth(results)
     if ratios:
         lines += ["", "Growth per 10x images (time ratios; the labels' ratio is the linear goal):", "",

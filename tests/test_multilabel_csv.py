@@ -171,6 +171,10 @@ def test_open_images_verified_labels_train_validate_and_name_bad_rows(tmp_path, 
     assert validate_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "openimages",
                                  "--data", str(root), "--output-dir", str(report_dir)]) == 0
     assert json.loads((report_dir / "report.json").read_text())["num_images"] == 2
+    out = tmp_path / "val_predictions.csv"  # infer.py spells the dataset as train.py and validate.py do
+    assert infer_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "openimages",
+                              "--data", str(root), "--output", str(out)]) == 0
+    assert pd.read_csv(out)["filename"].tolist() == ["v1.jpg", "v2.jpg"]
     bad = open_images_root(tmp_path / "bad", ["t1,verification,/m/01,1", "t1,verification,/m/01,0",
                                               "t2,verification,/m/99,1", "t9,verification,/m/02,1"], ["v1,x,/m/01,1"])
     capsys.readouterr()
@@ -225,6 +229,10 @@ def test_lvis_labels_from_annotations_and_negatives_and_map_by_frequency(tmp_pat
     for group, (name,) in (("rare", ["apple"]), ("common", ["bus"]), ("frequent", ["cat"])):
         assert groups[group] == report["ap_per_class"][name]  # one class per group: its AP
     assert "| mAP, rare classes |" in (report_dir / "report.md").read_text()
+    out = tmp_path / "val_predictions.csv"
+    assert infer_script.main(["--checkpoint", str(run / "checkpoints" / "best.pt"), "--dataset", "lvis", "--data",
+                              str(root), "--output", str(out)]) == 0
+    assert pd.read_csv(out)["filename"].tolist() == ["val2017/000000000005.jpg", "train2017/000000000006.jpg"]
     bad = tmp_path / "bad.json"
     lvis_json(bad, [lvis_image(1, "train2017", [7, 9]), lvis_image(8, "train2017")],
               [{"id": 1, "image_id": 1, "category_id": 7}, {"id": 2, "image_id": 1, "category_id": 5}])

@@ -17,6 +17,7 @@ from ...data.labels import FILENAME_COLUMN, read_filename_column
 from ...safe_io import atomic_open, atomic_write_text, check_output_file, refuse_inputs_as_outputs
 from ..inference.predictor import OnnxPredictor, Predictor, list_images
 from ..inference.stored_thresholds import abstained, label_thresholds
+from ..setup.formats import EvalRequest, get_dataset
 
 MISSING = "#N/A"  # the CSV format's unknown value: also what the model answers when it is unsure
 TABLE_SUFFIXES = (".csv", ".tsv")  # what an output inside the image folder may be (never listed as an image)
@@ -124,12 +125,25 @@ def prediction_rows(predictor: Predictor, names: list[str], probs: np.ndarray, t
     return rows
 
 
+def dataset_inputs(predictor: Predictor | OnnxPredictor, source: str, output: str | Path, *, dataset: str,
+                   data_root: str | None, annotations: str | None, images: str | None,
+                   csv_path: str | None) -> tuple[list[Path], list[str]]:
+    """The validation images of ``--dataset`` as validate.py reads them (``--data DIR``, or explicit
+    ``--annotations`` / ``--images`` / ``--csv``), each listed image checked as there; their names are the split's."""
+    request = EvalRequest(checkpoint=source, class_names=predictor.class_names, schema=predictor.schema,
+                          output_dir=Path(output).parent, csv_path=csv_path, images=images, annotations=annotations,
+                          data_root=data_root)
+    split = get_dataset(dataset).read_evaluation(request)
+    return [split.image_dir / name for name in split.filenames], list(split.filenames)
+
+
 def run_inference(checkpoint: str | Path | None, output: str | Path, *, image: str | None = None,
                   images: str | None = None, csv_path: str | None = None, threshold: float | None = None,
                   batch_size: int = 32, device: str = "auto", channels_last: bool = False,
                   compile_model: bool = False, amp: bool | None = None, onnx: str | Path | None = None,
                   workers: int | None = None, tta: bool = False, probabilities: bool = True, class_names: bool = False,
-                  use_thresholds: bool = True) -> dict:
+                  use_thresholds: bool = True, dataset: str | None = None, data_root: str | None = None,
+                  annotations: str | None = None) -> dict:
     """Predict with a checkpoint (PyTorch) or an exported ONNX model (ONNX Runtime), same pre/post-processing.
 
     Images are decoded by ``workers`` processes (None: as many as the device leaves cores idle, see
@@ -139,14 +153,19 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, *, image: s
     """
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of --checkpoint and --onnx")
-    paths, names = collect_inputs(image, images, csv_path)
-    given = [p for p in (image, images, csv_path) if p]
-    check_outputs(output, [*_model_files(checkpoint, onnx), *map(Path, given), *paths], images)
+    given = [p for p in (image, images, csv_path, data_root, annotations) if p]
+    check_outputs(output, [*_model_files(checkpoint, onnx), *map(Path, given)], images or data_root)
     if onnx is not None:
         predictor = OnnxPredictor(onnx)
     else:
         predictor = Predictor.from_checkpoint(checkpoint, device, channels_last=channels_last,
                                               compile_model=compile_model, amp=amp)
+    if dataset is not None:  # the split's images, read as validate.py reads them (the checkpoint's classes)
+        paths, names = dataset_inputs(predictor, str(checkpoint or onnx), output, dataset=dataset,
+                                      data_root=data_root, annotations=annotations, images=images, csv_path=csv_path)
+    else:
+        paths, names = collect_inputs(image, images, csv_path)
+    check_outputs(output, paths, images or data_root)
     done, probs, failures = predictor.predict_files(paths, batch_size, workers=workers, tta=tta)
     rows = prediction_rows(predictor, _names_done(paths, names, done), probs, threshold, probabilities, class_names,
                            use_thresholds)
