@@ -30,7 +30,8 @@ from partial_csl.data.images import (
     max_image_pixels,
     to_rgb,
 )
-from partial_csl.data.labels import CsvFormatError, LabelFileError, read_attribute_csv, read_filename_column
+from partial_csl.data.labels import LabelFileError, read_attribute_csv, read_filename_column
+from partial_csl.data.problems import CsvFormatError
 from partial_csl.data.schema import default_schema
 from partial_csl.data.transforms import DataConfig, build_transform
 from partial_csl.engine.checkpoint import CheckpointInfo
