@@ -153,8 +153,9 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, *, image: s
     """
     if (checkpoint is None) == (onnx is None):
         raise ValueError("give exactly one of --checkpoint and --onnx")
-    given = [p for p in (image, images, csv_path, data_root, annotations) if p]
-    check_outputs(output, [*_model_files(checkpoint, onnx), *map(Path, given)], images or data_root)
+    given = [Path(p) for p in (image, images, csv_path, data_root, annotations) if p]
+    paths, names = collect_inputs(image, images, csv_path) if dataset is None else ([], [])  # inputs' errors first
+    check_outputs(output, [*_model_files(checkpoint, onnx), *given, *paths], images or data_root)
     if onnx is not None:
         predictor = OnnxPredictor(onnx)
     else:
@@ -163,9 +164,7 @@ def run_inference(checkpoint: str | Path | None, output: str | Path, *, image: s
     if dataset is not None:  # the split's images, read as validate.py reads them (the checkpoint's classes)
         paths, names = dataset_inputs(predictor, str(checkpoint or onnx), output, dataset=dataset,
                                       data_root=data_root, annotations=annotations, images=images, csv_path=csv_path)
-    else:
-        paths, names = collect_inputs(image, images, csv_path)
-    check_outputs(output, paths, images or data_root)
+        check_outputs(output, paths, images or data_root)
     done, probs, failures = predictor.predict_files(paths, batch_size, workers=workers, tta=tta)
     rows = prediction_rows(predictor, _names_done(paths, names, done), probs, threshold, probabilities, class_names,
                            use_thresholds)
