@@ -19,6 +19,7 @@ from ...data.images import ImageLoadError
 from ...models import logits_to_probabilities
 from ..distributed import DistInfo, gather_rows, merged_across_ranks, shard_indices
 from ..setup.run_data import make_loader
+from .predictor import collate_images
 
 
 def _probabilities(model: nn.Module, images: torch.Tensor, device: torch.device, amp_dtype: torch.dtype | None,
@@ -62,17 +63,11 @@ class _Readable(Dataset):
             return None, row, str(err)
 
 
-def _collate_readable(items: list[tuple]) -> tuple[torch.Tensor | None, list[int], dict[int, str]]:
-    good = [(image, row) for image, row, reason in items if reason is None]
-    return (torch.stack([image for image, _ in good]) if good else None, [row for _, row in good],
-            {row: reason for _, row, reason in items if reason is not None})
-
-
 @torch.inference_mode()
 def _predict_readable(model: nn.Module, dataset: Dataset, batch_size: int, workers: int, device: torch.device,
                       amp_dtype: torch.dtype | None, desc: str) -> tuple[np.ndarray, dict[int, str]]:
     """Probabilities (N, C), NaN in the rows whose image could not be read, and {row: reason} of those."""
-    loader = make_loader(_Readable(dataset), batch_size, workers, train=False, collate_fn=_collate_readable)
+    loader = make_loader(_Readable(dataset), batch_size, workers, train=False, collate_fn=collate_images)
     to_probabilities = partial(logits_to_probabilities, model)
     was_training = model.training
     model.eval()
