@@ -63,8 +63,8 @@ def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
         saved = json.loads(started_with.read_text())["config"]
         ignored = ("resume", "overwrite")
         resolved = resolve_auto(cfg).to_dict()  # a run folder records what "auto" stood for
-        if {k: v for k, v in saved.items() if k not in ignored} != {
-                k: v for k, v in resolved.items() if k not in ignored}:
+        if not same_settings({k: v for k, v in saved.items() if k not in ignored},
+                             {k: v for k, v in resolved.items() if k not in ignored}, TrainConfig().to_dict()):
             return replace(cfg, resume=False, overwrite=True)
     return cfg
 

@@ -70,3 +70,15 @@ def test_an_interrupted_cell_of_an_auto_recipe_resumes_instead_of_starting_again
     assert resumed.resume and not resumed.overwrite
     other = grid.fresh_or_resumed(TrainConfig(epochs=4), tmp_path)
     assert other.overwrite and not other.resume  # other settings: the folder is replaced
+
+
+def test_an_interrupted_cell_started_before_the_code_gained_a_setting_resumes(tmp_path):
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.setup.architectures import resolve_auto
+
+    cfg = TrainConfig(epochs=3)
+    recorded = {**resolve_auto(cfg).to_dict(), "output_dir": str(tmp_path)}
+    del recorded["pseudo_labels"]  # the run started before the flag existed
+    (tmp_path / "config.json").write_text(json.dumps({"config": recorded}))
+    assert grid.fresh_or_resumed(cfg, tmp_path).resume
+    assert grid.fresh_or_resumed(TrainConfig(epochs=3, pseudo_labels=True), tmp_path).overwrite

@@ -153,3 +153,17 @@ def test_a_full_disk_while_saving_says_so_and_keeps_the_previous_checkpoint(data
     assert load_checkpoint(run / "checkpoints" / "last.pt")["train_state"]["epoch"] == 0  # epoch 1's, whole
     monkeypatch.undo()
     assert train_script.main([*cli, "--resume"]) == 0
+
+
+def test_resume_accepts_a_setting_the_code_gained_since_at_its_default_and_names_any_other(tmp_path):
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.training.run_folder import RunFolderError, check_resume_matches
+
+    saved = TrainConfig(epochs=3).to_dict()
+    del saved["pseudo_labels"]  # the run started before the flag existed
+    path = tmp_path / "config.json"
+    check_resume_matches(TrainConfig(epochs=3), saved, path)
+    with pytest.raises(RunFolderError, match=r"pseudo_labels: saved False, now True"):
+        check_resume_matches(TrainConfig(epochs=3, pseudo_labels=True), saved, path)
+    with pytest.raises(RunFolderError, match=r"epochs: saved 3, now 4"):
+        check_resume_matches(TrainConfig(epochs=4), saved, path)

@@ -14,7 +14,8 @@
   writes by name (:data:`LEGACY_RUN_FILES`) counted as its own.
 * ``--resume`` compares the saved settings with the new ones and refuses, naming every key that differs, before
   anything is touched; the keys of :data:`MAY_CHANGE_ON_RESUME` (how the run executes, not what it computes) may
-  differ. The folder's own location is one of them: a run folder moved or copied elsewhere resumes there.
+  differ. The folder's own location is one of them: a run folder moved or copied elsewhere resumes there. A
+  setting added to the code since the run started counts as saved at its default, so an upgrade mid-run resumes.
 * Temporary files left by a killed write (``.NAME.HEX.tmp``) are removed.
 * No input may be inside what the run writes: the folder must not be an input file, the image folder, or hold an
   input among the run's own files.
@@ -90,8 +91,11 @@ def _comparable(cfg: dict) -> dict:
 
 
 def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
-    """Refuse to resume with settings other than the saved ones, naming each key that differs."""
-    new, old = _comparable(cfg.to_dict()), _comparable(saved)
+    """Refuse to resume with settings other than the saved ones, naming each key that differs. A setting the code
+    gained since the run started (absent from ``saved``) counts as saved at its default: the run computed with it."""
+    defaults = TrainConfig().to_dict()
+    new = _comparable(cfg.to_dict())
+    old = _comparable({**{k: defaults[k] for k in new if k in defaults and k not in saved}, **saved})
     differing = [f"{k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(new) | set(old))
                  if old.get(k) != new.get(k)]
     if differing:
