@@ -35,6 +35,7 @@ from partial_csl.engine.config import DECLARED_OPTIONS, TrainConfig
 from partial_csl.engine.setup.architectures import ARCHITECTURES, get_architecture, resolve_auto
 from partial_csl.engine.setup.formats import DATASETS
 from partial_csl.engine.setup.rebalancing import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
+from partial_csl.engine.training.pseudo import TEACHERS
 from partial_csl.engine.training.records import TrainingInterrupted
 from partial_csl.engine.training.trainer import NonFiniteLossError, TrainingStopped, run_training
 from partial_csl.losses import LOSSES, TASK_WEIGHTINGS
@@ -186,9 +187,11 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
 def _pseudo_label_options(p: argparse.ArgumentParser) -> None:
     add = _adder(p.add_argument_group("teacher pseudo-labels for the unknown labels (main stage; default: off)"))
     add("pseudo_labels", action="store_true",
-        help="the EMA model, shown the un-augmented view, labels the unknown entries it is sure of for the "
-             "augmented view (per-class thresholds from the validation labels, at most the expected positives per "
+        help="a teacher (--pseudo-teacher), shown the un-augmented view, labels the unknown entries it is sure of for "
+             "the augmented view (per-class thresholds from the validation labels, at most the expected positives per "
              "image, one-hot for an unknown attribute); with any loss and architecture")
+    add("pseudo_teacher", choices=sorted(TEACHERS),
+        help="; ".join(f"{name}: {what}" for name, what in sorted(TEACHERS.items())))
     add("pseudo_warmup", type=int, help="epochs before the first pseudo-label (at least 1: the thresholds come from "
                                         "the teacher's validation scores after an epoch)")
     add("pseudo_precision", type=float, help="a class's positive threshold: the lowest teacher score above which "

@@ -29,6 +29,11 @@ def test_quick_grid_trains_both_recipes_on_both_datasets_and_resumes(tmp_path, f
     capsys.readouterr()
     end_to_end.main(argv)  # every cell is done: nothing trains again
     assert pd.read_csv(tmp_path / "out" / "results.csv").equals(results)
+    first = next(iter(end_to_end.RECIPES))
+    end_to_end.main([*argv, "--recipes", first, "--table", "subset"])  # a subset's table leaves the full grid's
+    assert (tmp_path / "out" / "table.md").read_text() == table
+    assert set(pd.read_csv(tmp_path / "out" / "subset_results.csv")["row"]) == {first}
+    assert first in (tmp_path / "out" / "subset.md").read_text()
 
 
 def test_a_finished_cell_is_reused_only_for_the_settings_it_was_computed_with(tmp_path):

@@ -27,10 +27,12 @@ def coco_args(root) -> list[str]:
             "--no-amp", "--partial_loss_mode", "negative", "--ema-decay", "0.5", "--epochs", "3", *LOOSE]
 
 
-def test_pseudo_labels_are_counted_per_epoch_and_resume_exactly(tmp_path, fake_fashion_mnist):
+@pytest.mark.parametrize("teacher", ["ema", "validated"])
+def test_pseudo_labels_are_counted_per_epoch_and_resume_exactly(tmp_path, fake_fashion_mnist, teacher):
     root = build_coco_benchmark(tmp_path / "bench", n_train=48, n_val=24, source=fake_fashion_mnist)
     run, killed = tmp_path / "run", tmp_path / "killed"
-    assert train_script.main([*coco_args(root), "--output-dir", str(run)]) == 0
+    args = [*coco_args(root), "--pseudo-teacher", teacher]
+    assert train_script.main([*args, "--output-dir", str(run)]) == 0
     metrics = pd.read_csv(run / "metrics.csv", keep_default_na=False)
     columns = ["pseudo_positives", "pseudo_negatives", "pseudo_positives_precision", "pseudo_negatives_precision"]
     assert set(columns) <= set(metrics.columns)
@@ -41,12 +43,13 @@ def test_pseudo_labels_are_counted_per_epoch_and_resume_exactly(tmp_path, fake_f
     for kind in ("positives", "negatives"):
         made = later[later[f"pseudo_{kind}"] > 0][f"pseudo_{kind}_precision"].astype(float)
         assert ((made >= 0) & (made <= 1)).all()
-    assert train_script.main([*coco_args(root), "--output-dir", str(killed), "--stop-after-steps", "9"]) == 3
-    assert train_script.main([*coco_args(root), "--output-dir", str(killed), "--resume"]) == 0
+    assert train_script.main([*args, "--output-dir", str(killed), "--stop-after-steps", "9"]) == 3
+    assert train_script.main([*args, "--output-dir", str(killed), "--resume"]) == 0
     resumed = pd.read_csv(killed / "metrics.csv", keep_default_na=False)
     assert np.allclose(metrics["val_mAP"], resumed["val_mAP"], atol=1e-6)
     assert metrics[columns].astype(str).equals(resumed[columns].astype(str))
-    assert json.loads((run / "config.json").read_text())["config"]["pseudo_labels"] is True
+    saved = json.loads((run / "config.json").read_text())["config"]
+    assert saved["pseudo_labels"] is True and saved["pseudo_teacher"] == teacher
 
 
 @pytest.mark.parametrize("arch", ["csl", "mtl", "latent", "afa"])
@@ -67,9 +70,11 @@ def test_pseudo_labels_train_validate_and_infer_with_every_architecture(tmp_path
     assert len(pd.read_csv(out)) > 0
 
 
-def test_pseudo_labels_on_cached_backbone_features(tmp_path):
+@pytest.mark.parametrize("teacher", ["ema", "validated"])
+def test_pseudo_labels_on_cached_backbone_features(tmp_path, teacher):
     split, images = split_data(tmp_path)
-    train_tiny(split, images, tmp_path / "run", "--freeze-backbone", *ANY_CHOICE, epochs=3)
+    train_tiny(split, images, tmp_path / "run", "--freeze-backbone", *ANY_CHOICE, "--pseudo-teacher", teacher,
+               epochs=3)
     metrics = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False)
     assert len(metrics) == 3 and (metrics["pseudo_positives"].iloc[1:] > 0).all()
 

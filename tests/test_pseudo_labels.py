@@ -77,3 +77,45 @@ def test_no_known_entry_is_ever_changed():
     known = targets != -1
     assert torch.equal(got[known], targets[known])
     assert (got[~known] != -1).any()
+
+
+def test_a_validated_teacher_is_a_frozen_copy_of_the_better_weights_with_their_thresholds():
+    from torch import nn
+
+    from partial_csl.engine.training.pseudo import PseudoLabeller
+
+    torch.manual_seed(0)
+    regular, ema = nn.Linear(2, 2), nn.Linear(2, 2)
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    by_regular = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.3]])
+    by_ema = np.array([[0.6, 0.2], [0.3, 0.9], [0.8, 0.7], [0.2, 0.1]])
+    labeller = PseudoLabeller(None, torch.tensor([0.5, 0.5]), None, warmup=1, precision=1.0,
+                              negative_precision=1.0, kind="validated")
+    labeller.after_validation([regular, ema], [by_regular, by_ema], True, targets, epoch=0)
+    expected = calibrate_thresholds(by_ema, targets, 1.0, 1.0)
+    assert labeller.thresholds.positive.tolist() == expected.positive.tolist()
+    teacher = labeller.teacher
+    assert torch.equal(teacher.weight, ema.weight) and not teacher.training
+    assert not any(p.requires_grad for p in teacher.parameters())
+    with torch.no_grad():
+        ema.weight.add_(1.0)  # the EMA trains on: the teacher is a copy, it stays as validated
+    assert not torch.equal(teacher.weight, ema.weight)
+    labeller.after_validation([regular, ema], [by_regular, by_ema], False, targets, epoch=1)
+    assert labeller.teacher is teacher and torch.equal(teacher.weight, regular.weight)
+    expected = calibrate_thresholds(by_regular, targets, 1.0, 1.0)
+    assert labeller.thresholds.positive.tolist() == expected.positive.tolist()
+
+
+def test_an_ema_teacher_is_calibrated_on_the_ema_scores_and_stays_the_live_weights():
+    from torch import nn
+
+    from partial_csl.engine.training.pseudo import PseudoLabeller
+
+    regular, ema = nn.Linear(2, 2), nn.Linear(2, 2)
+    targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
+    by_regular = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.3]])
+    by_ema = np.array([[0.6, 0.2], [0.3, 0.9], [0.8, 0.7], [0.2, 0.1]])
+    labeller = PseudoLabeller(ema, torch.tensor([0.5, 0.5]), None, warmup=1, precision=1.0, negative_precision=1.0)
+    labeller.after_validation([regular, ema], [by_regular, by_ema], False, targets, epoch=0)
+    assert labeller.teacher is ema
+    assert labeller.thresholds.positive.tolist() == calibrate_thresholds(by_ema, targets, 1.0, 1.0).positive.tolist()

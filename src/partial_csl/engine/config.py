@@ -93,6 +93,7 @@ class TrainConfig(DeclaredSettings):
     # teacher pseudo-labels for the unknown entries (partial_csl.pseudo_labels)
     pseudo_labels: bool = False
     pseudo_warmup: int = 2  # epochs before the first pseudo-label
+    pseudo_teacher: str = "ema"  # ema: the EMA weights as they train; validated: the better-validating, per epoch
     pseudo_precision: float = 0.9  # per-class positive thresholds reach this precision on the validation labels
     pseudo_negative_precision: float = 0.99  # ... and negative thresholds this share of true negatives
     # class imbalance (partial_csl.losses.imbalance), from the known training labels only

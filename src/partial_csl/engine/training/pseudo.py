@@ -1,17 +1,21 @@
-"""``--pseudo-labels`` in a run: the EMA model teaches the unknown labels (the rule: :mod:`partial_csl.pseudo_labels`).
+"""``--pseudo-labels`` in a run: a teacher labels the unknown labels it is sure of (the rule:
+:mod:`partial_csl.pseudo_labels`).
 
-After each epoch the teacher's validation scores (computed anyway to pick the best weights) calibrate the per-class
-thresholds; from epoch ``--pseudo-warmup`` + 1 on, every training batch's unknown entries that the teacher, shown
-the un-augmented view of the batch, is sure of become targets of the augmented view the student trains on. Only the
-main stage uses it (the prior stage's model must not see its own guesses). On ``--resume`` the thresholds are
-calibrated again from the restored EMA weights, so the resumed epochs are those of an uninterrupted run. Each epoch's
-row of ``metrics.csv`` says how many unknowns were labelled and, where the simulation knows the truth, how many
-rightly.
+The teacher (``--pseudo-teacher``, :data:`TEACHERS`) is the EMA model as it trains, or, after each epoch, a frozen
+copy of whichever weights (regular or EMA) validated better. After each epoch the teacher's validation scores
+(computed anyway to pick the best weights) calibrate the per-class thresholds; from epoch ``--pseudo-warmup`` + 1
+on, every training batch's unknown entries that the teacher, shown the un-augmented view of the batch, is sure of
+become targets of the augmented view the student trains on. Only the main stage uses it (the prior stage's model
+must not see its own guesses). On ``--resume`` the teacher is chosen and calibrated again from the restored weights,
+so the resumed epochs are those of an uninterrupted run. Each epoch's row of ``metrics.csv`` says how many unknowns
+were labelled and, where the simulation knows the truth, how many rightly.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -21,27 +25,50 @@ from torch import nn
 from ...models import logits_to_probabilities
 from ...pseudo_labels import Thresholds, calibrate_thresholds, positive_caps, pseudo_targets
 from ..distributed import DistInfo, sum_across_ranks
-from ..inference.probabilities import predict_dataset
 from ..setup.build import TrainingParts
 from .embeddings import StageInputs
+from .epoch_validation import ema_is_better, score_weights, validated_weights
 from .run import Run
 
 log = logging.getLogger(__name__)
+
+TEACHERS = {
+    "ema": "the EMA weights as they train, step by step (the model itself under --ema-decay 0)",
+    "validated": "after each epoch, a frozen copy of whichever weights (regular or EMA) validated better",
+}
 
 
 @dataclass
 class PseudoLabeller:
     """The teacher, its thresholds and this epoch's counts; call it on a batch (see :meth:`relabel`)."""
 
-    teacher: nn.Module
+    teacher: nn.Module | None  # a "validated" teacher is chosen after the first validation
     frequencies: torch.Tensor  # (C,) annotated positive share of each class: the per-image caps
     groups: list[list[int]] | None
     warmup: int  # epochs before the first pseudo-label
     precision: float
     negative_precision: float
     truth: np.ndarray | None = None  # (N, C) the full training labels, known only for simulated data
+    kind: str = "ema"  # a key of TEACHERS
+    view: Callable[[nn.Module], nn.Module] = lambda model: model  # weights -> what the teacher calls
     thresholds: Thresholds | None = None
     counts: dict = field(default_factory=dict)
+    _frozen: nn.Module | None = None
+
+    def after_validation(self, weights: list[nn.Module], scores: list[np.ndarray], use_ema: bool,
+                         targets: np.ndarray, epoch: int) -> None:
+        """The teacher for the next epoch and its thresholds, from this epoch's validation: ``weights`` (regular,
+        then EMA if any), their ``scores``, and whether the EMA's validated better."""
+        if self.kind == "validated":
+            chosen = weights[int(use_ema)]
+            if self._frozen is None:
+                self._frozen = copy.deepcopy(chosen).eval().requires_grad_(False)
+                self.teacher = self.view(self._frozen).eval()
+            else:
+                self._frozen.load_state_dict(chosen.state_dict())
+            self.calibrate(scores[int(use_ema)], targets, epoch)
+        else:
+            self.calibrate(scores[-1], targets, epoch)
 
     def calibrate(self, scores: np.ndarray, targets: np.ndarray, epoch: int) -> None:
         """Thresholds from the teacher's validation ``scores`` (NaN rows: unreadable images, left out)."""
@@ -94,22 +121,27 @@ class PseudoLabeller:
 
 def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: str,
                     resumed_after: int) -> PseudoLabeller | None:
-    """The main stage's labeller under ``--pseudo-labels`` (the teacher: the EMA model, else the model itself); a
-    stage resumed after epoch ``resumed_after`` (-1: a new stage) calibrates it again from the restored teacher."""
+    """The main stage's labeller under ``--pseudo-labels``; a stage resumed after epoch ``resumed_after`` (-1: a new
+    stage) chooses and calibrates its teacher again from the restored weights."""
     cfg = run.cfg
     if not cfg.pseudo_labels or stage != "main":
         return None
+    if cfg.pseudo_teacher not in TEACHERS:
+        raise ValueError(f"unknown --pseudo-teacher {cfg.pseudo_teacher!r} (choose from {', '.join(TEACHERS)})")
     targets = run.train.targets
     known = np.maximum((targets != -1).sum(axis=0), 1)
     frequencies = torch.as_tensor((targets == 1).sum(axis=0) / known, dtype=torch.float32)
     groups = [list(range(s.start, s.stop)) for s in run.labels.groups.values()] if run.labels.groups else None
-    model = parts.ema.module if parts.ema is not None else parts.model
-    teacher = inputs.view(model)
-    teacher.train(model.training)  # a fresh wrapper (--freeze-backbone) starts in train mode: relabel restores this
+    teacher = None
+    if cfg.pseudo_teacher == "ema":
+        model = parts.ema.module if parts.ema is not None else parts.model
+        teacher = inputs.view(model)
+        teacher.train(model.training)  # a fresh wrapper (--freeze-backbone) starts in train mode: relabel restores it
     labeller = PseudoLabeller(teacher, frequencies, groups, cfg.pseudo_warmup, cfg.pseudo_precision,
-                              cfg.pseudo_negative_precision, truth=run.train.truth)
+                              cfg.pseudo_negative_precision, truth=run.train.truth, kind=cfg.pseudo_teacher,
+                              view=inputs.view)
     if resumed_after >= 0:
-        scores = predict_dataset(teacher, inputs.val, cfg.batch_size, cfg.workers, run.device, run.amp_dtype,
-                                 info=run.dist, desc="pseudo-label thresholds", skipped={})
-        labeller.calibrate(scores, run.val.targets, resumed_after)
+        scores, reports = score_weights(run, parts, inputs)
+        labeller.after_validation(validated_weights(parts), scores, ema_is_better(reports), run.val.targets,
+                                  resumed_after)
     return labeller

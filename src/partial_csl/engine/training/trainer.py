@@ -48,7 +48,7 @@ from ..setup.architectures import resolve_auto
 from ..setup.build import TrainingParts, build_training
 from ..setup.train_loader import steps_per_epoch
 from .embeddings import StageInputs, stage_inputs
-from .epoch_validation import validate_epoch
+from .epoch_validation import validate_epoch, validated_weights
 from .finish import check_run_settings, finish_training
 from .pseudo import PseudoLabeller, pseudo_labeller
 from .records import append_epoch, write_json, write_metrics_csv
@@ -177,7 +177,7 @@ def fit(run: Run, stage: str, epochs: int, prior: np.ndarray | None, stage_dir: 
         stats = _train_epoch(run, parts, inputs, stage, epoch, labeller)
         row, reports, use_ema = validate_epoch(run, parts, inputs, stage, epoch, stats, started)
         if labeller is not None:
-            labeller.calibrate(reports["teacher_scores"], run.val.targets, epoch)
+            labeller.after_validation(validated_weights(parts), reports["scores"], use_ema, run.val.targets, epoch)
         run.history.append(row)
         improved = reports["chosen"]["mAP"] > progress.best_metric
         progress.epoch = epoch
