@@ -91,9 +91,9 @@ def train_one_epoch(model: nn.Module, loader, criterion: nn.Module, optimizer: t
             skipped.update(indices.pop())
         images, teacher_view = images if isinstance(images, (list, tuple)) else (images, images)
         images, targets = images.to(device, non_blocking=True), targets.to(device, non_blocking=True)
-        if relabel is not None:  # --pseudo-labels: the teacher labels unknowns it is sure of
-            targets = relabel(teacher_view, targets, indices[0] if indices else None)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            if relabel is not None:  # --pseudo-labels: the teacher (same precision) labels unknowns it is sure of
+                targets = relabel(teacher_view, targets, indices[0] if indices else None)
             logits = model(images)  # (B, C); the loss applies the sigmoid/softmax itself, in float32
         if getattr(criterion, "uses_sample_index", False):
             loss = criterion(logits.float(), targets, indices[0].to(device) if indices else None)
