@@ -149,6 +149,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--device", default="auto")
     p.add_argument("--quick", action="store_true", help="2 datasets of 120 images, 1 seed, 1 epoch")
     args = p.parse_args(argv)
+    if Path(args.table).name != args.table or args.table in ("", ".", ".."):
+        p.error(f"--table {args.table!r}: a file name, not a path (the table goes to --out)")
     if args.quick:
         args.datasets, args.seeds, args.epochs, args.images, args.prior_epochs = (
             QUICK[k] for k in ("datasets", "seeds", "epochs", "images", "prior_epochs"))

@@ -163,7 +163,7 @@ def test_resume_accepts_a_setting_the_code_gained_since_at_its_default_and_names
     del saved["pseudo_labels"]  # the run started before the flag existed
     path = tmp_path / "config.json"
     check_resume_matches(TrainConfig(epochs=3), saved, path)
-    with pytest.raises(RunFolderError, match=r"pseudo_labels: saved False, now True"):
+    with pytest.raises(RunFolderError, match=r"pseudo_labels: saved False \(not saved: the default\), now True"):
         check_resume_matches(TrainConfig(epochs=3, pseudo_labels=True), saved, path)
     with pytest.raises(RunFolderError, match=r"epochs: saved 3, now 4"):
         check_resume_matches(TrainConfig(epochs=4), saved, path)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -231,3 +232,17 @@ def test_csl_settings_are_never_dropped_they_select_csl_or_stop_the_run(caplog):
         resolve_auto(TrainConfig(arch="afa", gamma_unann=4))
 
 
+
+
+def test_posthoc_adjustment_of_a_checkpoint_from_before_a_setting_existed():
+    from partial_csl.engine.checkpoint import CheckpointError, with_posthoc_adjustment
+
+    labels = labels_of(TARGETS)
+    trained = TrainConfig(arch="mtl", logit_adjust="none").to_dict()
+    del trained["pseudo_teacher"]  # trained before the setting existed: it counts as its default
+    cfg = TrainConfig(arch="mtl", logit_adjust="posthoc")
+    adjusted = with_posthoc_adjustment({"config": trained, "arch": "mtl"}, cfg, labels)
+    assert adjusted["logit_adjustment"] == pytest.approx(posthoc_adjustment(cfg, labels, "softmax"))
+    assert adjusted["config"]["logit_adjust"] == "posthoc"
+    with pytest.raises(CheckpointError, match=r"other settings \(pseudo_teacher\)"):
+        with_posthoc_adjustment({"config": trained, "arch": "mtl"}, replace(cfg, pseudo_teacher="validated"), labels)

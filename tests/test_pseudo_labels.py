@@ -89,8 +89,8 @@ def test_a_validated_teacher_is_a_frozen_copy_of_the_better_weights_with_their_t
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
     by_regular = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.3]])
     by_ema = np.array([[0.6, 0.2], [0.3, 0.9], [0.8, 0.7], [0.2, 0.1]])
-    labeller = PseudoLabeller(None, torch.tensor([0.5, 0.5]), None, warmup=1, precision=1.0,
-                              negative_precision=1.0, kind="validated")
+    labeller = PseudoLabeller(None, torch.tensor([0.5, 0.5]), None, warmup=1, epochs=3,
+                              precision=1.0, negative_precision=1.0, kind="validated")
     labeller.after_validation([regular, ema], [by_regular, by_ema], True, targets, epoch=0)
     expected = calibrate_thresholds(by_ema, targets, 1.0, 1.0)
     assert labeller.thresholds.positive.tolist() == expected.positive.tolist()
@@ -115,7 +115,24 @@ def test_an_ema_teacher_is_calibrated_on_the_ema_scores_and_stays_the_live_weigh
     targets = np.array([[1, 0], [0, 1], [1, 1], [0, 0]])
     by_regular = np.array([[0.9, 0.1], [0.2, 0.8], [0.7, 0.6], [0.1, 0.3]])
     by_ema = np.array([[0.6, 0.2], [0.3, 0.9], [0.8, 0.7], [0.2, 0.1]])
-    labeller = PseudoLabeller(ema, torch.tensor([0.5, 0.5]), None, warmup=1, precision=1.0, negative_precision=1.0)
+    labeller = PseudoLabeller(ema, torch.tensor([0.5, 0.5]), None, warmup=1, epochs=3, precision=1.0,
+                              negative_precision=1.0)
     labeller.after_validation([regular, ema], [by_regular, by_ema], False, targets, epoch=0)
     assert labeller.teacher is ema
     assert labeller.thresholds.positive.tolist() == calibrate_thresholds(by_ema, targets, 1.0, 1.0).positive.tolist()
+
+
+def test_no_teacher_is_copied_or_calibrated_during_the_warm_up_or_after_the_last_epoch():
+    from torch import nn
+
+    from partial_csl.engine.training.pseudo import PseudoLabeller
+
+    weights, scores = [nn.Linear(2, 2), nn.Linear(2, 2)], [np.full((2, 2), 0.5)] * 2
+    labeller = PseudoLabeller(None, torch.tensor([0.5, 0.5]), None, warmup=2, epochs=4, precision=1.0,
+                              negative_precision=1.0, kind="validated")
+    for epoch, needed in enumerate([False, True, True, False]):  # labels epochs 3 and 4 (0-based 2, 3)
+        assert labeller.needed_after(epoch) is needed
+    labeller.after_validation(weights, scores, False, np.array([[1, 0], [0, 1]]), epoch=0)
+    assert labeller.teacher is None and labeller.thresholds is None
+    labeller.after_validation(weights, scores, False, np.array([[1, 0], [0, 1]]), epoch=1)
+    assert labeller.teacher is not None and labeller.thresholds is not None

@@ -35,7 +35,7 @@ from ..models import norm_backend_of
 from ..models.weights import tensor_bytes, weight_mismatches
 from ..safe_io import atomic_open, describe_save_failure
 from ..thresholds import thresholds_problem
-from .config import TrainConfig
+from .config import TrainConfig, with_new_defaults
 from .setup.architectures import ARCHITECTURES, build_model, get_architecture
 from .setup.rebalancing import apply_logit_adjustment, posthoc_adjustment
 from .setup.run_data import LabelSpace
@@ -147,7 +147,7 @@ def with_posthoc_adjustment(ckpt: dict, cfg: TrainConfig, labels: LabelSpace, ig
     """A copy of ``ckpt`` with the offset ``cfg``'s ``--logit-adjust posthoc`` stores: what train.py would have
     written had the run asked for it (post-hoc adjustment leaves the training unchanged). Refused when ``ckpt`` was
     trained with settings other than ``cfg``'s (besides ``logit_adjust`` and ``ignore``)."""
-    trained = ckpt["config"]
+    trained = with_new_defaults(ckpt["config"])  # a setting added since it was trained: at its default
     expected = replace(cfg, logit_adjust=trained.get("logit_adjust")).to_dict()
     differs = sorted(k for k, v in expected.items() if trained.get(k) != v and k not in ignore)
     if differs:

@@ -128,6 +128,13 @@ class TrainConfig(DeclaredSettings):
         return cls(**data)
 
 
+def with_new_defaults(saved: dict) -> dict:
+    """Settings saved by a run (``config.json``, a checkpoint's ``config``) with every setting the code gained since
+    filled in at its default: what that run computed with, as the code now spells it."""
+    defaults = TrainConfig().to_dict()
+    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+
+
 def require_resolved(cfg: TrainConfig) -> None:
     """Refuse settings still "auto": run_training resolves them (resolve_auto) before anything is built."""
     left = [f"--{name.replace('_', '-')}" for name in ("arch", "logit_adjust") if getattr(cfg, name) == "auto"]

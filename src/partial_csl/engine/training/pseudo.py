@@ -25,6 +25,7 @@ from torch import nn
 from ...models import logits_to_probabilities
 from ...pseudo_labels import Thresholds, calibrate_thresholds, positive_caps, pseudo_targets
 from ..distributed import DistInfo, sum_across_ranks
+from ..inference.probabilities import predict_dataset
 from ..setup.build import TrainingParts
 from .embeddings import StageInputs
 from .epoch_validation import ema_is_better, score_weights, validated_weights
@@ -46,6 +47,7 @@ class PseudoLabeller:
     frequencies: torch.Tensor  # (C,) annotated positive share of each class: the per-image caps
     groups: list[list[int]] | None
     warmup: int  # epochs before the first pseudo-label
+    epochs: int  # the stage's epochs
     precision: float
     negative_precision: float
     truth: np.ndarray | None = None  # (N, C) the full training labels, known only for simulated data
@@ -59,6 +61,8 @@ class PseudoLabeller:
                          targets: np.ndarray, epoch: int) -> None:
         """The teacher for the next epoch and its thresholds, from this epoch's validation: ``weights`` (regular,
         then EMA if any), their ``scores``, and whether the EMA's validated better."""
+        if not self.needed_after(epoch):
+            return
         if self.kind == "validated":
             chosen = weights[int(use_ema)]
             if self._frozen is None:
@@ -75,8 +79,12 @@ class PseudoLabeller:
         readable = ~np.isnan(scores).any(axis=1)
         self.thresholds = calibrate_thresholds(scores[readable], targets[readable], self.precision,
                                                self.negative_precision)
-        if epoch + 1 >= self.warmup:
-            log.info("pseudo-label thresholds after epoch %d: %s", epoch + 1, self.thresholds.summary())
+        log.info("pseudo-label thresholds after epoch %d: %s", epoch + 1, self.thresholds.summary())
+
+    def needed_after(self, epoch: int) -> bool:
+        """Whether a teacher is needed after epoch ``epoch`` (0-based): from the warm-up's last epoch until the
+        run's last but one (the last epoch's validation labels nothing)."""
+        return self.warmup <= epoch + 1 < self.epochs
 
     def active(self, epoch: int) -> bool:
         return epoch >= self.warmup and self.thresholds is not None
@@ -126,8 +134,6 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
     cfg = run.cfg
     if not cfg.pseudo_labels or stage != "main":
         return None
-    if cfg.pseudo_teacher not in TEACHERS:
-        raise ValueError(f"unknown --pseudo-teacher {cfg.pseudo_teacher!r} (choose from {', '.join(TEACHERS)})")
     targets = run.train.targets
     known = np.maximum((targets != -1).sum(axis=0), 1)
     frequencies = torch.as_tensor((targets == 1).sum(axis=0) / known, dtype=torch.float32)
@@ -137,11 +143,16 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
         model = parts.ema.module if parts.ema is not None else parts.model
         teacher = inputs.view(model)
         teacher.train(model.training)  # a fresh wrapper (--freeze-backbone) starts in train mode: relabel restores it
-    labeller = PseudoLabeller(teacher, frequencies, groups, cfg.pseudo_warmup, cfg.pseudo_precision,
+    labeller = PseudoLabeller(teacher, frequencies, groups, cfg.pseudo_warmup, cfg.epochs, cfg.pseudo_precision,
                               cfg.pseudo_negative_precision, truth=run.train.truth, kind=cfg.pseudo_teacher,
                               view=inputs.view)
-    if resumed_after >= 0:
-        scores, reports = score_weights(run, parts, inputs)
-        labeller.after_validation(validated_weights(parts), scores, ema_is_better(reports), run.val.targets,
-                                  resumed_after)
+    if resumed_after >= 0 and labeller.needed_after(resumed_after):
+        if labeller.kind == "validated":
+            scores, reports = score_weights(run, parts, inputs)
+            labeller.after_validation(validated_weights(parts), scores, ema_is_better(reports), run.val.targets,
+                                      resumed_after)
+        else:  # the live teacher's scores only
+            scores = predict_dataset(teacher, inputs.val, cfg.batch_size, cfg.workers, run.device, run.amp_dtype,
+                                     info=run.dist, desc="pseudo-label thresholds", skipped={})
+            labeller.after_validation([teacher], [scores], False, run.val.targets, resumed_after)
     return labeller

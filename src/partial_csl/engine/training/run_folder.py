@@ -35,7 +35,7 @@ from pathlib import Path
 
 from ...manifest import Manifest, other_files, remove_files
 from ...safe_io import refuse_inputs_as_outputs, watching_writes
-from ..config import TrainConfig
+from ..config import TrainConfig, with_new_defaults
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +93,9 @@ def _comparable(cfg: dict) -> dict:
 def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     """Refuse to resume with settings other than the saved ones, naming each key that differs. A setting the code
     gained since the run started (absent from ``saved``) counts as saved at its default: the run computed with it."""
-    defaults = TrainConfig().to_dict()
-    new = _comparable(cfg.to_dict())
-    old = _comparable({**{k: defaults[k] for k in new if k in defaults and k not in saved}, **saved})
-    differing = [f"{k}: saved {old.get(k)!r}, now {new.get(k)!r}" for k in sorted(set(new) | set(old))
-                 if old.get(k) != new.get(k)]
+    new, old = _comparable(cfg.to_dict()), _comparable(with_new_defaults(saved))
+    differing = [f"{k}: saved {old.get(k)!r}{'' if k in saved else ' (not saved: the default)'}, now {new.get(k)!r}"
+                 for k in sorted(set(new) | set(old)) if old.get(k) != new.get(k)]
     if differing:
         raise RunFolderError(f"cannot resume {path.parent} with other settings than it was started with ({path}):\n  "
                              + "\n  ".join(differing) + "\n(use the original flags, or a new --output-dir)")

@@ -7,6 +7,7 @@ import math
 from collections.abc import Callable
 
 from ..config import TrainConfig
+from .pseudo import TEACHERS
 
 # (settings, test, what a value must be); None (the setting's "not given") always passes
 _RULES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
@@ -37,8 +38,21 @@ def settings_problems(cfg: TrainConfig) -> list[str]:
     return problems
 
 
+def pseudo_label_problems(cfg: TrainConfig) -> list[str]:
+    """An unknown ``--pseudo-teacher``; a pseudo-label setting changed without ``--pseudo-labels`` (it would do
+    nothing: a typed setting is never dropped)."""
+    problems = []
+    if cfg.pseudo_teacher not in TEACHERS:
+        problems.append(f"--pseudo-teacher {cfg.pseudo_teacher} (must be one of {', '.join(TEACHERS)})")
+    if not cfg.pseudo_labels:
+        problems += [f"--{name.replace('_', '-')} {getattr(cfg, name)} (needs --pseudo-labels)"
+                     for name in ("pseudo_teacher", "pseudo_warmup", "pseudo_precision", "pseudo_negative_precision")
+                     if getattr(cfg, name) != getattr(TrainConfig, name)]
+    return problems
+
+
 def check_settings(cfg: TrainConfig) -> None:
     """Refuse, naming every one, settings no run can use; called before the run folder is created."""
-    problems = settings_problems(cfg)
+    problems = settings_problems(cfg) + pseudo_label_problems(cfg)
     if problems:
         raise ValueError(f"invalid setting(s): {'; '.join(problems)}; nothing was written")
