@@ -14,7 +14,7 @@ test: setup fashion-mnist
 	bash scripts/install_browser.sh
 	-bash scripts/install_inplace_abn.sh --if-possible
 	$(PY) -m ruff check .
-	$(PY) -m pytest -q tests
+	OMP_NUM_THREADS=1 $(PY) -m pytest -q -n auto tests  # one process per core, one thread each
 
 setup: $(STAMP)
 
