@@ -58,6 +58,7 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective (top-5 per batch)": SELECTIVE,
     "CSL selective, em priors": dict(SELECTIVE, prior_estimate="em"),
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
+    "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True),
 }
 PROTOCOLS = {  # column: (simulator, parameter)
     "FPC(200)": ("fpc", 200),
@@ -110,11 +111,27 @@ def prior_quality(run_dir: Path) -> list[dict]:
              "mae": float(np.abs(value - truth).mean())} for name, value in estimates.items()]
 
 
+def pseudo_label_counts(run_dir: Path) -> dict:
+    """Pseudo-labels made over the run and their precision against the simulation's truth (under --pseudo-labels)."""
+    metrics = pd.read_csv(run_dir / "metrics.csv")
+    if "pseudo_positives" not in metrics:
+        return {}
+    out = {}
+    for kind in ("positives", "negatives"):
+        made = metrics[f"pseudo_{kind}"].fillna(0)
+        right = (metrics[f"pseudo_{kind}_precision"].fillna(0) * made).sum()
+        out[f"pseudo_{kind}"] = int(made.sum())
+        out[f"pseudo_{kind}_precision"] = float(right / made.sum()) if made.sum() else None
+    return out
+
+
 def one_run(cfg: TrainConfig, run_dir: Path) -> dict:
-    """One cell (resumable, see grid.train_cell): best validation mAP and the prior estimates' quality."""
+    """One cell (resumable, see grid.train_cell): best validation mAP, the prior estimates' quality and, under
+    --pseudo-labels, how many pseudo-labels were made and how many rightly."""
     return train_cell(cfg, run_dir, lambda summary: {"mAP": summary["best_val_mAP"],
                                                      "best_weights": summary["best_weights"],
-                                                     "priors": prior_quality(run_dir)})
+                                                     "priors": prior_quality(run_dir),
+                                                     **pseudo_label_counts(run_dir)})
 
 
 def run_grid(args: argparse.Namespace, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -129,7 +146,8 @@ def run_grid(args: argparse.Namespace, out: Path) -> tuple[pd.DataFrame, pd.Data
                 folder = f"{column}/{method}/seed{seed}".replace(" ", "_").replace(",", "").replace("(", "_")
                 result = one_run(cfg, out / "runs" / folder.replace(")", ""))
                 rows.append({"method": method, "protocol": column, "seed": seed, "mAP": result["mAP"],
-                             "seconds": round(result["seconds"], 1)})
+                             "seconds": round(result["seconds"], 1),
+                             **{k: v for k, v in result.items() if k.startswith("pseudo_")}})
                 prior_rows += [{"protocol": column, "seed": seed, "method": method, **q} for q in result["priors"]]
                 print(f"[{time.time() - started:5.0f}s {len(rows)}/{total}] {column:24s} seed {seed} "
                       f"{method:34s} mAP {result['mAP']:.2f}", flush=True)

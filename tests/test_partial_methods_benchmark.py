@@ -64,3 +64,14 @@ def test_mean_std_table_bolds_the_best_and_marks_ties():
 def test_every_method_row_names_a_registered_loss(name):
     from partial_csl.losses import LOSSES
     assert partial_methods.METHODS[name]["loss"] in LOSSES
+
+
+def test_pseudo_label_counts_weigh_each_epochs_precision_by_its_count(tmp_path):
+    pd.DataFrame({"epoch": [1, 2, 3], "pseudo_positives": [0, 10, 30], "pseudo_negatives": [0, 100, 0],
+                  "pseudo_positives_precision": [None, 0.5, 0.9], "pseudo_negatives_precision": [None, 0.99, None]}
+                 ).to_csv(tmp_path / "metrics.csv", index=False)
+    counts = partial_methods.pseudo_label_counts(tmp_path)
+    assert counts["pseudo_positives"] == 40 and counts["pseudo_positives_precision"] == pytest.approx(32 / 40)
+    assert counts["pseudo_negatives"] == 100 and counts["pseudo_negatives_precision"] == pytest.approx(0.99)
+    pd.DataFrame({"epoch": [1]}).to_csv(tmp_path / "metrics.csv", index=False)
+    assert partial_methods.pseudo_label_counts(tmp_path) == {}
