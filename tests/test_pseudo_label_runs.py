@@ -96,3 +96,21 @@ def test_a_pseudo_label_setting_without_pseudo_labels_is_refused_not_dropped(tmp
     err = capsys.readouterr().err
     assert "--pseudo-teacher validated (needs --pseudo-labels)" in err and "--pseudo-warmup 3 (needs" in err
     assert not (tmp_path / "run").exists()
+
+
+def test_classes_too_rare_in_validation_for_a_threshold_are_named_at_the_start(tmp_path, caplog):
+    import logging
+
+    from partial_csl.pseudo_labels import classes_without_reachable_threshold
+
+    split, images = split_data(tmp_path)
+    caplog.set_level(logging.WARNING)
+    train_tiny(split, images, tmp_path / "run", "--pseudo-labels", epochs=1)
+    warning = next(r.getMessage() for r in caplog.records if "will get no pseudo-positive" in r.getMessage())
+    val = pd.read_csv(split / "valid.csv", dtype=str)
+    sizes = {"neck": 7, "sleeve_length": 4, "pattern": 10}
+    rare = [f"{g}_{k}" for g, n in sizes.items() for k in range(n)  # under 5 positives or 5 labelled images
+            if (val[g] == str(k)).sum() < 5 or (val[g] != "#N/A").sum() < 5]
+    assert f"{len(rare)} of 21 classes" in warning and ", ".join(rare[:10]) in warning
+    assert "5 labelled images and 5 positives needed" in warning
+    assert len(classes_without_reachable_threshold(np.full((10, 3), 1), 0.9)) == 0

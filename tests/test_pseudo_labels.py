@@ -136,3 +136,16 @@ def test_no_teacher_is_copied_or_calibrated_during_the_warm_up_or_after_the_last
     assert labeller.teacher is None and labeller.thresholds is None
     labeller.after_validation(weights, scores, False, np.array([[1, 0], [0, 1]]), epoch=1)
     assert labeller.teacher is not None and labeller.thresholds is not None
+
+
+def test_classes_without_enough_validation_positives_are_named_and_never_get_a_threshold():
+    from partial_csl.pseudo_labels import classes_without_reachable_threshold
+
+    # 5 positives (class 0), 4 (class 1), 2 (class 2), class 3 labelled on 4 images only
+    targets = np.array([[1, 1, 1, 1], [1, 1, 1, 0], [1, 1, 0, 0], [1, 1, 0, 0], [1, 0, 0, -1], [0, 0, 0, -1]])
+    assert classes_without_reachable_threshold(targets, 0.9).tolist() == [1, 2, 3]  # 0.9 x 5 -> 5 positives
+    assert classes_without_reachable_threshold(targets, 0.8).tolist() == [2, 3]  # 4 positives suffice
+    assert classes_without_reachable_threshold(targets, 0.0).tolist() == [3]  # only the labelled count matters
+    perfect = np.where(targets == 1, 0.9, 0.1)  # even a perfect teacher gives classes 1-3 no threshold at 0.9
+    got = calibrate_thresholds(perfect, targets, precision=0.9, negative_precision=1.0)
+    assert np.isfinite(got.positive).tolist() == [True, False, False, False]

@@ -19,6 +19,7 @@ Everything is plain arrays and tensors: the trainer (:mod:`partial_csl.engine.tr
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +43,9 @@ class Thresholds:
                 f"(median {np.median(self.negative[neg]) if neg.any() else float('nan'):.3f})")
 
 
+MIN_SUPPORT = 5  # a threshold rests on at least this many validation predictions
+
+
 def _lowest_reliable_score(scores: np.ndarray, correct: np.ndarray, precision: float, min_support: int) -> float:
     """The lowest s such that, of the entries scoring at least s (taken from the highest down), at least
     ``precision`` are ``correct`` and there are at least ``min_support``; nan when there is none. Ties are taken
@@ -55,7 +59,7 @@ def _lowest_reliable_score(scores: np.ndarray, correct: np.ndarray, precision: f
 
 
 def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray, precision: float = 0.9,
-                         negative_precision: float = 0.99, min_support: int = 5) -> Thresholds:
+                         negative_precision: float = 0.99, min_support: int = MIN_SUPPORT) -> Thresholds:
     """Per-class thresholds from the teacher's ``scores`` (N, C) on labelled data ``targets`` (N, C; -1 unknown,
     left out): see the module docstring. A class with fewer than ``min_support`` reliable predictions either way
     gets no threshold on that side."""
@@ -73,6 +77,21 @@ def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray, precision: flo
     overlap = negative >= positive  # cannot happen with sensible precisions; a class would be both: neither
     positive[overlap], negative[overlap] = np.inf, -np.inf
     return Thresholds(positive, negative)
+
+
+def positives_needed(precision: float, min_support: int = MIN_SUPPORT) -> int:
+    """The fewest positives a class's labelled data needs for a positive threshold at ``precision``."""
+    return math.ceil(precision * min_support - 1e-9)  # the tolerance: 0.8 x 5 is 4.000000000000001
+
+
+def classes_without_reachable_threshold(targets: np.ndarray, precision: float,
+                                        min_support: int = MIN_SUPPORT) -> np.ndarray:
+    """Classes that can never get a positive threshold from labelled data ``targets`` (N, C), whatever the teacher:
+    at least ``min_support`` predictions with ``precision`` of them right need that many labelled images and
+    ceil(precision x min_support) positives among them, which these classes do not have."""
+    needed = positives_needed(precision, min_support)
+    positives, known = (targets == 1).sum(axis=0), (targets != UNKNOWN).sum(axis=0)
+    return np.flatnonzero((positives < needed) | (known < min_support))
 
 
 def positive_caps(targets: torch.Tensor, frequencies: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,15 @@ import torch
 from torch import nn
 
 from ...models import logits_to_probabilities
-from ...pseudo_labels import Thresholds, calibrate_thresholds, positive_caps, pseudo_targets
+from ...pseudo_labels import (
+    MIN_SUPPORT,
+    Thresholds,
+    calibrate_thresholds,
+    classes_without_reachable_threshold,
+    positive_caps,
+    positives_needed,
+    pseudo_targets,
+)
 from ..distributed import DistInfo, sum_across_ranks
 from ..inference.probabilities import predict_dataset
 from ..setup.build import TrainingParts
@@ -146,6 +154,7 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
     labeller = PseudoLabeller(teacher, frequencies, groups, cfg.pseudo_warmup, cfg.epochs, cfg.pseudo_precision,
                               cfg.pseudo_negative_precision, truth=run.train.truth, kind=cfg.pseudo_teacher,
                               view=inputs.view)
+    _warn_of_unreachable_classes(run)
     if resumed_after >= 0 and labeller.needed_after(resumed_after):
         if labeller.kind == "validated":
             scores, reports = score_weights(run, parts, inputs)
@@ -156,3 +165,16 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
                                      info=run.dist, desc="pseudo-label thresholds", skipped={})
             labeller.after_validation([teacher], [scores], False, run.val.targets, resumed_after)
     return labeller
+
+
+def _warn_of_unreachable_classes(run: Run) -> None:
+    """Name the classes whose validation labels are too few for any positive threshold: they will get no
+    pseudo-positive, so the pseudo-labels lean to the other classes."""
+    unreachable = classes_without_reachable_threshold(run.val.targets, run.cfg.pseudo_precision)
+    if len(unreachable) and run.dist.is_primary:
+        names = [run.labels.class_names[c] for c in unreachable]
+        log.warning("--pseudo-labels: %d of %d classes have too few validation labels for a positive threshold at "
+                    "--pseudo-precision %g (%d labelled images and %d positives needed) and will get no "
+                    "pseudo-positive: %s%s", len(names), len(run.labels.class_names), run.cfg.pseudo_precision,
+                    MIN_SUPPORT, positives_needed(run.cfg.pseudo_precision), ", ".join(names[:10]),
+                    f" and {len(names) - 10} more" if len(names) > 10 else "")
