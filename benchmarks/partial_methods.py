@@ -59,6 +59,10 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective, em priors": dict(SELECTIVE, prior_estimate="em"),
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
     "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True),
+    "Ignore (BCE on annotated) + pseudo-labels": dict(loss="bce", pseudo_labels=True),
+    # the two halves of CSL selective vs negative ASL swapped: is a gap the focusing or the selection?
+    "Negative, CSL's focusing (0,1,2)": dict(loss="partial_asl", partial_loss_mode="negative"),
+    "CSL selective, negative ASL's focusing (4,1)": dict(NEGATIVE_ASL, partial_loss_mode="selective"),
 }
 PROTOCOLS = {  # column: (simulator, parameter)
     "FPC(200)": ("fpc", 200),
