@@ -60,9 +60,10 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
     "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True),
     "Ignore (BCE on annotated) + pseudo-labels": dict(loss="bce", pseudo_labels=True),
-    # the two halves of CSL selective vs negative ASL swapped: is a gap the focusing or the selection?
+    # CSL's README trains FPC with stronger focusing than train.py's defaults (γ+ 0, γ- 1, γu 2)
+    "CSL selective, its README's FPC focusing (0,3,4)": dict(SELECTIVE, gamma_pos=0, gamma_neg=3, gamma_unann=4),
+    # negative ASL's mode under CSL's default focusing: is a gap to CSL selective the focusing or the selection?
     "Negative, CSL's focusing (0,1,2)": dict(loss="partial_asl", partial_loss_mode="negative"),
-    "CSL selective, negative ASL's focusing (4,1)": dict(NEGATIVE_ASL, partial_loss_mode="selective"),
 }
 PROTOCOLS = {  # column: (simulator, parameter)
     "FPC(200)": ("fpc", 200),
