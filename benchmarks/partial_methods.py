@@ -64,6 +64,8 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective, its README's FPC focusing (0,3,4)": dict(SELECTIVE, gamma_pos=0, gamma_neg=3, gamma_unann=4),
     # negative ASL's mode under CSL's default focusing: is a gap to CSL selective the focusing or the selection?
     "Negative, CSL's focusing (0,1,2)": dict(loss="partial_asl", partial_loss_mode="negative"),
+    # CSL selective less its prior step: only the top-5 per batch ignored (no prior stage)
+    "CSL selective, top-5 only (no prior step)": dict(SELECTIVE, prior_threshold=0),
 }
 PROTOCOLS = {  # column: (simulator, parameter)
     "FPC(200)": ("fpc", 200),
