@@ -26,13 +26,19 @@ from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
 
 
+# settings that say where a cell wrote its files, not what it computed: a grid folder that was moved (or a cell
+# copied from another grid's folder) keeps its finished cells
+PLACES = ("output_dir", "embeddings_dir")
+
+
 def same_settings(recorded: dict, settings: dict, defaults: dict | None = None) -> bool:
-    """Whether a cell computed with ``recorded`` settings was computed with ``settings``. A setting the code gained
-    since (absent from ``recorded``) counts as the same when it is at its default: it changes nothing computed."""
+    """Whether a cell computed with ``recorded`` settings was computed with ``settings`` (:data:`PLACES` aside). A
+    setting the code gained since (absent from ``recorded``) counts as the same when it is at its default: it changes
+    nothing computed."""
     defaults = defaults or {}
     missing = object()
     return set(recorded) <= set(settings) and all(
-        recorded.get(key, defaults.get(key, missing)) == value for key, value in settings.items())
+        recorded.get(key, defaults.get(key, missing)) == value for key, value in settings.items() if key not in PLACES)
 
 
 def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None = None,

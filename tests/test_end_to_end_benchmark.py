@@ -63,6 +63,17 @@ def test_a_finished_cell_survives_a_setting_added_at_its_default(tmp_path):
     assert calls == [1, 1] and changed["mAP"] == 3.0  # at another value it does
 
 
+def test_a_finished_cell_moved_to_another_grid_folder_is_not_trained_again(tmp_path):
+    calls = []
+    old, new = tmp_path / "old" / "cell", tmp_path / "new" / "cell"
+    first = grid.resumable(old, lambda: calls.append(1) or {"mAP": 1.0}, {"lr": 0.1, "output_dir": str(old)})
+    old.parent.rename(new.parent)
+    again = grid.resumable(new, lambda: calls.append(1) or {"mAP": 2.0}, {"lr": 0.1, "output_dir": str(new)})
+    assert calls == [1] and again["mAP"] == first["mAP"] == 1.0  # where it was written is not what it computed
+    changed = grid.resumable(new, lambda: calls.append(1) or {"mAP": 3.0}, {"lr": 0.2, "output_dir": str(new)})
+    assert calls == [1, 1] and changed["mAP"] == 3.0
+
+
 def test_an_interrupted_cell_of_an_auto_recipe_resumes_instead_of_starting_again(tmp_path):
     from partial_csl.engine.config import TrainConfig
     from partial_csl.engine.setup.architectures import resolve_auto
