@@ -25,7 +25,6 @@ from partial_csl.engine.tools.validate import validate_checkpoint
 from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
 
-
 # settings that say where a cell wrote its files, not what it computed: a grid folder that was moved (or a cell
 # copied from another grid's folder) keeps its finished cells
 PLACES = ("output_dir", "embeddings_dir")
