@@ -3,9 +3,12 @@ others' numbers, the deadline skips what would not fit, and the tables come back
 
 from __future__ import annotations
 
+import importlib
 import json
 import math
+import re
 import time
+from pathlib import Path
 
 import cuda_suite  # benchmarks/ is on the test path (conftest)
 import pytest
@@ -21,7 +24,17 @@ def attribute_folder(tmp_path):
     return tmp_path / "data"
 
 
-def test_quick_suite_runs_every_cpu_section_and_marks_the_cuda_ones_skipped(attribute_folder, tmp_path):
+def in_process(args: list, log: Path, timeout: float) -> float:
+    """cuda_suite.run_script without the child process: the script's main() here (a child spends ~8 s importing)."""
+    script, *argv = args
+    module = importlib.import_module(Path(script).stem)
+    start = time.perf_counter()
+    assert module.main([str(a) for a in argv]) == 0, script
+    return time.perf_counter() - start
+
+
+def test_quick_suite_runs_every_cpu_section_and_marks_the_cuda_ones_skipped(attribute_folder, tmp_path, monkeypatch):
+    monkeypatch.setattr(cuda_suite, "run_script", in_process)  # run_script itself: the test after the next
     out = tmp_path / "cuda"
     results = cuda_suite.main(["--quick", "--data", str(attribute_folder), "--out", str(out)])
     sections = results["sections"]
@@ -51,6 +64,16 @@ def test_quick_suite_runs_every_cpu_section_and_marks_the_cuda_ones_skipped(attr
     table = (out / "table.md").read_text()
     assert "## ddp (skipped: NCCL DDP needs CUDA (device cpu); 0 s)" in table
     assert "| ONNX Runtime (CPUExecutionProvider), float32 |" in table
+
+
+def test_a_script_runs_as_a_user_would_and_its_failure_names_the_exit_code_and_the_log_tail(tmp_path):
+    script = tmp_path / "step.py"
+    script.write_text("import os, sys\nprint(os.getcwd())\nprint('src' in os.environ['PYTHONPATH'])\n"
+                      "sys.exit(int(sys.argv[1]))\n")
+    assert cuda_suite.run_script([script, 0], tmp_path / "ok.log", 60) > 0
+    assert (tmp_path / "ok.log").read_text().split() == [str(ROOT), "True"]
+    with pytest.raises(RuntimeError, match=rf"step.py exited with 3: {re.escape(str(ROOT))} \| True$"):
+        cuda_suite.run_script([script, 3], tmp_path / "failed.log", 60)
 
 
 def test_a_failing_section_is_recorded_and_the_next_still_runs(tmp_path, monkeypatch):
