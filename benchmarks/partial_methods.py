@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/partial_methods.py                  # the default grid on the shipped set, ~1 h, CPU
     .venv/bin/python benchmarks/partial_methods.py --quick          # a smoke test of the machinery, minutes
+    .venv/bin/python benchmarks/partial_methods.py --coco-set uniform --protocols "FPC(100)" --end-to-end
     .venv/bin/python benchmarks/partial_methods.py --data /data/coco2014 --backbone tresnet_m_miil_21k.pth \\
         --model-name tresnet_m --image-size 448 --epochs 30 --end-to-end   # a GPU, the full recipe
 
@@ -69,10 +70,16 @@ METHODS = {  # row: settings on top of the grid's base config
 }
 PROTOCOLS = {  # column: (simulator, parameter)
     "FPC(200)": ("fpc", 200),
+    # the uniform set's classes have 151-188 positives, all kept by FPC(200); 100 leaves ~1 unknown positive an image
+    "FPC(100)": ("fpc", 100),
     "RPS(0.5)": ("rps", 0.5),
     "known(0.2)": ("known", 0.2),
     "missing_positives(0.4)": ("missing_positives", 0.4),
     "single_positive": ("single_positive", 0),
+}
+COCO_SETS = {  # --coco-set: the generated set's folder and its category frequencies (build_coco_benchmark)
+    "longtail": ("data/coco_bench", 1.1),
+    "uniform": ("data/coco_bench_uniform", 0.0),
 }
 QUICK = {"methods": ["AN (assume negative)", "ROLE", "LL-Cp", "CSL selective, adaptive top-k"],
          "protocols": ["FPC(200)", "single_positive"], "seeds": [0], "epochs": 2}
@@ -186,7 +193,9 @@ def write_tables(results: pd.DataFrame, priors: pd.DataFrame, args: argparse.Nam
 
 def main() -> None:
     p = make_parser(__doc__)
-    p.add_argument("--data", default="data/coco_bench", help="COCO 2014 layout root (built here if the default)")
+    p.add_argument("--data", help="a COCO 2014 layout root (default: the --coco-set, built here on first use)")
+    p.add_argument("--coco-set", choices=list(COCO_SETS), default="longtail",
+                   help="the generated set to use without --data: Zipf (long-tailed) or uniform category frequencies")
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/partial_methods"))
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS), metavar="PROTOCOL")
@@ -208,8 +217,9 @@ def main() -> None:
         args.methods, args.protocols, args.seeds, args.epochs = (QUICK[k] for k in ("methods", "protocols", "seeds",
                                                                                     "epochs"))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    if args.data == "data/coco_bench":
-        build_coco_benchmark(args.data)
+    if args.data is None:
+        args.data, exponent = COCO_SETS[args.coco_set]
+        build_coco_benchmark(args.data, zipf_exponent=exponent)
     args.out.mkdir(parents=True, exist_ok=True)
     results, priors = run_grid(args, args.out)
     print(write_tables(results, priors, args, args.out))

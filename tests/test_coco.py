@@ -111,6 +111,16 @@ def test_benchmark_set_has_the_2014_layout_gapped_ids_and_a_long_tail(tmp_path, 
     assert freq.max() > 5 * np.median(freq)
 
 
+def test_the_uniform_benchmark_set_has_even_categories_and_a_manifest_that_says_so(tmp_path, fake_fashion_mnist):
+    root = build_coco_benchmark(tmp_path / "uniform", n_train=400, n_val=16, source=fake_fashion_mnist,
+                                zipf_exponent=0)
+    counts = load_coco(root / "annotations" / "instances_train2014.json", root / "train2014").targets.sum(axis=0)
+    assert counts.max() < 2 * counts.min()  # 20 categories at ~46 positives each (binomial spread)
+    assert json.loads((root / "manifest.json").read_text())["zipf_exponent"] == 0
+    default = build_coco_benchmark(tmp_path / "longtail", n_train=16, n_val=16, source=fake_fashion_mnist)
+    assert "zipf_exponent" not in json.loads((default / "manifest.json").read_text())
+
+
 def test_train_validate_infer_on_coco_with_simulation(tmp_path, fake_fashion_mnist):
     root = build_coco_benchmark(tmp_path / "bench", n_train=48, n_val=16, source=fake_fashion_mnist)
     run = tmp_path / "run"

@@ -3,8 +3,9 @@
 Each 64x64 image is a 2x2 grid of cells; a cell holds one product (a Fashion-MNIST photo), plain grey or tinted red,
 or stays empty. The 20 categories are (product, colour) pairs, e.g. ``sneaker`` and ``red sneaker``; an image is
 labelled with every category it shows (one annotation per product, with its box). Category frequencies are
-long-tailed like COCO's (Zipf-distributed: a few frequent categories, many rare ones), category ids have gaps like
-COCO's (10, 12 and 23 are unused), and about 2 % of the images are empty (no annotation).
+long-tailed like COCO's (Zipf-distributed: a few frequent categories, many rare ones; ``zipf_exponent=0`` makes
+them uniform instead), category ids have gaps like COCO's (10, 12 and 23 are unused), and about 2 % of the images are
+empty (no annotation).
 
 :func:`build_pretraining_set` writes a disjoint *pretraining* set in the same layout, for benchmarks that need a
 backbone trained elsewhere (as an ImageNet backbone is for COCO): one product per image, categories uniform, photos
@@ -28,6 +29,7 @@ from .demo import FASHION_MNIST_DIR, FASHION_MNIST_NAMES, load_fashion_mnist
 CELL, GRID = 32, 2
 CATEGORY_IDS = [i for i in range(1, 24) if i not in (10, 12, 23)]
 EMPTY_SHARE = 0.02
+ZIPF_EXPONENT = 1.1  # the shipped set's long tail: its most frequent category is about 10x the median one
 
 
 def categories() -> list[dict]:
@@ -41,8 +43,9 @@ def categories() -> list[dict]:
     return out
 
 
-def category_weights(num: int, seed: int, exponent: float = 1.1) -> np.ndarray:
-    """Zipf weights over the categories in a seeded random order (so frequency is not tied to the id)."""
+def category_weights(num: int, seed: int, exponent: float = ZIPF_EXPONENT) -> np.ndarray:
+    """Zipf weights over the categories in a seeded random order (so frequency is not tied to the id); exponent 0
+    gives every category the same weight."""
     weights = 1.0 / np.arange(1, num + 1) ** exponent
     return np.random.default_rng(seed).permutation(weights / weights.sum())
 
@@ -91,15 +94,19 @@ def _write_split(root: Path, split: str, n_images: int, images: np.ndarray, pool
 
 
 def build_coco_benchmark(root: str | Path, n_train: int = 1500, n_val: int = 500, seed: int = 0,
-                         source: Path = FASHION_MNIST_DIR) -> Path:
-    """Write the benchmark set under ``root`` (skipped when ``root/manifest.json`` matches); returns ``root``."""
+                         source: Path = FASHION_MNIST_DIR, zipf_exponent: float = ZIPF_EXPONENT) -> Path:
+    """Write the benchmark set under ``root`` (skipped when ``root/manifest.json`` matches); returns ``root``.
+
+    ``zipf_exponent`` shapes the category frequencies: 1.1 (the default) a long tail, 0 uniform."""
     root = Path(root)
     manifest = {"n_train": n_train, "n_val": n_val, "seed": seed, "version": 1}
+    if zipf_exponent != ZIPF_EXPONENT:  # absent for the default, so sets built before the option are still current
+        manifest["zipf_exponent"] = zipf_exponent
     manifest_path = root / "manifest.json"
     if manifest_path.is_file() and json.loads(manifest_path.read_text()) == manifest:
         return root
     images, products = load_fashion_mnist(Path(source))
-    weights = category_weights(len(CATEGORY_IDS), seed)
+    weights = category_weights(len(CATEGORY_IDS), seed, zipf_exponent)
     rng = np.random.default_rng(seed)
     # disjoint photos for train and val: the first half of each product's (shuffled) photos trains
     shuffled = {p: rng.permutation(np.flatnonzero(products == p)) for p in range(10)}
