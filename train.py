@@ -35,7 +35,7 @@ from partial_csl.engine.config import DECLARED_OPTIONS, TrainConfig
 from partial_csl.engine.setup.architectures import ARCHITECTURES, get_architecture, resolve_auto
 from partial_csl.engine.setup.formats import DATASETS
 from partial_csl.engine.setup.rebalancing import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
-from partial_csl.engine.training.pseudo import TEACHERS
+from partial_csl.engine.training.pseudo import TEACHERS, THRESHOLD_SCOPES
 from partial_csl.engine.training.records import TrainingInterrupted
 from partial_csl.engine.training.trainer import NonFiniteLossError, TrainingStopped, run_training
 from partial_csl.losses import LOSSES, TASK_WEIGHTINGS
@@ -198,6 +198,8 @@ def _pseudo_label_options(p: argparse.ArgumentParser) -> None:
                                              "its validation predictions are right this share of the time")
     add("pseudo_negative_precision", type=float, help="a class's negative threshold: the highest score below which "
                                                       "this share of its validation labels are negatives")
+    add("pseudo_thresholds", choices=list(THRESHOLD_SCOPES),
+        help="; ".join(f"{name}: {what}" for name, what in THRESHOLD_SCOPES.items()))
 
 
 def _run_options(p: argparse.ArgumentParser) -> None:

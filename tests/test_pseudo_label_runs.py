@@ -98,6 +98,31 @@ def test_a_pseudo_label_setting_without_pseudo_labels_is_refused_not_dropped(tmp
     assert not (tmp_path / "run").exists()
 
 
+def test_attribute_thresholds_are_shared_in_a_run_and_refused_for_data_without_attributes(tmp_path, capsys,
+                                                                                          monkeypatch):
+    from partial_csl.engine.training import pseudo
+
+    calls = []
+
+    def recorded(thresholds, scores, targets, groups, precision):
+        calls.append(([len(g) for g in groups], precision))
+        return share(thresholds, scores, targets, groups, precision)
+
+    share = pseudo.share_within_attributes
+    monkeypatch.setattr(pseudo, "share_within_attributes", recorded)
+    split, images = split_data(tmp_path)
+    train_tiny(split, images, tmp_path / "run", *ANY_CHOICE, "--pseudo-thresholds", "attribute", epochs=3)
+    assert calls == [([7, 4, 10], 0.0)] * 2  # calibrated after epochs 1 and 2 (the last epoch labels nothing)
+    metrics = pd.read_csv(tmp_path / "run" / "metrics.csv", keep_default_na=False)
+    assert metrics["pseudo_positives"].iloc[0] == 0 and (metrics["pseudo_positives"].iloc[1:] > 0).all()
+    args = ["--dataset", "coco", "--data", str(tmp_path), "--pseudo-labels", "--pseudo-thresholds", "attribute",
+            "--output-dir", str(tmp_path / "coco_run")]
+    assert train_script.main(args) != 0
+    assert "--pseudo-thresholds attribute (needs attribute data: --dataset coco has classes only)" in \
+        capsys.readouterr().err
+    assert not (tmp_path / "coco_run").exists()
+
+
 def test_classes_too_rare_in_validation_for_a_threshold_are_named_at_the_start(tmp_path, caplog):
     import logging
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from partial_csl.pseudo_labels import calibrate_thresholds, positive_caps, pseudo_targets
+from partial_csl.pseudo_labels import calibrate_thresholds, positive_caps, pseudo_targets, share_within_attributes
 
 INF = float("inf")
 
@@ -66,6 +66,27 @@ def test_an_unknown_attribute_becomes_the_one_hot_of_a_confident_teacher():
     assert got.tolist() == [[1, 0, 0, 1, 0],  # attribute 1 filled; attribute 2 was known
                             [-1, -1, -1, 1, 0],  # 0.4 is below 0.6: attribute 1 stays unknown
                             [0, 0, 1, -1, -1]]  # 0.5 is below 0.8
+
+
+def test_an_attribute_shares_one_threshold_so_its_rare_class_can_be_pseudo_labelled():
+    # attribute [0, 1, 2] (class 2 rare: one validation image), class 3 on its own; 6 validation images
+    scores = np.array([[0.9, 0.05, 0.05, 0.9], [0.8, 0.1, 0.1, 0.8], [0.1, 0.7, 0.2, 0.7], [0.2, 0.2, 0.6, 0.6],
+                       [0.5, 0.4, 0.1, 0.5], [0.3, 0.3, 0.4, 0.1]])
+    targets = np.array([[1, 0, 0, 1], [1, 0, 0, 1], [0, 1, 0, 0], [0, 0, 1, 1], [0, 1, 0, 0], [-1, -1, -1, 0]])
+    per_class = calibrate_thresholds(scores, targets, precision=0.75, negative_precision=1.0, min_support=2)
+    assert per_class.positive[2] == INF  # one positive among its validation images: below min_support
+    shared = share_within_attributes(per_class, scores, targets, [[0, 1, 2]], precision=0.75, min_support=2)
+    # top-class scores of the 5 labelled images, from the top: 0.9 right, 0.8 right, 0.7 right, 0.6 right, 0.5 wrong
+    # (0.5 picks class 0, the truth is 1): 4/4 at 0.6, 4/5 = 0.8 at 0.5 -> the lowest cut reaching 0.75 is 0.5
+    assert shared.positive.tolist()[:3] == [0.5, 0.5, 0.5]
+    assert shared.positive[3] == per_class.positive[3] and shared.negative.tolist() == per_class.negative.tolist()
+    probs = torch.tensor([[0.2, 0.25, 0.55, 0.5]])  # an image with attribute unknown: the teacher picks rare class 2
+    targets_batch = torch.tensor([[-1, -1, -1, 1]])
+    caps = torch.tensor([1])
+    for thresholds, expected in ((per_class, [-1, -1, -1, 1]), (shared, [0, 0, 1, 1])):
+        got = pseudo_targets(probs, targets_batch, torch.as_tensor(thresholds.positive, dtype=torch.float32),
+                             torch.as_tensor(thresholds.negative, dtype=torch.float32), caps, groups=[[0, 1, 2]])
+        assert got.tolist() == [expected]
 
 
 def test_no_known_entry_is_ever_changed():

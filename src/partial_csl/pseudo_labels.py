@@ -13,7 +13,9 @@ un-augmented view of the batch, and the unknown entries it is sure of become har
 The thresholds are calibrated per class on the validation split's verified labels (:func:`calibrate_thresholds`):
 the lowest score whose predictions above it are right at least ``precision`` of the time, and the highest score
 whose predictions below it are negatives at least ``negative_precision`` of the time. A rare class thus gets its own
-threshold instead of drowning under a common class's, and a class the teacher cannot yet separate gets none.
+threshold instead of drowning under a common class's, and a class the teacher cannot yet separate gets none. For
+attribute data the positive threshold may instead be shared by an attribute's classes
+(:func:`share_within_attributes`), so that a rare class with few validation images can be pseudo-labelled at all.
 Everything is plain arrays and tensors: the trainer (:mod:`partial_csl.engine.training.pseudo`) runs the teacher.
 """
 
@@ -77,6 +79,23 @@ def calibrate_thresholds(scores: np.ndarray, targets: np.ndarray, precision: flo
     overlap = negative >= positive  # cannot happen with sensible precisions; a class would be both: neither
     positive[overlap], negative[overlap] = np.inf, -np.inf
     return Thresholds(positive, negative)
+
+
+def share_within_attributes(thresholds: Thresholds, scores: np.ndarray, targets: np.ndarray, groups: list[list[int]],
+                            precision: float = 0.9, min_support: int = MIN_SUPPORT) -> Thresholds:
+    """``thresholds`` with one positive threshold per attribute, shared by its classes (``--pseudo-thresholds
+    attribute``): the lowest top-class score at which the teacher's choice is the true class ``precision`` of the
+    time, over the validation images whose attribute is known. A rare class then needs no ``min_support`` right
+    predictions of its own: the teacher is trusted on it as far as on the attribute as a whole. Negative thresholds
+    stay per class (an attribute's classes get no pseudo-negative: they follow the one-hot rule)."""
+    positive = thresholds.positive.copy()
+    for group in groups:
+        known = (targets[:, group] != UNKNOWN).all(axis=1)
+        confidence = scores[known][:, group].max(axis=1).astype(np.float64)
+        right = scores[known][:, group].argmax(axis=1) == targets[known][:, group].argmax(axis=1)
+        shared = _lowest_reliable_score(confidence, right, precision, min_support)
+        positive[group] = shared if np.isfinite(shared) else np.inf
+    return Thresholds(positive, thresholds.negative)
 
 
 def positives_needed(precision: float, min_support: int = MIN_SUPPORT) -> int:

@@ -96,6 +96,7 @@ class TrainConfig(DeclaredSettings):
     pseudo_teacher: str = "ema"  # ema: the EMA weights as they train; validated: the better-validating, per epoch
     pseudo_precision: float = 0.9  # per-class positive thresholds reach this precision on the validation labels
     pseudo_negative_precision: float = 0.99  # ... and negative thresholds this share of true negatives
+    pseudo_thresholds: str = "class"  # class: a positive threshold per class; attribute: one shared per attribute
     # class imbalance (partial_csl.losses.imbalance), from the known training labels only
     class_weights: str = "none"  # none or effective_number (Cui et al. 2019) on positive terms / per-class CE
     cb_beta: float = 0.999

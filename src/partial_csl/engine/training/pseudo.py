@@ -31,6 +31,7 @@ from ...pseudo_labels import (
     positive_caps,
     positives_needed,
     pseudo_targets,
+    share_within_attributes,
 )
 from ..distributed import DistInfo, sum_across_ranks
 from ..inference.probabilities import predict_dataset
@@ -41,6 +42,11 @@ from .run import Run
 
 log = logging.getLogger(__name__)
 
+THRESHOLD_SCOPES = {
+    "class": "each class its own positive threshold, from its own validation predictions",
+    "attribute": "one positive threshold per attribute, shared by its classes (attribute data): the teacher's choice "
+                 "is right this often over the attribute's validation images, so rare classes can be pseudo-labelled",
+}
 TEACHERS = {
     "ema": "the EMA weights as they train, step by step (the model itself under --ema-decay 0)",
     "validated": "after each epoch, a frozen copy of whichever weights (regular or EMA) validated better",
@@ -60,6 +66,7 @@ class PseudoLabeller:
     negative_precision: float
     truth: np.ndarray | None = None  # (N, C) the full training labels, known only for simulated data
     kind: str = "ema"  # a key of TEACHERS
+    scope: str = "class"  # a key of THRESHOLD_SCOPES
     view: Callable[[nn.Module], nn.Module] = lambda model: model  # weights -> what the teacher calls
     thresholds: Thresholds | None = None
     counts: dict = field(default_factory=dict)
@@ -87,6 +94,9 @@ class PseudoLabeller:
         readable = ~np.isnan(scores).any(axis=1)
         self.thresholds = calibrate_thresholds(scores[readable], targets[readable], self.precision,
                                                self.negative_precision)
+        if self.scope == "attribute":
+            self.thresholds = share_within_attributes(self.thresholds, scores[readable], targets[readable],
+                                                      self.groups or [], self.precision)
         log.info("pseudo-label thresholds after epoch %d: %s", epoch + 1, self.thresholds.summary())
 
     def needed_after(self, epoch: int) -> bool:
@@ -153,7 +163,7 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
         teacher.train(model.training)  # a fresh wrapper (--freeze-backbone) starts in train mode: relabel restores it
     labeller = PseudoLabeller(teacher, frequencies, groups, cfg.pseudo_warmup, cfg.epochs, cfg.pseudo_precision,
                               cfg.pseudo_negative_precision, truth=run.train.truth, kind=cfg.pseudo_teacher,
-                              view=inputs.view)
+                              scope=cfg.pseudo_thresholds, view=inputs.view)
     _warn_of_unreachable_classes(run)
     if resumed_after >= 0 and labeller.needed_after(resumed_after):
         if labeller.kind == "validated":
@@ -169,12 +179,20 @@ def pseudo_labeller(run: Run, inputs: StageInputs, parts: TrainingParts, stage: 
 
 def _warn_of_unreachable_classes(run: Run) -> None:
     """Name the classes whose validation labels are too few for any positive threshold: they will get no
-    pseudo-positive, so the pseudo-labels lean to the other classes."""
-    unreachable = classes_without_reachable_threshold(run.val.targets, run.cfg.pseudo_precision)
-    if len(unreachable) and run.dist.is_primary:
-        names = [run.labels.class_names[c] for c in unreachable]
-        log.warning("--pseudo-labels: %d of %d classes have too few validation labels for a positive threshold at "
+    pseudo-positive, so the pseudo-labels lean to the other classes. (Under ``--pseudo-thresholds attribute`` a class
+    shares its attribute's threshold, so only a whole attribute with too few labelled images lacks one.)"""
+    targets, cfg = run.val.targets, run.cfg
+    if cfg.pseudo_thresholds == "attribute":
+        known = {name: int((targets[:, s] != -1).all(axis=1).sum()) for name, s in run.labels.groups.items()}
+        unreachable = [f"{name} ({count} labelled)" for name, count in known.items() if count < MIN_SUPPORT]
+        kind, total = "attributes", len(known)
+    else:
+        classes = classes_without_reachable_threshold(targets, cfg.pseudo_precision)
+        unreachable = [run.labels.class_names[c] for c in classes]
+        kind, total = "classes", len(run.labels.class_names)
+    if unreachable and run.dist.is_primary:
+        log.warning("--pseudo-labels: %d of %d %s have too few validation labels for a positive threshold at "
                     "--pseudo-precision %g (%d labelled images and %d positives needed) and will get no "
-                    "pseudo-positive: %s%s", len(names), len(run.labels.class_names), run.cfg.pseudo_precision,
-                    MIN_SUPPORT, positives_needed(run.cfg.pseudo_precision), ", ".join(names[:10]),
-                    f" and {len(names) - 10} more" if len(names) > 10 else "")
+                    "pseudo-positive: %s%s", len(unreachable), total, kind, cfg.pseudo_precision, MIN_SUPPORT,
+                    positives_needed(cfg.pseudo_precision), ", ".join(unreachable[:10]),
+                    f" and {len(unreachable) - 10} more" if len(unreachable) > 10 else "")

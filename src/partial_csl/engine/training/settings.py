@@ -7,7 +7,8 @@ import math
 from collections.abc import Callable
 
 from ..config import TrainConfig
-from .pseudo import TEACHERS
+from ..setup.formats import DATASETS
+from .pseudo import TEACHERS, THRESHOLD_SCOPES
 
 # (settings, test, what a value must be); None (the setting's "not given") always passes
 _RULES: list[tuple[tuple[str, ...], Callable[[float], bool], str]] = [
@@ -39,14 +40,21 @@ def settings_problems(cfg: TrainConfig) -> list[str]:
 
 
 def pseudo_label_problems(cfg: TrainConfig) -> list[str]:
-    """An unknown ``--pseudo-teacher``; a pseudo-label setting changed without ``--pseudo-labels`` (it would do
-    nothing: a typed setting is never dropped)."""
+    """An unknown ``--pseudo-teacher`` or ``--pseudo-thresholds``; attribute thresholds on data without attributes; a
+    pseudo-label setting changed without ``--pseudo-labels`` (it would do nothing: a typed setting is never
+    dropped)."""
     problems = []
     if cfg.pseudo_teacher not in TEACHERS:
         problems.append(f"--pseudo-teacher {cfg.pseudo_teacher} (must be one of {', '.join(TEACHERS)})")
+    if cfg.pseudo_thresholds not in THRESHOLD_SCOPES:
+        problems.append(f"--pseudo-thresholds {cfg.pseudo_thresholds} (must be one of {', '.join(THRESHOLD_SCOPES)})")
+    elif cfg.pseudo_thresholds == "attribute" and not getattr(DATASETS.get(cfg.dataset), "attribute_groups", True):
+        problems.append(f"--pseudo-thresholds attribute (needs attribute data: --dataset {cfg.dataset} has classes "
+                        "only)")
     if not cfg.pseudo_labels:
         problems += [f"--{name.replace('_', '-')} {getattr(cfg, name)} (needs --pseudo-labels)"
-                     for name in ("pseudo_teacher", "pseudo_warmup", "pseudo_precision", "pseudo_negative_precision")
+                     for name in ("pseudo_teacher", "pseudo_warmup", "pseudo_precision", "pseudo_negative_precision",
+                                  "pseudo_thresholds")
                      if getattr(cfg, name) != getattr(TrainConfig, name)]
     return problems
 
