@@ -1,6 +1,6 @@
 """The attribute default, end to end, on several attribute datasets of different construction; resumable.
 
-    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 4 recipes x 3 seeds (~8 CPU-hours, fp32)
+    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 5 recipes x 3 seeds (~10 CPU-hours, fp32)
     .venv/bin/python benchmarks/end_to_end.py --quick    # a smoke test of the machinery (CI)
 
 Every cell trains a whole network as a user would, with ``make demo``'s flags (64 px, batch 32, lr 5e-4, light
@@ -46,6 +46,8 @@ RECIPES = {  # row: train.py settings on top of the demo's flags
     "default + teacher pseudo-labels (--pseudo-labels)": dict(pseudo_labels=True),
     "default + pseudo-labels from the better-validating weights (--pseudo-teacher validated)":
         dict(pseudo_labels=True, pseudo_teacher="validated"),
+    "default + pseudo-labels, one threshold per attribute (--pseudo-thresholds attribute)":
+        dict(pseudo_labels=True, pseudo_thresholds="attribute"),
 }
 DATASETS = {  # name: builder(out_dir, num_images, source) -> attributes.csv; the last is the held-out one
     "demo": lambda out, n, source: build_demo_dataset(out, num_images=n, seed=0, source=source),
