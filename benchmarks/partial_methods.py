@@ -61,6 +61,9 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
     "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True),
     "Ignore (BCE on annotated) + pseudo-labels": dict(loss="bce", pseudo_labels=True),
+    # the EMA teacher lags (EMA 0.99 over ~23 steps an epoch): a frozen copy of the better-validating weights instead
+    "Ignore (BCE on annotated) + pseudo-labels, validated teacher": dict(loss="bce", pseudo_labels=True,
+                                                                         pseudo_teacher="validated"),
     # CSL's README trains FPC with stronger focusing than train.py's defaults (γ+ 0, γ- 1, γu 2)
     "CSL selective, its README's FPC focusing (0,3,4)": dict(SELECTIVE, gamma_pos=0, gamma_neg=3, gamma_unann=4),
     # negative ASL's mode under CSL's default focusing: is a gap to CSL selective the focusing or the selection?
