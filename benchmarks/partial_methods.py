@@ -61,7 +61,8 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
     "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True),
     "Ignore (BCE on annotated) + pseudo-labels": dict(loss="bce", pseudo_labels=True),
-    # the EMA teacher lags (EMA 0.99 over ~23 steps an epoch): a frozen copy of the better-validating weights instead
+    # end to end the EMA teacher lags (EMA 0.99 over ~23 steps an epoch): a frozen copy of the better-validating
+    # weights instead
     "Ignore (BCE on annotated) + pseudo-labels, validated teacher": dict(loss="bce", pseudo_labels=True,
                                                                          pseudo_teacher="validated"),
     # CSL's README trains FPC with stronger focusing than train.py's defaults (γ+ 0, γ- 1, γu 2)
@@ -199,7 +200,7 @@ def main() -> None:
     p.add_argument("--data", help="a COCO 2014 layout root (default: the --coco-set, built here on first use)")
     p.add_argument("--coco-set", choices=list(COCO_SETS), default="longtail",
                    help="the generated set to use without --data: Zipf (long-tailed) or uniform category frequencies")
-    p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/partial_methods"))
+    p.add_argument("--out", type=Path, help="default outputs/benchmarks/partial_methods (_uniform with that set)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS), metavar="PROTOCOL")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -223,6 +224,8 @@ def main() -> None:
     if args.data is None:
         args.data, exponent = COCO_SETS[args.coco_set]
         build_coco_benchmark(args.data, zipf_exponent=exponent)
+    suffix = "" if args.coco_set == "longtail" else f"_{args.coco_set}"
+    args.out = args.out or Path(f"outputs/benchmarks/partial_methods{suffix}")
     args.out.mkdir(parents=True, exist_ok=True)
     results, priors = run_grid(args, args.out)
     print(write_tables(results, priors, args, args.out))

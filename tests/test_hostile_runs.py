@@ -120,7 +120,7 @@ def test_case_12_validation_without_known_labels_is_refused_at_start(data, tmp_p
 # kill point; the child sets the point, runs train.py's main and is SIGKILLed by its own write. The parent forks
 # before any tensor work, so each child starts as a fresh run would.
 KILLED_RUNS = """
-import json, os, sys
+import json, os, sys, traceback
 import train
 points, argvs = json.loads(sys.argv[1]), json.loads(sys.argv[2])
 codes = {}
@@ -128,7 +128,14 @@ for point, argv in zip(points, argvs):
     pid = os.fork()
     if pid == 0:
         os.environ["PARTIAL_CSL_KILL_AT"] = point
-        os._exit(train.main(argv))
+        sys.stdout = sys.stderr  # the parent's JSON is the only stdout
+        try:
+            code = train.main(argv)
+        except BaseException:
+            traceback.print_exc()
+            code = 70
+        sys.stderr.flush()
+        os._exit(code)
     _, status = os.waitpid(pid, 0)
     codes[point] = -os.WTERMSIG(status) if os.WIFSIGNALED(status) else os.WEXITSTATUS(status)
 print(json.dumps(codes))
@@ -140,8 +147,9 @@ def _killed_runs(data: Path, runs: dict[str, Path]) -> dict[str, int]:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     argvs = [args(data, run) for run in runs.values()]
     result = subprocess.run([sys.executable, "-c", KILLED_RUNS, json.dumps(list(runs)), json.dumps(argvs)], env=env,
-                            cwd=ROOT, capture_output=True, text=True, timeout=600, check=True)
-    return json.loads(result.stdout.strip().splitlines()[-1])
+                            cwd=ROOT, capture_output=True, text=True, timeout=600, start_new_session=True)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return json.loads(result.stdout)
 
 
 def test_case_13_resume_succeeds_after_a_kill_at_every_write(data, tmp_path):

@@ -78,7 +78,8 @@ def test_an_attribute_shares_one_threshold_so_its_rare_class_can_be_pseudo_label
     shared = share_within_attributes(per_class, scores, targets, [[0, 1, 2]], precision=0.75, min_support=2)
     # top-class scores of the 5 labelled images, from the top: 0.9 right, 0.8 right, 0.7 right, 0.6 right, 0.5 wrong
     # (0.5 picks class 0, the truth is 1): 4/4 at 0.6, 4/5 = 0.8 at 0.5 -> the lowest cut reaching 0.75 is 0.5
-    assert shared.positive.tolist()[:3] == [0.5, 0.5, 0.5]
+    # class 1's own threshold (0.7 and 0.4 right, then 0.2 wrong: 0.4) is lower than the attribute's: it keeps it
+    assert per_class.positive.tolist()[:3] == [0.8, 0.4, INF] and shared.positive.tolist()[:3] == [0.5, 0.4, 0.5]
     assert shared.positive[3] == per_class.positive[3] and shared.negative.tolist() == per_class.negative.tolist()
     probs = torch.tensor([[0.2, 0.25, 0.55, 0.5]])  # an image with attribute unknown: the teacher picks rare class 2
     targets_batch = torch.tensor([[-1, -1, -1, 1]])

@@ -28,8 +28,8 @@ TINY = ["--model-name", "test_resnet", "--image-size", "32", "--batch-size", "8"
         "--lr", "1e-3", "--ema-decay", "0.9", "--no-amp", "--seed", "3"]
 # Metrics that rank a few images (16 or so) whose scores a tiny model leaves nearly tied: bits that differ from one
 # CPU to another swap two of them (an Intel Xeon put one validation mAP 0.07 points off the goldens, recorded on an
-# AMD EPYC, with every probability within 3e-6). They get half a point; losses, priors and probabilities keep 1e-4.
-RANKED, RANKED_TOLERANCE = ("val_mAP", "acc_"), 0.5
+# AMD EPYC, with every probability within 3e-6). They get 0.2 points; losses, priors and probabilities keep 1e-4.
+RANKED, RANKED_TOLERANCE = ("val_mAP", "acc_"), 0.2
 COMMON = [*TINY, "--prior-epochs", "1", "--arch", "csl", "--partial_loss_mode", "selective", "--likelihood-topk", "2"]
 
 

@@ -86,15 +86,17 @@ def share_within_attributes(thresholds: Thresholds, scores: np.ndarray, targets:
     """``thresholds`` with one positive threshold per attribute, shared by its classes (``--pseudo-thresholds
     attribute``): the lowest top-class score at which the teacher's choice is the true class ``precision`` of the
     time, over the validation images whose attribute is known. A rare class then needs no ``min_support`` right
-    predictions of its own: the teacher is trusted on it as far as on the attribute as a whole. Negative thresholds
-    stay per class (an attribute's classes get no pseudo-negative: they follow the one-hot rule)."""
+    predictions of its own: the teacher is trusted on it as far as on the attribute as a whole. A class keeps its own
+    threshold where that is lower. Negative thresholds stay per class (an attribute's classes get no pseudo-negative:
+    they follow the one-hot rule)."""
     positive = thresholds.positive.copy()
     for group in groups:
         known = (targets[:, group] != UNKNOWN).all(axis=1)
         confidence = scores[known][:, group].max(axis=1).astype(np.float64)
         right = scores[known][:, group].argmax(axis=1) == targets[known][:, group].argmax(axis=1)
         shared = _lowest_reliable_score(confidence, right, precision, min_support)
-        positive[group] = shared if np.isfinite(shared) else np.inf
+        # a class clears either threshold: its own (reliable on its own) or its attribute's
+        positive[group] = np.fmin(positive[group], shared if np.isfinite(shared) else np.inf)
     return Thresholds(positive, thresholds.negative)
 
 

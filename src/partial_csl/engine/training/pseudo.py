@@ -190,9 +190,10 @@ def _warn_of_unreachable_classes(run: Run) -> None:
         classes = classes_without_reachable_threshold(targets, cfg.pseudo_precision)
         unreachable = [run.labels.class_names[c] for c in classes]
         kind, total = "classes", len(run.labels.class_names)
+    right = "right top-class predictions" if kind == "attributes" else "positives"
     if unreachable and run.dist.is_primary:
         log.warning("--pseudo-labels: %d of %d %s have too few validation labels for a positive threshold at "
-                    "--pseudo-precision %g (%d labelled images and %d positives needed) and will get no "
+                    "--pseudo-precision %g (%d labelled images and %d %s needed) and will get no "
                     "pseudo-positive: %s%s", len(unreachable), total, kind, cfg.pseudo_precision, MIN_SUPPORT,
-                    positives_needed(cfg.pseudo_precision), ", ".join(unreachable[:10]),
+                    positives_needed(cfg.pseudo_precision), right, ", ".join(unreachable[:10]),
                     f" and {len(unreachable) - 10} more" if len(unreachable) > 10 else "")
