@@ -202,7 +202,7 @@ def main() -> None:
     p.add_argument("--data", help="a COCO 2014 layout root (default: the --coco-set, built here on first use)")
     p.add_argument("--coco-set", choices=list(COCO_SETS), default="longtail",
                    help="the generated set to use without --data: Zipf (long-tailed) or uniform category frequencies")
-    p.add_argument("--out", type=Path, help="default outputs/benchmarks/partial_methods (_uniform with that set)")
+    p.add_argument("--out", type=Path, help="default outputs/benchmarks/partial_methods (_uniform on the uniform set)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS), metavar="PROTOCOL")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -223,11 +223,11 @@ def main() -> None:
         args.methods, args.protocols, args.seeds, args.epochs = (QUICK[k] for k in ("methods", "protocols", "seeds",
                                                                                     "epochs"))
     logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
+    suffix = f"_{args.coco_set}" if args.data is None and args.coco_set != "longtail" else ""
+    args.out = args.out or Path(f"outputs/benchmarks/partial_methods{suffix}")
     if args.data is None:
         args.data, exponent = COCO_SETS[args.coco_set]
         build_coco_benchmark(args.data, zipf_exponent=exponent)
-    suffix = "" if args.coco_set == "longtail" else f"_{args.coco_set}"
-    args.out = args.out or Path(f"outputs/benchmarks/partial_methods{suffix}")
     args.out.mkdir(parents=True, exist_ok=True)
     results, priors = run_grid(args, args.out)
     print(write_tables(results, priors, args, args.out))
