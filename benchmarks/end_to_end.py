@@ -43,11 +43,12 @@ CSL = dict(arch="csl", partial_loss_mode="selective", gamma_pos=0.0, gamma_neg=1
 RECIPES = {  # row: train.py settings on top of the demo's flags
     "default (--arch auto: per-attribute heads, balanced softmax)": {},
     "CSL (ignore-mode prior stage, then selective)": CSL,
-    "default + teacher pseudo-labels (--pseudo-labels)": dict(pseudo_labels=True),
+    "default + teacher pseudo-labels (--pseudo-labels --pseudo-teacher ema)": dict(pseudo_labels=True,
+                                                                                   pseudo_teacher="ema"),
     "default + pseudo-labels from the better-validating weights (--pseudo-teacher validated)":
         dict(pseudo_labels=True, pseudo_teacher="validated"),
     "default + pseudo-labels, one threshold per attribute (--pseudo-thresholds attribute)":
-        dict(pseudo_labels=True, pseudo_thresholds="attribute"),
+        dict(pseudo_labels=True, pseudo_thresholds="attribute", pseudo_teacher="ema"),
 }
 DATASETS = {  # name: builder(out_dir, num_images, source) -> attributes.csv; the last is the held-out one
     "demo": lambda out, n, source: build_demo_dataset(out, num_images=n, seed=0, source=source),

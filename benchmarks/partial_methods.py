@@ -61,8 +61,8 @@ METHODS = {  # row: settings on top of the grid's base config
     "CSL selective, adaptive top-k": dict(SELECTIVE, likelihood_topk_scope="adaptive"),
     # under FPC the ignore-mode model learns each class's 50 % annotated rate: EM undoes it before k = Σ prior
     "CSL selective, adaptive top-k, em priors": dict(SELECTIVE, likelihood_topk_scope="adaptive", prior_estimate="em"),
-    "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True),
-    "Ignore (BCE on annotated) + pseudo-labels": dict(loss="bce", pseudo_labels=True),
+    "Negative ASL (4,1) + pseudo-labels": dict(NEGATIVE_ASL, pseudo_labels=True, pseudo_teacher="ema"),
+    "Ignore (BCE on annotated) + pseudo-labels": dict(loss="bce", pseudo_labels=True, pseudo_teacher="ema"),
     # end to end the EMA teacher lags (EMA 0.99 over ~23 steps an epoch): a frozen copy of the better-validating
     # weights instead
     "Ignore (BCE on annotated) + pseudo-labels, validated teacher": dict(loss="bce", pseudo_labels=True,
