@@ -1,8 +1,9 @@
 """Teacher pseudo-labels for the unknown entries (``--pseudo-labels``): learn from the unknowns, not only around them.
 
-Every loss here decides how to *weigh* an unknown label. With pseudo-labels a teacher (the EMA model) predicts on an
-un-augmented view of the batch, and the unknown entries it is sure of become hard targets of the student's
-(augmented) view, for whatever loss the run trains with. Known entries are never changed. Per class:
+Every loss here decides how to *weigh* an unknown label. With pseudo-labels a teacher (a copy of the better-
+validating weights, or the EMA model) predicts on an un-augmented view of the batch, and the unknown entries it is
+sure of become hard targets of the student's (augmented) view, for whatever loss the run trains with. Known entries
+are never changed. Per class:
 
 * a pseudo-positive needs ``p >= positive threshold``, and an image gets at most ``cap`` of them (its expected
   number of positives among its unknown classes, from the class frequencies), the most confident first;

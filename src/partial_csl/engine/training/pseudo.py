@@ -1,14 +1,14 @@
 """``--pseudo-labels`` in a run: a teacher labels the unknown labels it is sure of (the rule:
 :mod:`partial_csl.pseudo_labels`).
 
-The teacher (``--pseudo-teacher``, :data:`TEACHERS`) is the EMA model as it trains, or, after each epoch, a frozen
-copy of whichever weights (regular or EMA) validated better. After each epoch the teacher's validation scores
-(computed anyway to pick the best weights) calibrate the per-class thresholds; from epoch ``--pseudo-warmup`` + 1
-on, every training batch's unknown entries that the teacher, shown the un-augmented view of the batch, is sure of
-become targets of the augmented view the student trains on. Only the main stage uses it (the prior stage's model
-must not see its own guesses). On ``--resume`` the teacher is chosen and calibrated again from the restored weights,
-so the resumed epochs are those of an uninterrupted run. Each epoch's row of ``metrics.csv`` says how many unknowns
-were labelled and, where the simulation knows the truth, how many rightly.
+The teacher (``--pseudo-teacher``, :data:`TEACHERS`) is, after each epoch, a frozen copy of whichever weights
+(regular or EMA) validated better (the default), or the EMA model as it trains. After each epoch the teacher's
+validation scores (computed anyway to pick the best weights) calibrate the per-class thresholds; from epoch
+``--pseudo-warmup`` + 1 on, every training batch's unknown entries that the teacher, shown the un-augmented view of
+the batch, is sure of become targets of the augmented view the student trains on. Only the main stage uses it (the
+prior stage's model must not see its own guesses). On ``--resume`` the teacher is chosen and calibrated again from
+the restored weights, so the resumed epochs are those of an uninterrupted run. Each epoch's row of ``metrics.csv``
+says how many unknowns were labelled and, where the simulation knows the truth, how many rightly.
 """
 
 from __future__ import annotations
