@@ -93,7 +93,7 @@ class TrainConfig(DeclaredSettings):
     # teacher pseudo-labels for the unknown entries (partial_csl.pseudo_labels)
     pseudo_labels: bool = False
     pseudo_warmup: int = 2  # epochs before the first pseudo-label
-    pseudo_teacher: str = "validated"  # the better-validating weights, per epoch; ema: the EMA weights as they train
+    pseudo_teacher: str = "ema"  # ema: the EMA weights as they train; validated: the better-validating, per epoch
     pseudo_precision: float = 0.9  # per-class positive thresholds reach this precision on the validation labels
     pseudo_negative_precision: float = 0.99  # ... and negative thresholds this share of true negatives
     pseudo_thresholds: str = "class"  # class: a positive threshold per class; attribute: one shared per attribute
