@@ -21,6 +21,7 @@ from seed_tables import mean_std_table
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.setup.architectures import resolve_auto
+from partial_csl.engine.setup.read_settings import settings_read
 from partial_csl.engine.tools.validate import validate_checkpoint
 from partial_csl.engine.training.trainer import run_training
 from partial_csl.safe_io import atomic_write_text
@@ -30,25 +31,28 @@ from partial_csl.safe_io import atomic_write_text
 PLACES = ("output_dir", "embeddings_dir")
 
 
-def same_settings(recorded: dict, settings: dict, defaults: dict | None = None) -> bool:
-    """Whether a cell computed with ``recorded`` settings was computed with ``settings`` (:data:`PLACES` aside). A
-    setting the code gained since (absent from ``recorded``) counts as the same when it is at its default: it changes
-    nothing computed."""
-    defaults = defaults or {}
-    missing = object()
-    return set(recorded) <= set(settings) and all(
-        recorded.get(key, defaults.get(key, missing)) == value for key, value in settings.items() if key not in PLACES)
+def same_settings(recorded: dict, settings: dict, defaults: dict | None = None,
+                  read: Callable[[dict], dict] = dict) -> bool:
+    """Whether a cell computed with ``recorded`` settings was computed with ``settings`` (:data:`PLACES` aside),
+    comparing the settings ``read`` keeps of both (:func:`read_by_training`: what a training run reads; a switch
+    that turns a setting on is itself read, so a setting read by one side only is decided by its switch). A setting
+    the code gained since (absent from ``recorded``) counts as the same when it is at its default."""
+    before = {**{k: v for k, v in (defaults or {}).items() if k in settings}, **recorded}
+    if set(recorded) - set(settings) or set(settings) - set(before) - set(PLACES):
+        return False  # a setting the code dropped since, or one the cell did not record and no default stands for
+    read_before, read_now = read(before), read(settings)
+    return all(read_before[k] == v for k, v in read_now.items() if k in read_before and k not in PLACES)
 
 
 def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None = None,
-              defaults: dict | None = None) -> dict:
+              defaults: dict | None = None, read: Callable[[dict], dict] = dict) -> dict:
     """``run_dir/result.json`` if it is there (and was computed with ``settings``, when given: see
     :func:`same_settings`), else ``compute()``, written there atomically with the settings (a kill leaves no cell half
     done: it is computed again)."""
     done = run_dir / "result.json"
     if done.is_file():
         result = json.loads(done.read_text())
-        if settings is None or same_settings(result.get("config", settings), settings, defaults):
+        if settings is None or same_settings(result.get("config", settings), settings, defaults, read):
             return result
     started = time.perf_counter()
     result = {**compute(), "seconds": time.perf_counter() - started}
@@ -57,6 +61,12 @@ def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None 
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_text(done, json.dumps(result, indent=2) + "\n")
     return result
+
+
+def read_by_training(config: dict) -> dict:
+    """The settings a training run of ``config`` reads (``settings_read``), "auto" resolved as the run resolves it."""
+    resolved = resolve_auto(TrainConfig(**config))
+    return settings_read({**config, "arch": resolved.arch, "logit_adjust": resolved.logit_adjust})
 
 
 def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
@@ -69,7 +79,8 @@ def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
         ignored = ("resume", "overwrite")
         resolved = resolve_auto(cfg).to_dict()  # a run folder records what "auto" stood for
         if not same_settings({k: v for k, v in saved.items() if k not in ignored},
-                             {k: v for k, v in resolved.items() if k not in ignored}, TrainConfig().to_dict()):
+                             {k: v for k, v in resolved.items() if k not in ignored}, TrainConfig().to_dict(),
+                             settings_read):
             return replace(cfg, resume=False, overwrite=True)
     return cfg
 
@@ -79,7 +90,7 @@ def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict],
     settings), ``measure(summary)``; the checkpoints go unless ``keep``."""
     cfg = replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False)
     result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict(),
-                       defaults=TrainConfig().to_dict())
+                       defaults=TrainConfig().to_dict(), read=read_by_training)
     if not keep:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result

@@ -244,5 +244,7 @@ def test_posthoc_adjustment_of_a_checkpoint_from_before_a_setting_existed():
     adjusted = with_posthoc_adjustment({"config": trained, "arch": "mtl"}, cfg, labels)
     assert adjusted["logit_adjustment"] == pytest.approx(posthoc_adjustment(cfg, labels, "softmax"))
     assert adjusted["config"]["logit_adjust"] == "posthoc"
-    with pytest.raises(CheckpointError, match=r"other settings \(pseudo_teacher\)"):
-        with_posthoc_adjustment({"config": trained, "arch": "mtl"}, replace(cfg, pseudo_teacher="validated"), labels)
+    # a setting neither run reads (the teacher, without pseudo-labels) cannot differ; one they read can
+    with_posthoc_adjustment({"config": trained, "arch": "mtl"}, replace(cfg, pseudo_teacher="ema"), labels)
+    with pytest.raises(CheckpointError, match=r"other settings \(pseudo_labels\)"):
+        with_posthoc_adjustment({"config": trained, "arch": "mtl"}, replace(cfg, pseudo_labels=True), labels)

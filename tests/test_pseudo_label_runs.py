@@ -91,10 +91,10 @@ def test_a_pseudo_label_setting_out_of_range_is_refused_before_the_run_folder(tm
 
 def test_a_pseudo_label_setting_without_pseudo_labels_is_refused_not_dropped(tmp_path, capsys):
     split, images = split_data(tmp_path)
-    args = train_args(split, images, tmp_path / "run", "--pseudo-teacher", "validated", "--pseudo-warmup", "3")
+    args = train_args(split, images, tmp_path / "run", "--pseudo-teacher", "ema", "--pseudo-warmup", "3")
     assert train_script.main(args) != 0
     err = capsys.readouterr().err
-    assert "--pseudo-teacher validated (needs --pseudo-labels)" in err and "--pseudo-warmup 3 (needs" in err
+    assert "--pseudo-teacher ema (needs --pseudo-labels)" in err and "--pseudo-warmup 3 (needs" in err
     assert not (tmp_path / "run").exists()
 
 

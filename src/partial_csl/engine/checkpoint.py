@@ -37,6 +37,7 @@ from ..safe_io import atomic_open, describe_save_failure
 from ..thresholds import thresholds_problem
 from .config import TrainConfig, with_new_defaults
 from .setup.architectures import ARCHITECTURES, build_model, get_architecture
+from .setup.read_settings import settings_read
 from .setup.rebalancing import apply_logit_adjustment, posthoc_adjustment
 from .setup.run_data import LabelSpace
 
@@ -146,10 +147,12 @@ def check_same_model(ckpt: dict, path: Path, metadata: dict) -> None:
 def with_posthoc_adjustment(ckpt: dict, cfg: TrainConfig, labels: LabelSpace, ignore: tuple[str, ...] = ()) -> dict:
     """A copy of ``ckpt`` with the offset ``cfg``'s ``--logit-adjust posthoc`` stores: what train.py would have
     written had the run asked for it (post-hoc adjustment leaves the training unchanged). Refused when ``ckpt`` was
-    trained with settings other than ``cfg``'s (besides ``logit_adjust`` and ``ignore``)."""
+    trained with settings other than ``cfg``'s (besides ``logit_adjust``, ``ignore`` and the settings neither
+    reads)."""
     trained = with_new_defaults(ckpt["config"])  # a setting added since it was trained: at its default
-    expected = replace(cfg, logit_adjust=trained.get("logit_adjust")).to_dict()
-    differs = sorted(k for k, v in expected.items() if trained.get(k) != v and k not in ignore)
+    expected = settings_read(replace(cfg, logit_adjust=trained.get("logit_adjust")).to_dict())
+    trained_read = settings_read(trained)  # a setting neither run reads cannot differ
+    differs = sorted(k for k, v in expected.items() if trained_read.get(k, v) != v and k not in ignore)
     if differs:
         raise CheckpointError(f"the checkpoint was trained with other settings ({', '.join(differs)})")
     offset = posthoc_adjustment(cfg, labels, get_architecture(ckpt.get("arch", "csl")).output_form)

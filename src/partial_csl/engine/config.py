@@ -19,6 +19,9 @@ DECLARED_OPTIONS = merge_options([*((f"--loss {name}", entry.options) for name, 
                                   *((f"--head {name}", entry.options) for name, entry in HEADS.items())])
 DeclaredSettings = make_dataclass("DeclaredSettings", [(name, option.annotation, field(default=option.default))
                                                        for name, (option, _) in DECLARED_OPTIONS.items()])
+# what --pseudo-labels turns on (a run without it reads none of them)
+PSEUDO_LABEL_SETTINGS = ("pseudo_teacher", "pseudo_warmup", "pseudo_precision", "pseudo_negative_precision",
+                         "pseudo_thresholds")
 
 
 @dataclass
@@ -93,7 +96,7 @@ class TrainConfig(DeclaredSettings):
     # teacher pseudo-labels for the unknown entries (partial_csl.pseudo_labels)
     pseudo_labels: bool = False
     pseudo_warmup: int = 2  # epochs before the first pseudo-label
-    pseudo_teacher: str = "ema"  # ema: the EMA weights as they train; validated: the better-validating, per epoch
+    pseudo_teacher: str = "validated"  # the better-validating weights, frozen per epoch; ema: the EMA as it trains
     pseudo_precision: float = 0.9  # per-class positive thresholds reach this precision on the validation labels
     pseudo_negative_precision: float = 0.99  # ... and negative thresholds this share of true negatives
     pseudo_thresholds: str = "class"  # class: a positive threshold per class; attribute: one shared per attribute

@@ -1,8 +1,8 @@
 """``--pseudo-labels`` in a run: a teacher labels the unknown labels it is sure of (the rule:
 :mod:`partial_csl.pseudo_labels`).
 
-The teacher (``--pseudo-teacher``, :data:`TEACHERS`) is the EMA model as it trains (the default), or, after each
-epoch, a frozen copy of whichever weights (regular or EMA) validated better. After each epoch the teacher's
+The teacher (``--pseudo-teacher``, :data:`TEACHERS`) is, after each epoch, a frozen copy of whichever weights
+(regular or EMA) validated better (the default), or the EMA model as it trains. After each epoch the teacher's
 validation scores (computed anyway to pick the best weights) calibrate the per-class thresholds; from epoch
 ``--pseudo-warmup`` + 1 on, every training batch's unknown entries that the teacher, shown the un-augmented view of
 the batch, is sure of become targets of the augmented view the student trains on. Only the main stage uses it (the

@@ -13,9 +13,11 @@
   list, and names every other file, which stays. A run from before the manifest existed has only the files a run
   writes by name (:data:`LEGACY_RUN_FILES`) counted as its own.
 * ``--resume`` compares the saved settings with the new ones and refuses, naming every key that differs, before
-  anything is touched; the keys of :data:`MAY_CHANGE_ON_RESUME` (how the run executes, not what it computes) may
-  differ. The folder's own location is one of them: a run folder moved or copied elsewhere resumes there. A
-  setting added to the code since the run started counts as saved at its default, so an upgrade mid-run resumes.
+  anything is touched. The keys of :data:`MAY_CHANGE_ON_RESUME` (how the run executes, not what it computes) may
+  differ; the folder's own location is one of them, so a run folder moved or copied elsewhere resumes there. So may
+  the settings the run does not read (:mod:`..setup.read_settings`): a changed default of ``--pseudo-teacher``
+  leaves a run without pseudo-labels resumable. A setting added to the code since the run started counts as saved
+  at its default, so an upgrade mid-run resumes.
 * Temporary files left by a killed write (``.NAME.HEX.tmp``) are removed.
 * No input may be inside what the run writes: the folder must not be an input file, the image folder, or hold an
   input among the run's own files.
@@ -36,6 +38,7 @@ from pathlib import Path
 from ...manifest import Manifest, other_files, remove_files
 from ...safe_io import refuse_inputs_as_outputs, watching_writes
 from ..config import TrainConfig, with_new_defaults
+from ..setup.read_settings import unread_by
 
 log = logging.getLogger(__name__)
 
@@ -81,9 +84,10 @@ def check_no_input_is_written(cfg: TrainConfig, run_dir: Path) -> None:
                                  "copy it elsewhere or choose another --output-dir")
 
 
-def _comparable(cfg: dict) -> dict:
-    """Settings as values to compare: paths resolved (``data/x.csv`` and ``./data/x.csv`` are the same input)."""
-    out = {k: v for k, v in cfg.items() if k not in MAY_CHANGE_ON_RESUME}
+def _comparable(cfg: dict, unread: set[str]) -> dict:
+    """Settings as values to compare: those the run reads, paths resolved (``data/x.csv`` and ``./data/x.csv`` are
+    the same input)."""
+    out = {k: v for k, v in cfg.items() if k not in MAY_CHANGE_ON_RESUME and k not in unread}
     for key in PATH_KEYS:
         if out.get(key):
             out[key] = str(Path(out[key]).resolve())
@@ -92,8 +96,12 @@ def _comparable(cfg: dict) -> dict:
 
 def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     """Refuse to resume with settings other than the saved ones, naming each key that differs. A setting the code
-    gained since the run started (absent from ``saved``) counts as saved at its default: the run computed with it."""
-    new, old = _comparable(cfg.to_dict()), _comparable(with_new_defaults(saved))
+    gained since the run started (absent from ``saved``) counts as saved at its default: the run computed with it.
+    A setting that either run does not read is not compared: what decides that (``--pseudo-labels`` for
+    ``--pseudo-teacher``, the architecture, the loss) is, and is named when it differs."""
+    new, old = cfg.to_dict(), with_new_defaults(saved)
+    unread = unread_by(new) | unread_by(old)
+    new, old = _comparable(new, unread), _comparable(old, unread)
     differing = [f"{k}: saved {old.get(k)!r}{'' if k in saved else ' (not saved: the default)'}, now {new.get(k)!r}"
                  for k in sorted(set(new) | set(old)) if old.get(k) != new.get(k)]
     if differing:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 
-from ..config import TrainConfig
+from ..config import PSEUDO_LABEL_SETTINGS, TrainConfig
 from ..setup.formats import DATASETS
 from .pseudo import TEACHERS, THRESHOLD_SCOPES
 
@@ -53,8 +53,7 @@ def pseudo_label_problems(cfg: TrainConfig) -> list[str]:
                         "only)")
     if not cfg.pseudo_labels:
         problems += [f"--{name.replace('_', '-')} {getattr(cfg, name)} (needs --pseudo-labels)"
-                     for name in ("pseudo_teacher", "pseudo_warmup", "pseudo_precision", "pseudo_negative_precision",
-                                  "pseudo_thresholds")
+                     for name in PSEUDO_LABEL_SETTINGS
                      if getattr(cfg, name) != getattr(TrainConfig, name)]
     return problems
 
