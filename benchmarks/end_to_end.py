@@ -49,6 +49,11 @@ RECIPES = {  # row: train.py settings on top of the demo's flags
         dict(pseudo_labels=True, pseudo_teacher="validated"),
     "default + pseudo-labels, one threshold per attribute (--pseudo-thresholds attribute)":
         dict(pseudo_labels=True, pseudo_thresholds="attribute", pseudo_teacher="ema"),
+    # the imbalance default: the same heads without a re-balancing, and with the other two kinds instead
+    "per-attribute heads, plain softmax (--logit-adjust none)": dict(logit_adjust="none"),
+    "per-attribute heads, repeat-factor sampler (--sampler balanced)": dict(sampler="balanced"),
+    "per-attribute heads, class-balanced weights (--class-weights effective_number)":
+        dict(class_weights="effective_number"),
 }
 DATASETS = {  # name: builder(out_dir, num_images, source) -> attributes.csv; the last is the held-out one
     "demo": lambda out, n, source: build_demo_dataset(out, num_images=n, seed=0, source=source),

@@ -67,6 +67,8 @@ METHODS = {  # row: settings on top of the grid's base config
     # weights instead
     "Ignore (BCE on annotated) + pseudo-labels, validated teacher": dict(loss="bce", pseudo_labels=True,
                                                                          pseudo_teacher="validated"),
+    "Negative ASL (4,1) + pseudo-labels, validated teacher": dict(NEGATIVE_ASL, pseudo_labels=True,
+                                                                  pseudo_teacher="validated"),
     # CSL's README trains FPC with stronger focusing than train.py's defaults (γ+ 0, γ- 1, γu 2)
     "CSL selective, its README's FPC focusing (0,3,4)": dict(SELECTIVE, gamma_pos=0, gamma_neg=3, gamma_unann=4),
     # negative ASL's mode under CSL's default focusing: is a gap to CSL selective the focusing or the selection?
