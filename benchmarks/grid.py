@@ -19,7 +19,7 @@ import pandas as pd
 from seed_tables import mean_std_table
 
 from partial_csl.data.schema import default_schema
-from partial_csl.engine.config import TrainConfig
+from partial_csl.engine.config import TrainConfig, saved_defaults
 from partial_csl.engine.setup.architectures import resolve_auto
 from partial_csl.engine.setup.read_settings import settings_read
 from partial_csl.engine.tools.validate import validate_checkpoint
@@ -79,7 +79,7 @@ def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
         ignored = ("resume", "overwrite")
         resolved = resolve_auto(cfg).to_dict()  # a run folder records what "auto" stood for
         if not same_settings({k: v for k, v in saved.items() if k not in ignored},
-                             {k: v for k, v in resolved.items() if k not in ignored}, TrainConfig().to_dict(),
+                             {k: v for k, v in resolved.items() if k not in ignored}, saved_defaults(),
                              settings_read):
             return replace(cfg, resume=False, overwrite=True)
     return cfg
@@ -90,7 +90,7 @@ def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict],
     settings), ``measure(summary)``; the checkpoints go unless ``keep``."""
     cfg = replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False)
     result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict(),
-                       defaults=TrainConfig().to_dict(), read=read_by_training)
+                       defaults=saved_defaults(), read=read_by_training)
     if not keep:
         shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
     return result

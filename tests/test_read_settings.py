@@ -73,3 +73,21 @@ def test_a_grid_cell_is_reused_when_only_an_unread_setting_changed(tmp_path):
     assert calls == [1, 1] and changed["mAP"] == 3.0
     auto = TrainConfig(dataset="coco").to_dict()  # "auto" resolves to csl for COCO-format data, as the run would
     assert "task_weighting" not in read(auto) and read(auto)["arch"] == "csl"
+
+
+def test_a_run_saved_before_a_default_changed_is_read_with_the_old_behaviour(tmp_path):
+    from partial_csl.engine.config import BEFORE_THE_SETTING, with_new_defaults
+
+    saved = replace(CSL, pseudo_labels=True).to_dict()
+    del saved["pseudo_teacher"]  # saved before --pseudo-teacher existed: the EMA teacher was the only one
+    assert BEFORE_THE_SETTING["pseudo_teacher"] == "ema" != TrainConfig.pseudo_teacher
+    assert with_new_defaults(saved)["pseudo_teacher"] == "ema"
+    path = tmp_path / "config.json"
+    check_resume_matches(replace(CSL, pseudo_labels=True, pseudo_teacher="ema"), saved, path)
+    with pytest.raises(RunFolderError, match=r"pseudo_teacher: saved 'ema' \(not saved: what runs before the "
+                                             r"setting used\), now 'validated'"):
+        check_resume_matches(replace(CSL, pseudo_labels=True), saved, path)
+    assert grid.same_settings(saved, replace(CSL, pseudo_labels=True, pseudo_teacher="ema").to_dict(),
+                              grid.saved_defaults(), grid.read_by_training)
+    assert not grid.same_settings(saved, replace(CSL, pseudo_labels=True).to_dict(), grid.saved_defaults(),
+                                  grid.read_by_training)

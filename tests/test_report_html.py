@@ -164,3 +164,24 @@ def test_the_page_renders_in_headless_chromium(report, tmp_path):
         page.screenshot(path=str(tmp_path / "report.png"), full_page=True)
         browser.close()
     assert (tmp_path / "report.png").stat().st_size > 10_000
+
+
+def test_the_run_table_states_pseudo_labels_and_reads_only_what_the_architecture_uses():
+    from types import SimpleNamespace
+
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.tools.evaluation_report import run_settings
+
+    def info(**config):
+        cfg = {**TrainConfig(arch="mtl", logit_adjust="balanced_softmax", lr=5e-4).to_dict(), **config}
+        return SimpleNamespace(config=cfg, arch=cfg["arch"], partial_loss_mode=None, priors=None, loss="partial_asl",
+                               model_name="resnet18", epoch=3, weights="ema", image_size=64)
+
+    off = run_settings(info())
+    assert off["pseudo-labels"] == "off" and off["learning rate"] == "5.00e-04" and "loss mode" not in off
+    on = run_settings(info(pseudo_labels=True, pseudo_warmup=2))
+    assert on["pseudo-labels"] == ("validated teacher from epoch 3, thresholds per class at precision 0.9 "
+                                   "(negatives 0.99)")
+    legacy = info(pseudo_labels=True)
+    del legacy.config["pseudo_teacher"]  # saved before the setting existed: the EMA teacher, the only one then
+    assert run_settings(legacy)["pseudo-labels"].startswith("ema teacher")

@@ -132,11 +132,20 @@ class TrainConfig(DeclaredSettings):
         return cls(**data)
 
 
+# what a run saved before a setting existed computed with, where the setting's default has changed since: such a run
+# is read as having used the old behaviour, so --resume cannot continue it under the new default unnoticed
+BEFORE_THE_SETTING = {"pseudo_teacher": "ema"}  # the only teacher until --pseudo-teacher came, the default until 12-06
+
+
+def saved_defaults() -> dict:
+    """The value that stands for each setting a saved run does not name: its default, or :data:`BEFORE_THE_SETTING`."""
+    return {**TrainConfig().to_dict(), **BEFORE_THE_SETTING}
+
+
 def with_new_defaults(saved: dict) -> dict:
     """Settings saved by a run (``config.json``, a checkpoint's ``config``) with every setting the code gained since
-    filled in at its default: what that run computed with, as the code now spells it."""
-    defaults = TrainConfig().to_dict()
-    return {**{k: v for k, v in defaults.items() if k not in saved}, **saved}
+    filled in (:func:`saved_defaults`): what that run computed with, as the code now spells it."""
+    return {**{k: v for k, v in saved_defaults().items() if k not in saved}, **saved}
 
 
 def require_resolved(cfg: TrainConfig) -> None:

@@ -24,6 +24,7 @@ from ...reports.predictions import attribute_predictions_table, label_prediction
 from ...safe_io import atomic_open, atomic_write_bytes, atomic_write_text
 from ...thresholds import UNKNOWN, accuracy_coverage, class_threshold_vector, top_label
 from ..checkpoint import CheckpointInfo
+from ..config import with_new_defaults
 from ..inference.stored_thresholds import abstain_values
 from ..setup.architectures import get_architecture
 from ..setup.run_data import LabelledImages
@@ -71,7 +72,17 @@ def run_settings(info: CheckpointInfo) -> dict:
             "best epoch": info.epoch, "weights": info.weights,
             "image size": info.image_size, "batch size": cfg.get("batch_size"),
             "learning rate": f"{lr:.2e}" if isinstance(lr, (int, float)) else lr, "augment": cfg.get("augment"),
-            "sampler": cfg.get("sampler"), "seed": cfg.get("seed")}
+            "sampler": cfg.get("sampler"), "pseudo-labels": _pseudo_labels(with_new_defaults(cfg)),
+            "seed": cfg.get("seed")}
+
+
+def _pseudo_labels(cfg: dict) -> str:
+    """``--pseudo-labels`` as the report states it: off, or its teacher, warm-up and thresholds."""
+    if not cfg.get("pseudo_labels"):
+        return "off"
+    return (f"{cfg['pseudo_teacher']} teacher from epoch {cfg['pseudo_warmup'] + 1}, thresholds per "
+            f"{cfg['pseudo_thresholds']} at precision {cfg['pseudo_precision']} (negatives "
+            f"{cfg['pseudo_negative_precision']})")
 
 
 def pr_panels(targets: np.ndarray, scores: np.ndarray, class_names: list[str], groups: dict[str, slice] | None,

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ...manifest import Manifest, other_files, remove_files
 from ...safe_io import refuse_inputs_as_outputs, watching_writes
-from ..config import TrainConfig, with_new_defaults
+from ..config import BEFORE_THE_SETTING, TrainConfig, with_new_defaults
 from ..setup.read_settings import unread_by
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,13 @@ def _comparable(cfg: dict, unread: set[str]) -> dict:
     return out
 
 
+def _unsaved_note(key: str, saved: dict) -> str:
+    if key in saved:
+        return ""
+    return " (not saved: what runs before the setting used)" if key in BEFORE_THE_SETTING else \
+        " (not saved: the default)"
+
+
 def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     """Refuse to resume with settings other than the saved ones, naming each key that differs. A setting the code
     gained since the run started (absent from ``saved``) counts as saved at its default: the run computed with it.
@@ -102,7 +109,7 @@ def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
     new, old = cfg.to_dict(), with_new_defaults(saved)
     unread = unread_by(new) | unread_by(old)
     new, old = _comparable(new, unread), _comparable(old, unread)
-    differing = [f"{k}: saved {old.get(k)!r}{'' if k in saved else ' (not saved: the default)'}, now {new.get(k)!r}"
+    differing = [f"{k}: saved {old.get(k)!r}{_unsaved_note(k, saved)}, now {new.get(k)!r}"
                  for k in sorted(set(new) | set(old)) if old.get(k) != new.get(k)]
     if differing:
         raise RunFolderError(f"cannot resume {path.parent} with other settings than it was started with ({path}):\n  "
