@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import sys
 
-from partial_csl.cli import add_option, make_parser
+from partial_csl.cli import add_option, call_reporting_errors, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.tools.export import EXPORT_FORMATS, export_checkpoint
-from partial_csl.safe_io import describe_os_error
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -35,13 +34,9 @@ def get_args_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
-    try:
-        result = export_checkpoint(args.checkpoint, args.format, args.output, args.opset)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+    result = call_reporting_errors(lambda: export_checkpoint(args.checkpoint, args.format, args.output, args.opset),
+                                   (CheckpointError, ValueError, FileNotFoundError))
+    if result is None:
         return 2
     print(f"wrote {result['output']} ({result['format']}) and {result['metadata']}")
     return 0

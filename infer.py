@@ -19,11 +19,10 @@ import argparse
 import logging
 import sys
 
-from partial_csl.cli import add_option, make_parser
+from partial_csl.cli import add_option, call_reporting_errors, make_parser
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.setup.formats import DATASETS
 from partial_csl.engine.tools.infer import run_inference
-from partial_csl.safe_io import describe_os_error
 
 
 def get_args_parser() -> argparse.ArgumentParser:
@@ -63,19 +62,14 @@ def get_args_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = get_args_parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    try:
-        result = run_inference(args.checkpoint, args.output, image=args.image, images=args.images,
-                               csv_path=args.csv, threshold=args.threshold, batch_size=args.batch_size,
-                               device=args.device, channels_last=args.channels_last, compile_model=args.compile,
-                               amp=args.amp, onnx=args.onnx, workers=args.workers, tta=args.tta,
-                               probabilities=args.probabilities, class_names=args.names,
-                               use_thresholds=not args.ignore_thresholds, dataset=args.dataset,
-                               data_root=args.data, annotations=args.annotations)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+    result = call_reporting_errors(lambda: run_inference(
+        args.checkpoint, args.output, image=args.image, images=args.images, csv_path=args.csv,
+        threshold=args.threshold, batch_size=args.batch_size, device=args.device, channels_last=args.channels_last,
+        compile_model=args.compile, amp=args.amp, onnx=args.onnx, workers=args.workers, tta=args.tta,
+        probabilities=args.probabilities, class_names=args.names, use_thresholds=not args.ignore_thresholds,
+        dataset=args.dataset, data_root=args.data, annotations=args.annotations),
+        (CheckpointError, ValueError, FileNotFoundError))
+    if result is None:
         return 2
     for name, reason in result["failed"].items():
         print(f"skipped unreadable image {name}: {reason}", file=sys.stderr)

@@ -25,7 +25,7 @@ import sys
 import time
 from dataclasses import replace
 
-from partial_csl.cli import CONFIG_FLAG, HelpFormatter, config_file_argv, option_flag
+from partial_csl.cli import CONFIG_FLAG, HelpFormatter, call_reporting_errors, config_file_argv, option_flag
 from partial_csl.data.labels import LabelFileError
 from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
@@ -43,7 +43,6 @@ from partial_csl.models import PretrainedLoadError
 from partial_csl.models.factory import NORM_BACKENDS
 from partial_csl.models.heads import HEAD_NAMES
 from partial_csl.prior_estimates import PRIOR_ESTIMATES
-from partial_csl.safe_io import describe_os_error
 from partial_csl.thresholds import CLASS_MODES
 
 DEFAULTS = TrainConfig()
@@ -263,19 +262,16 @@ def main(argv: list[str] | None = None) -> int:
         cfg = replace(cfg, output_dir=f"outputs/{cfg.model_name}-{method}-{time.strftime('%Y%m%d-%H%M%S')}")
     logging.info("--arch %s, --logit-adjust %s", cfg.arch, cfg.logit_adjust)
     try:
-        summary = run_training(cfg)
+        summary = call_reporting_errors(lambda: run_training(cfg), (LabelFileError, ValueError, FileNotFoundError,
+                                                                     NonFiniteLossError, CheckpointError,
+                                                                     PretrainedLoadError))
     except TrainingInterrupted as err:
         print(f"interrupted: {err}", file=sys.stderr)
         return 3
     except TrainingStopped as err:
         print(f"{err}; resume with: {resume_command(given, cfg.output_dir)}", file=sys.stderr)
         return 130
-    except (LabelFileError, ValueError, FileNotFoundError, NonFiniteLossError, CheckpointError,
-            PretrainedLoadError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+    if summary is None:
         return 2
     print(f"best val mAP {summary['best_val_mAP']:.2f} ({summary['best_weights']} weights)")
     print(f"checkpoint: {summary['best_checkpoint']}\nmetrics: {summary['metrics_csv']}")

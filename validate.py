@@ -20,13 +20,12 @@ import argparse
 import logging
 import sys
 
-from partial_csl.cli import add_option, make_parser
+from partial_csl.cli import add_option, call_reporting_errors, make_parser
 from partial_csl.data.schema import load_schema
 from partial_csl.engine.checkpoint import CheckpointError
 from partial_csl.engine.setup.formats import DATASETS
 from partial_csl.engine.tools.validate import validate_checkpoint
 from partial_csl.reports.evaluation import summary_line
-from partial_csl.safe_io import describe_os_error
 from partial_csl.thresholds import CLASS_MODES
 
 
@@ -78,19 +77,13 @@ def main(argv: list[str] | None = None) -> int:
     if not args.tune_thresholds and any(v is not None for v in tune.values()):
         print("error: the threshold settings apply with --tune-thresholds only", file=sys.stderr)
         return 2
-    try:
-        schema = load_schema(args.schema) if args.schema else None
-        report = validate_checkpoint(args.checkpoint, args.output_dir, dataset=args.dataset, csv_path=args.csv,
-                                     images=args.images, annotations=args.annotations, data_root=args.data,
-                                     schema=schema, batch_size=args.batch_size, workers=args.workers,
-                                     threshold=args.threshold, device=args.device, on_bad_rows=args.on_bad_rows,
-                                     amp=args.amp, html=args.html,
-                                     tune_thresholds=tune if args.tune_thresholds else None)
-    except (CheckpointError, ValueError, FileNotFoundError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    except OSError as err:
-        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+    report = call_reporting_errors(lambda: validate_checkpoint(
+        args.checkpoint, args.output_dir, dataset=args.dataset, csv_path=args.csv, images=args.images,
+        annotations=args.annotations, data_root=args.data, schema=load_schema(args.schema) if args.schema else None,
+        batch_size=args.batch_size, workers=args.workers, threshold=args.threshold, device=args.device,
+        on_bad_rows=args.on_bad_rows, amp=args.amp, html=args.html,
+        tune_thresholds=tune if args.tune_thresholds else None), (CheckpointError, ValueError, FileNotFoundError))
+    if report is None:
         return 2
     print(summary_line(report))
     files = report["files"]

@@ -167,3 +167,17 @@ def test_tensorboard_gets_learning_rate_accuracy_and_final_ap(run_a):
     assert {f"final/AP/{c}" for c, v in ap.items() if v is not None} == {t for t in tags if t.startswith("final/AP")}
     assert len(ap) == 21 and sum(v is not None for v in ap.values()) > 10
     assert [e.step for e in events.Scalars("main/lr")] == [1, 2]
+
+
+def test_call_reporting_errors_prints_one_line_for_expected_errors_and_lets_others_through(capsys, tmp_path):
+    from partial_csl.cli import call_reporting_errors
+
+    assert call_reporting_errors(lambda: 7, (ValueError,)) == 7
+    assert call_reporting_errors(lambda: int("x"), (ValueError,)) is None
+    assert capsys.readouterr().err == "error: invalid literal for int() with base 10: 'x'\n"
+    missing = tmp_path / "gone" / "f.txt"
+    assert call_reporting_errors(lambda: missing.write_text("x"), (ValueError,)) is None
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and str(missing) in err and "Traceback" not in err
+    with pytest.raises(KeyError):
+        call_reporting_errors(lambda: {}["k"], (ValueError,))

@@ -5,6 +5,8 @@
   docstring print as written (multi-line commands with their ``\\`` continuations).
 * :func:`add_option`: one option in both spellings (``--batch-size`` and ``--batch_size``), plus old names kept as
   aliases so that no existing command breaks.
+* :func:`call_reporting_errors`: a script's work, with each expected error printed as one ``error: ...`` line
+  instead of a traceback (the script then exits 2).
 * :func:`config_file_argv`: ``train.py --config run.yaml|config.json``: the file's settings become command-line
   flags placed before the real ones, so that the command line overrides the file and every value goes through the
   same type and choice checks as a typed flag. A run's own ``config.json`` (settings nested under ``config``) is
@@ -16,11 +18,17 @@ from __future__ import annotations
 import argparse
 import copy
 import json
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import yaml
 
 from .options import Option
+from .safe_io import describe_os_error
+
+T = TypeVar("T")
 
 CONFIG_FLAG = "--config"
 
@@ -135,3 +143,15 @@ def option_flag(option: Option, readers: list[str]) -> dict:
     if option.choices:
         kwargs["choices"] = option.choices
     return kwargs
+
+
+def call_reporting_errors(work: Callable[[], T], expected: tuple[type[Exception], ...]) -> T | None:
+    """``work()``; for an ``expected`` error or an ``OSError`` (described in words: the path and what failed), one
+    ``error: ...`` line on stderr and None, the script's cue to exit 2. Any other exception propagates."""
+    try:
+        return work()
+    except expected as err:
+        print(f"error: {err}", file=sys.stderr)
+    except OSError as err:
+        print(f"error: {describe_os_error(err)}", file=sys.stderr)
+    return None
