@@ -31,9 +31,10 @@ from partial_csl.data.partial import SIMULATIONS
 from partial_csl.data.sampling import SAMPLERS
 from partial_csl.data.transforms import AUGMENTATIONS, INTERPOLATIONS
 from partial_csl.engine.checkpoint import CheckpointError
-from partial_csl.engine.config import DECLARED_OPTIONS, TrainConfig
+from partial_csl.engine.config import DECLARED_OPTIONS, TrainConfig, with_new_defaults
 from partial_csl.engine.setup.architectures import ARCHITECTURES, get_architecture, resolve_auto
 from partial_csl.engine.setup.formats import DATASETS
+from partial_csl.engine.setup.read_settings import unread_by
 from partial_csl.engine.setup.rebalancing import CLASS_WEIGHTINGS, LOGIT_ADJUSTMENTS
 from partial_csl.engine.training.pseudo import TEACHERS, THRESHOLD_SCOPES
 from partial_csl.engine.training.records import TrainingInterrupted
@@ -245,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = get_args_parser()
     given = sys.argv[1:] if argv is None else list(argv)
     try:
-        argv = config_file_argv(parser, given)
+        argv = config_file_argv(parser, given, unread=lambda saved: unread_by(with_new_defaults(saved)))
     except ValueError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2

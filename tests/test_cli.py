@@ -181,3 +181,22 @@ def test_call_reporting_errors_prints_one_line_for_expected_errors_and_lets_othe
     assert err.startswith("error: ") and str(missing) in err and "Traceback" not in err
     with pytest.raises(KeyError):
         call_reporting_errors(lambda: {}["k"], (ValueError,))
+
+
+def test_a_run_record_leaves_out_what_its_run_did_not_read_and_a_written_file_keeps_everything(tmp_path):
+    from partial_csl.cli import config_file_argv
+    from partial_csl.engine.config import TrainConfig, with_new_defaults
+    from partial_csl.engine.setup.read_settings import unread_by
+
+    parser = train_script.get_args_parser()
+    unread = lambda saved: unread_by(with_new_defaults(saved))  # noqa: E731 (train.py's own rule)
+    # a run saved under the old teacher default, without pseudo-labels: its teacher was never read
+    saved = TrainConfig(arch="mtl", logit_adjust="balanced_softmax", pseudo_teacher="ema", hill_lambda=2.0).to_dict()
+    record = tmp_path / "config.json"
+    record.write_text(json.dumps({"config": saved}))
+    argv = config_file_argv(parser, ["--config", str(record)], unread=unread)
+    assert not any(token.startswith(("--pseudo_teacher", "--hill_lambda")) for token in argv)
+    assert "--arch=mtl" in argv and "--logit_adjust=balanced_softmax" in argv
+    written = tmp_path / "run.yaml"  # a file a person wrote: every setting in it was chosen
+    written.write_text("pseudo_teacher: ema\n")
+    assert "--pseudo_teacher=ema" in config_file_argv(parser, ["--config", str(written)], unread=unread)

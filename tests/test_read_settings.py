@@ -91,3 +91,31 @@ def test_a_run_saved_before_a_default_changed_is_read_with_the_old_behaviour(tmp
                               grid.saved_defaults(), grid.read_by_training)
     assert not grid.same_settings(saved, replace(CSL, pseudo_labels=True).to_dict(), grid.saved_defaults(),
                                   grid.read_by_training)
+
+
+def test_settings_added_later_stand_for_what_older_runs_did():
+    from partial_csl.engine.config import with_new_defaults
+
+    saved = replace(CSL, loss="asl").to_dict()
+    for key in ("prior_loss", "prior_holdout", "decoder_learnable_queries"):
+        del saved[key]
+    filled = with_new_defaults(saved)
+    # the prior stage trained under the main loss, calibrated in-sample, and ML-Decoder learnt its queries
+    assert (filled["prior_loss"], filled["prior_holdout"], filled["decoder_learnable_queries"]) == ("asl", 0.0, True)
+    assert "prior_holdout" in unread_by(filled)  # read only by em priors, so a mean-prior run resumes as it was
+    assert "prior_holdout" not in unread_by({**filled, "prior_estimate": "em"})
+
+
+def test_the_engine_reads_a_loss_option_only_where_the_loss_declares_it():
+    """The reads outside a loss's constructor that read_settings relies on: the prior-stage decision (run.py) reads
+    the selective settings of a loss that takes priors, and the per-attribute heads' loss has its own reduction."""
+    from partial_csl.engine.config import DECLARED_OPTIONS
+    from partial_csl.losses import LOSSES, loss_uses_priors
+    from partial_csl.losses.multitask import MultiTaskLoss
+
+    selective = {"partial_loss_mode", "prior_threshold", "likelihood_topk", "likelihood_topk_scope"}
+    for name in LOSSES:
+        if loss_uses_priors(name):
+            readers = {option for option in selective if f"--loss {name}" in DECLARED_OPTIONS[option][1]}
+            assert readers == selective, name
+    assert MultiTaskLoss.reduction == "mean"  # so build.py never falls back to --loss-reduction for mtl

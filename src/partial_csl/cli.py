@@ -72,20 +72,21 @@ def add_option(parser: argparse.ArgumentParser | argparse._ArgumentGroup, name: 
     return parser.add_argument(*spellings(name, *aliases), **kwargs)
 
 
-def read_config_file(path: str | Path) -> dict:
-    """Settings from a YAML or JSON file; a run's ``config.json`` keeps them under ``config``. Keys may use ``-``
-    or ``_``."""
+def read_config_file(path: str | Path) -> tuple[dict, bool]:
+    """Settings from a YAML or JSON file, and whether it is a run's record (a ``config.json``, settings under
+    ``config``). Keys may use ``-`` or ``_``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
     except (OSError, UnicodeDecodeError, ValueError, yaml.YAMLError) as err:
         raise ValueError(f"--config {path}: cannot be read ({type(err).__name__}: {err})") from err
-    if isinstance(data, dict) and isinstance(data.get("config"), dict):
+    recorded = isinstance(data, dict) and isinstance(data.get("config"), dict)
+    if recorded:
         data = data["config"]
     if not isinstance(data, dict):
         raise ValueError(f"--config {path}: expected a mapping of settings (flag name: value)")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    return {str(k).replace("-", "_"): v for k, v in data.items()}, recorded
 
 
 def _flag_tokens(action: argparse.Action, value: object) -> list[str]:
@@ -103,15 +104,20 @@ def _flag_tokens(action: argparse.Action, value: object) -> list[str]:
     return [f"{flag}={value}"]
 
 
-def config_file_argv(parser: argparse.ArgumentParser, argv: list[str], ignore: tuple[str, ...] = ()) -> list[str]:
+def config_file_argv(parser: argparse.ArgumentParser, argv: list[str], ignore: tuple[str, ...] = (),
+                     unread: Callable[[dict], set[str]] | None = None) -> list[str]:
     """``argv`` with the settings of its ``--config FILE`` (if any) placed in front as flags, so that flags given on
-    the command line win. Keys the parser does not know are refused, naming the file; ``ignore`` keys are dropped."""
+    the command line win. Keys the parser does not know are refused, naming the file; ``ignore`` keys are dropped,
+    and so are, from a run's record, the settings that run did not read (``unread(settings)``): a record holds every
+    setting, while a file a person wrote holds what they chose, and a chosen setting is never dropped."""
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument(CONFIG_FLAG)
     known, _ = pre.parse_known_args(argv)
     if not known.config:
         return list(argv)
-    values = read_config_file(known.config)
+    values, recorded = read_config_file(known.config)
+    if recorded and unread is not None:
+        values = {k: v for k, v in values.items() if k not in unread(values)}
     actions = {a.dest: a for a in parser._actions if a.option_strings}
     unknown = sorted(k for k in values if k not in actions and k not in ignore)
     if unknown:

@@ -132,20 +132,28 @@ class TrainConfig(DeclaredSettings):
         return cls(**data)
 
 
-# what a run saved before a setting existed computed with, where the setting's default has changed since: such a run
-# is read as having used the old behaviour, so --resume cannot continue it under the new default unnoticed
-BEFORE_THE_SETTING = {"pseudo_teacher": "ema"}  # the only teacher until --pseudo-teacher came, the default until 12-06
+# what a run saved before a setting existed computed with, where the setting's default says otherwise now: such a
+# run is read as having used the old behaviour, so --resume cannot continue it under the new default unnoticed
+BEFORE_THE_SETTING = {
+    "pseudo_teacher": "ema",  # the only teacher before --pseudo-teacher; its default until 2026-12-06
+    "prior_holdout": 0.0,  # the prior stage calibrated on the labels it trained on
+    "decoder_learnable_queries": True,  # ML-Decoder's queries were learnt
+}
+# ... where that was another setting's value: the prior stage trained under the main --loss (in ignore mode)
+TAKEN_BEFORE_THE_SETTING = {"prior_loss": "loss"}
 
 
-def saved_defaults() -> dict:
-    """The value that stands for each setting a saved run does not name: its default, or :data:`BEFORE_THE_SETTING`."""
-    return {**TrainConfig().to_dict(), **BEFORE_THE_SETTING}
+def saved_defaults(saved: dict | None = None) -> dict:
+    """The value that stands for each setting a saved run does not name: its default, or what runs before the
+    setting used (:data:`BEFORE_THE_SETTING`, and :data:`TAKEN_BEFORE_THE_SETTING` from ``saved``)."""
+    taken = {k: saved[source] for k, source in TAKEN_BEFORE_THE_SETTING.items() if source in (saved or {})}
+    return {**TrainConfig().to_dict(), **BEFORE_THE_SETTING, **taken}
 
 
 def with_new_defaults(saved: dict) -> dict:
     """Settings saved by a run (``config.json``, a checkpoint's ``config``) with every setting the code gained since
     filled in (:func:`saved_defaults`): what that run computed with, as the code now spells it."""
-    return {**{k: v for k, v in saved_defaults().items() if k not in saved}, **saved}
+    return {**{k: v for k, v in saved_defaults(saved).items() if k not in saved}, **saved}
 
 
 def require_resolved(cfg: TrainConfig) -> None:

@@ -22,6 +22,7 @@ GATES: tuple[tuple[str, tuple, tuple[str, ...]], ...] = (
     ("sampler", ("uniform",), SAMPLER_SETTINGS),  # uniform shuffling weighs no image
     ("class_weights", ("none",), ("cb_beta",)),
     ("logit_adjust", ("none",), ("la_tau",)),
+    ("prior_estimate", ("mean",), ("prior_holdout",)),  # only em calibrates, on the held-out labels
 )
 # read by the training engine whatever the loss (the optimiser's gradient scale, the re-weighting wrapper)
 ENGINE_READS = frozenset({"loss_reduction"})

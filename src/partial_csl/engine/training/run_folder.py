@@ -37,7 +37,7 @@ from pathlib import Path
 
 from ...manifest import Manifest, other_files, remove_files
 from ...safe_io import refuse_inputs_as_outputs, watching_writes
-from ..config import BEFORE_THE_SETTING, TrainConfig, with_new_defaults
+from ..config import BEFORE_THE_SETTING, TAKEN_BEFORE_THE_SETTING, TrainConfig, with_new_defaults
 from ..setup.read_settings import unread_by
 
 log = logging.getLogger(__name__)
@@ -97,8 +97,8 @@ def _comparable(cfg: dict, unread: set[str]) -> dict:
 def _unsaved_note(key: str, saved: dict) -> str:
     if key in saved:
         return ""
-    return " (not saved: what runs before the setting used)" if key in BEFORE_THE_SETTING else \
-        " (not saved: the default)"
+    before = key in BEFORE_THE_SETTING or key in TAKEN_BEFORE_THE_SETTING
+    return " (not saved: what runs before the setting used)" if before else " (not saved: the default)"
 
 
 def check_resume_matches(cfg: TrainConfig, saved: dict, path: Path) -> None:
