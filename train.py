@@ -173,14 +173,17 @@ def _loss_options(p: argparse.ArgumentParser) -> None:
     for name, (option, readers) in DECLARED_OPTIONS.items():
         add(name, **option_flag(option, readers))
     add = _adder(p.add_argument_group("class imbalance (counts from the annotated training labels; #N/A excluded)"))
-    add("class_weights", choices=CLASS_WEIGHTINGS, help="effective_number: (1 - beta) / (1 - beta^n_c), mean 1, on "
-                                                       "the positive terms (csl) or per class in each attribute's CE")
+    add("class_weights", choices=["auto", *CLASS_WEIGHTINGS],
+        help="effective_number: (1 - beta) / (1 - beta^n_c), mean 1, on the positive terms (csl) or per class in "
+             "each attribute's CE; auto: effective_number for per-attribute heads unless --logit-adjust or --sampler "
+             "is given, none for csl")
     add("cb_beta", type=float, help="effective_number: beta")
     add("drw_start_epoch", type=int, help="class weights from this epoch (0-based) on; before it the plain loss (DRW)")
     add("logit_adjust", choices=["auto", *LOGIT_ADJUSTMENTS],
         help="train: + tau log prior in the loss; posthoc: - tau log prior at prediction (stored in the checkpoint); "
-             "balanced_softmax: + log n_c in each attribute's softmax (multi-head archs); auto: balanced_softmax "
-             "with per-attribute heads unless --class-weights or --sampler re-balance already, none with csl")
+             "balanced_softmax: + log n_c in each attribute's softmax (multi-head archs); auto: none where class "
+             "weights (the per-attribute heads' default) or a sampler re-balance already, else balanced_softmax for "
+             "per-attribute heads and none for csl")
     add("la_tau", type=float, help="logit adjustment: tau")
 
 

@@ -41,7 +41,9 @@ from partial_csl.engine.tools.split_csv import split_attribute_csv
 CSL = dict(arch="csl", partial_loss_mode="selective", gamma_pos=0.0, gamma_neg=1.0, gamma_unann=4.0,
            likelihood_topk=3, prior_threshold=0.5, prior_epochs=3, logit_adjust="none")
 RECIPES = {  # row: train.py settings on top of the demo's flags
-    "default (--arch auto: per-attribute heads, balanced softmax)": {},
+    "default (--arch auto: per-attribute heads, class-balanced weights)": {},
+    # the default until 2026-12-06: the imbalance table below replaced it
+    "per-attribute heads, balanced softmax (--logit-adjust balanced_softmax)": dict(logit_adjust="balanced_softmax"),
     "CSL (ignore-mode prior stage, then selective)": CSL,
     "default + teacher pseudo-labels (--pseudo-labels --pseudo-teacher ema)": dict(pseudo_labels=True,
                                                                                    pseudo_teacher="ema"),
@@ -49,11 +51,9 @@ RECIPES = {  # row: train.py settings on top of the demo's flags
         dict(pseudo_labels=True, pseudo_teacher="validated"),
     "default + pseudo-labels, one threshold per attribute (--pseudo-thresholds attribute)":
         dict(pseudo_labels=True, pseudo_thresholds="attribute", pseudo_teacher="ema"),
-    # the imbalance default: the same heads without a re-balancing, and with the other two kinds instead
+    # the imbalance default: the same heads without a re-balancing, and with a sampler instead
     "per-attribute heads, plain softmax (--logit-adjust none)": dict(logit_adjust="none"),
     "per-attribute heads, repeat-factor sampler (--sampler balanced)": dict(sampler="balanced"),
-    "per-attribute heads, class-balanced weights (--class-weights effective_number)":
-        dict(class_weights="effective_number"),
 }
 DATASETS = {  # name: builder(out_dir, num_images, source) -> attributes.csv; the last is the held-out one
     "demo": lambda out, n, source: build_demo_dataset(out, num_images=n, seed=0, source=source),

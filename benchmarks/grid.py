@@ -66,7 +66,8 @@ def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None 
 def read_by_training(config: dict) -> dict:
     """The settings a training run of ``config`` reads (``settings_read``), "auto" resolved as the run resolves it."""
     resolved = resolve_auto(TrainConfig(**config))
-    return settings_read({**config, "arch": resolved.arch, "logit_adjust": resolved.logit_adjust})
+    return settings_read({**config, "arch": resolved.arch, "class_weights": resolved.class_weights,
+                          "logit_adjust": resolved.logit_adjust})
 
 
 def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:

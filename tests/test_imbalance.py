@@ -87,10 +87,11 @@ def test_engine_settings_from_a_label_matrix_with_unknowns():
     expected = [-2 * math.log(s) for s in (2 / 3, 1 / 3, 1 / 4, 1 / 4, 1 / 2)]
     assert posthoc_adjustment(cfg, labels, "softmax") == pytest.approx(expected)
     # sigmoid: -log(pi / (1 - pi)), pi = 2/3, 1/3, 0 -> 1/4, 1/3, 2/3
-    csl = TrainConfig(arch="csl", logit_adjust="posthoc")
+    csl = TrainConfig(arch="csl", class_weights="none", logit_adjust="posthoc")
     assert posthoc_adjustment(csl, labels, "sigmoid") == pytest.approx(
         [-math.log(2), math.log(2), math.log(3), math.log(2), -math.log(2)])
-    assert posthoc_adjustment(TrainConfig(arch="csl", logit_adjust="train"), labels, "sigmoid") is None
+    in_training = TrainConfig(arch="csl", class_weights="none", logit_adjust="train")
+    assert posthoc_adjustment(in_training, labels, "sigmoid") is None
 
 
 def test_reweighted_loss_weights_positives_and_defers():
@@ -106,19 +107,20 @@ def test_reweighted_loss_weights_positives_and_defers():
 
 def test_training_time_logit_adjustment_shifts_the_logits_in_the_loss():
     labels = labels_of(TARGETS)
-    cfg = TrainConfig(arch="csl", loss="bce", logit_adjust="train", la_tau=0.5)
+    cfg = TrainConfig(arch="csl", loss="bce", class_weights="none", logit_adjust="train", la_tau=0.5)
     criterion = wrap_single_head(bce_loss(), cfg, labels)
     logits, targets = torch.zeros(1, 5), torch.tensor([[1.0, 0.0, -1.0, -1.0, -1.0]])
     # a0 gets + 0.5 log 2 (positive), a1 gets - 0.5 log 2 (negative)
     expected = F.softplus(torch.tensor(-0.5 * math.log(2))) + F.softplus(torch.tensor(-0.5 * math.log(2)))
     assert criterion(logits, targets).item() == pytest.approx(expected.item())
-    plain = TrainConfig(arch="csl", loss="bce", logit_adjust="none")
+    plain = TrainConfig(arch="csl", loss="bce", class_weights="none", logit_adjust="none")
     assert wrap_single_head(bce_loss(), plain, labels).__class__.__name__ == "PartialSelectiveLoss"
 
 
 def test_balanced_softmax_and_class_weights_in_the_per_attribute_ce():
     labels = labels_of(TARGETS)
-    criterion = per_attribute_loss(TrainConfig(arch="mtl", logit_adjust="balanced_softmax"), labels)
+    balanced = TrainConfig(arch="mtl", class_weights="none", logit_adjust="balanced_softmax")
+    criterion = per_attribute_loss(balanced, labels)
     logits = torch.zeros(2, 5)
     targets = torch.tensor([[0.0, 1.0, -1.0, -1.0, -1.0], [1.0, 0.0, 0.0, 0.0, 1.0]])
     # a: softmax of [log 2, log 1] -> class 1 has p 1/3 (both rows known); b: [log 1, log 1, log 2] -> class 2 p 1/2
@@ -202,20 +204,26 @@ def test_rounded_draw_gives_each_image_floor_or_ceil_of_its_expected_count():
     assert sorted(index for index, _ in sampler) == [0, 0, 0, 1]
 
 
-def test_auto_arch_and_logit_adjustment_resolve_by_data_and_rebalancing():
-    resolved = resolve_auto(TrainConfig())
-    assert (resolved.arch, resolved.logit_adjust) == ("mtl", "balanced_softmax")  # attribute data: the measured best
-    coco = resolve_auto(TrainConfig(dataset="coco"))
-    assert (coco.arch, coco.logit_adjust) == ("csl", "none")
-    assert resolve_auto(TrainConfig(arch="csl")).logit_adjust == "none"
-    assert resolve_auto(TrainConfig(arch="afa")).logit_adjust == "balanced_softmax"
-    # a run that already re-balances is not re-balanced twice
-    assert resolve_auto(TrainConfig(class_weights="effective_number")).logit_adjust == "none"
-    assert resolve_auto(TrainConfig(sampler="balanced")).logit_adjust == "none"
-    explicit = resolve_auto(TrainConfig(arch="csl", logit_adjust="posthoc"))
+def test_auto_arch_class_weights_and_logit_adjustment_resolve_by_data_and_rebalancing():
+    def chosen(**settings) -> tuple[str, str, str]:
+        resolved = resolve_auto(TrainConfig(**settings))
+        return resolved.arch, resolved.class_weights, resolved.logit_adjust
+
+    assert chosen() == ("mtl", "effective_number", "none")  # attribute data: the measured best (end_to_end.py)
+    assert chosen(dataset="coco") == ("csl", "none", "none")
+    assert chosen(arch="csl") == ("csl", "none", "none")
+    assert chosen(arch="afa") == ("afa", "effective_number", "none")
+    # a re-balancing the user chose replaces the default one, and none is applied twice
+    assert chosen(logit_adjust="balanced_softmax") == ("mtl", "none", "balanced_softmax")
+    assert chosen(logit_adjust="none") == ("mtl", "none", "none")  # plain softmax heads
+    assert chosen(sampler="balanced") == ("mtl", "none", "none")
+    assert chosen(class_weights="none") == ("mtl", "none", "balanced_softmax")
+    assert chosen(class_weights="effective_number", arch="csl") == ("csl", "effective_number", "none")
+    explicit = resolve_auto(TrainConfig(arch="csl", class_weights="none", logit_adjust="posthoc"))
     assert (explicit.arch, explicit.logit_adjust) == ("csl", "posthoc")
+    resolved = resolve_auto(TrainConfig())
     assert resolve_auto(resolved) == resolved
-    with pytest.raises(ValueError, match="--arch and --logit-adjust auto must be resolved first"):
+    with pytest.raises(ValueError, match="--arch and --class-weights and --logit-adjust auto must be resolved first"):
         posthoc_adjustment(TrainConfig(), labels_of(TARGETS), "softmax")
 
 
@@ -238,9 +246,9 @@ def test_posthoc_adjustment_of_a_checkpoint_from_before_a_setting_existed():
     from partial_csl.engine.checkpoint import CheckpointError, with_posthoc_adjustment
 
     labels = labels_of(TARGETS)
-    trained = TrainConfig(arch="mtl", logit_adjust="none").to_dict()
+    trained = TrainConfig(arch="mtl", class_weights="none", logit_adjust="none").to_dict()
     del trained["pseudo_teacher"]  # trained before the setting existed: it counts as its default
-    cfg = TrainConfig(arch="mtl", logit_adjust="posthoc")
+    cfg = TrainConfig(arch="mtl", class_weights="none", logit_adjust="posthoc")
     adjusted = with_posthoc_adjustment({"config": trained, "arch": "mtl"}, cfg, labels)
     assert adjusted["logit_adjustment"] == pytest.approx(posthoc_adjustment(cfg, labels, "softmax"))
     assert adjusted["config"]["logit_adjust"] == "posthoc"

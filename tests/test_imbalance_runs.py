@@ -67,12 +67,13 @@ def test_crt_retrains_a_reset_head_on_the_first_runs_backbone(tiny_split, tmp_pa
     assert any(not torch.equal(old[k], new[k]) for k in head)
 
 
-def test_attribute_data_trains_per_attribute_heads_under_the_balanced_softmax_by_default(tiny_split, tmp_path):
+def test_attribute_data_trains_per_attribute_heads_under_class_balanced_weights_by_default(tiny_split, tmp_path):
     run = tmp_path / "run"
-    best = load_checkpoint(train_tiny(*tiny_split, run, "--arch", "auto", "--logit-adjust", "auto"))
+    best = load_checkpoint(train_tiny(*tiny_split, run, "--arch", "auto", "--class-weights", "auto"))
     assert best["arch"] == "mtl" and best["arch_args"]["group_sizes"] == [7, 4, 10]
-    assert best["config"]["arch"] == "mtl" and best["config"]["logit_adjust"] == "balanced_softmax"
-    assert best["logit_adjustment"] is None  # the balanced softmax is a training loss: nothing to add at prediction
+    config = best["config"]
+    assert (config["arch"], config["class_weights"], config["logit_adjust"]) == ("mtl", "effective_number", "none")
+    assert best["logit_adjustment"] is None  # class weights act in training only: nothing to add at prediction
     assert not (run / "prior_stage").exists()  # no temporary ignore-mode model without the selective loss
 
 

@@ -12,8 +12,8 @@ from partial_csl.engine.config import PSEUDO_LABEL_SETTINGS, TrainConfig
 from partial_csl.engine.setup.read_settings import settings_read, unread_by
 from partial_csl.engine.training.run_folder import RunFolderError, check_resume_matches
 
-CSL = TrainConfig(arch="csl", logit_adjust="none")
-MTL = TrainConfig(arch="mtl", logit_adjust="balanced_softmax")
+CSL = TrainConfig(arch="csl", class_weights="none", logit_adjust="none")
+MTL = TrainConfig(arch="mtl", class_weights="none", logit_adjust="balanced_softmax")
 
 
 def test_pseudo_label_settings_are_read_only_with_pseudo_labels():

@@ -101,7 +101,8 @@ class TrainConfig(DeclaredSettings):
     pseudo_negative_precision: float = 0.99  # ... and negative thresholds this share of true negatives
     pseudo_thresholds: str = "class"  # class: a positive threshold per class; attribute: one shared per attribute
     # class imbalance (partial_csl.losses.imbalance), from the known training labels only
-    class_weights: str = "none"  # none or effective_number (Cui et al. 2019) on positive terms / per-class CE
+    class_weights: str = "auto"  # effective_number (Cui et al. 2019) on positive terms / per-class CE, or none;
+    # auto: effective_number for softmax heads left to the default re-balancing, none for csl (resolve_auto)
     cb_beta: float = 0.999
     drw_start_epoch: int = 0  # class weights from this epoch (0-based) on: deferred re-weighting (Cao et al. 2019)
     logit_adjust: str = "auto"  # none, train, posthoc (Menon et al. 2021), balanced_softmax (per-attribute heads)
@@ -158,7 +159,8 @@ def with_new_defaults(saved: dict) -> dict:
 
 def require_resolved(cfg: TrainConfig) -> None:
     """Refuse settings still "auto": run_training resolves them (resolve_auto) before anything is built."""
-    left = [f"--{name.replace('_', '-')}" for name in ("arch", "logit_adjust") if getattr(cfg, name) == "auto"]
+    left = [f"--{name.replace('_', '-')}" for name in ("arch", "class_weights", "logit_adjust")
+            if getattr(cfg, name) == "auto"]
     if left:
         raise ValueError(f"{' and '.join(left)} auto must be resolved first (config.resolve_auto, as run_training "
                          "does)")

@@ -182,15 +182,25 @@ def check_component_settings(cfg: TrainConfig) -> None:
 
 
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
-    """``cfg`` with ``arch`` and ``logit_adjust`` of "auto" replaced by what they stand for: the dataset format's
-    default architecture (:data:`.formats.DATASETS`), unless settings only another architecture reads are typed;
-    the balanced softmax for an architecture of softmax heads that does not already re-balance (class weights, a
-    sampler), none for csl."""
+    """``cfg`` with ``arch``, ``class_weights`` and ``logit_adjust`` of "auto" replaced by what they stand for.
+
+    * arch: the dataset format's default architecture (:data:`.formats.DATASETS`), unless settings only another
+      architecture reads are typed;
+    * class_weights: the class-balanced weights (effective number) for an architecture of softmax heads whose
+      re-balancing is left to the default (``--logit-adjust auto``, uniform sampling), none otherwise and for csl;
+    * logit_adjust: the balanced softmax for an architecture of softmax heads that does not already re-balance
+      (class weights, a sampler), none for csl.
+    """
     arch = get_dataset(cfg.dataset).default_arch if cfg.arch == "auto" else cfg.arch
     arch = _arch_for_typed_settings(cfg, arch)
     check_component_settings(replace(cfg, arch=arch))
+    heads = not get_architecture(arch).uses_priors
+    weights = cfg.class_weights
+    if weights == "auto":
+        by_default = heads and cfg.logit_adjust == "auto" and cfg.sampler == "uniform"
+        weights = "effective_number" if by_default else "none"
     adjust = cfg.logit_adjust
     if adjust == "auto":
-        rebalanced = cfg.class_weights != "none" or cfg.sampler != "uniform"
-        adjust = "none" if rebalanced or get_architecture(arch).uses_priors else "balanced_softmax"
-    return replace(cfg, arch=arch, logit_adjust=adjust)
+        rebalanced = weights != "none" or cfg.sampler != "uniform"
+        adjust = "balanced_softmax" if heads and not rebalanced else "none"
+    return replace(cfg, arch=arch, class_weights=weights, logit_adjust=adjust)

@@ -224,8 +224,8 @@ class DatasetFormat:
 
 
 DATASETS: dict[str, DatasetFormat] = {
-    # per-attribute softmax heads under the balanced softmax: the best of the imbalance arms end to end on the demo
-    # (benchmarks/README.md, "Imbalance handling")
+    # per-attribute softmax heads (under class-balanced weights, resolve_auto): the best of the imbalance arms end to
+    # end on three attribute sets (benchmarks/README.md, "The imbalance default end to end")
     "attributes": DatasetFormat(attribute_data, attribute_eval_data, default_arch="mtl", fully_labelled=False,
                                 attribute_groups=True, help="attributes: CSVs with #N/A"),
     "coco": DatasetFormat(coco_data, coco_eval_data, default_arch="csl", fully_labelled=True,

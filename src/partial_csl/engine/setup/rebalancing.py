@@ -69,6 +69,7 @@ CLASS_WEIGHTINGS = ("none", "effective_number")
 
 def class_weights(cfg: TrainConfig, labels: LabelSpace, groups: list[slice] | None) -> np.ndarray | None:
     """Per-class weights of ``--class-weights`` (mean 1 over all classes, or over each group's)."""
+    require_resolved(cfg)
     if cfg.class_weights not in CLASS_WEIGHTINGS:
         raise ValueError(f"unknown --class-weights {cfg.class_weights!r}; expected one of {CLASS_WEIGHTINGS}")
     if cfg.class_weights == "none":
