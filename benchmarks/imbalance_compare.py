@@ -39,7 +39,7 @@ from partial_csl.data.demo import build_demo_dataset
 from partial_csl.data.schema import default_schema
 from partial_csl.engine.checkpoint import load_checkpoint, save_checkpoint, with_posthoc_adjustment
 from partial_csl.engine.config import TrainConfig
-from partial_csl.engine.setup.architectures import unread_defaults
+from partial_csl.engine.setup.architectures import resolve_auto, unread_defaults
 from partial_csl.engine.setup.formats import load_training_data
 from partial_csl.engine.tools.split_csv import split_attribute_csv
 from partial_csl.engine.training.trainer import run_training
@@ -120,7 +120,7 @@ def posthoc_cell(cfg: TrainConfig, baseline_dir: Path, run_dir: Path, split: Pat
         labels, _, _ = load_training_data(cfg, run_dir)
         adjusted = run_dir / "best_posthoc.pt"
         save_checkpoint(with_posthoc_adjustment(load_checkpoint(baseline_dir / "checkpoints" / "best.pt"),
-                                                replace(cfg, output_dir=str(baseline_dir)), labels,
+                                                replace(resolve_auto(cfg), output_dir=str(baseline_dir)), labels,
                                                 ignore=("la_tau",)), adjusted)
         report = test_checkpoint(adjusted, run_dir, split, cfg.images, cfg.device)
         adjusted.unlink()

@@ -349,8 +349,8 @@ def test_label_store_losses_refuse_torchrun():
     from partial_csl.engine.setup.build import build_training
     from partial_csl.engine.setup.run_data import LabelSpace
     labels = LabelSpace(["a", "b"], num_train_images=4, expected_positives=1.0)
-    cfg = TrainConfig(arch="csl", logit_adjust="none", loss="ll_cp", model_name="test_resnet", image_size=32,
-                      partial_loss_mode="negative")
+    cfg = TrainConfig(arch="csl", class_weights="none", logit_adjust="none", loss="ll_cp", model_name="test_resnet",
+                      image_size=32, partial_loss_mode="negative")
     info = DistInfo(rank=0, world_size=2)
     with pytest.raises(ValueError, match="per-image label store"):
         build_training(cfg, labels, None, torch.device("cpu"), info, 1, 1, None)

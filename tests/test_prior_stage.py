@@ -72,7 +72,8 @@ def tiny_run(cfg: TrainConfig, targets: np.ndarray) -> Run:
 
 
 def test_the_prior_stage_trains_plain_cross_entropy_whatever_the_main_focusing(caplog):
-    cfg = TrainConfig(arch="csl", logit_adjust="none", gamma_neg=3, gamma_unann=4, clip=0.05, prior_holdout=0)
+    cfg = TrainConfig(arch="csl", class_weights="none", logit_adjust="none", gamma_neg=3, gamma_unann=4, clip=0.05,
+                      prior_holdout=0)
     run = tiny_run(cfg, np.array([[1, -1], [0, 1]]))
     with caplog.at_level(logging.INFO, logger="partial_csl.engine.training.run"):
         prior_run, holdout = prior_stage_run(run, seed=0)

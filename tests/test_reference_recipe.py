@@ -70,7 +70,7 @@ def _ours(cfg: TrainConfig, batches):
 
 # a weight decay large enough to steer Adam's steps, so that a wrong L2 coefficient shows in the weights
 STRONG = {"model_name": "test_resnet", "image_size": 32, "batch_size": BATCH, "lr": 1e-2, "weight_decay": 5e-2,
-          "ema_decay": 0.9, "augment": "none", "device": "cpu", "arch": "csl",
+          "ema_decay": 0.9, "augment": "none", "device": "cpu", "arch": "csl", "class_weights": "none",
           "logit_adjust": "none"}
 
 
