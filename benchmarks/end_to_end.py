@@ -1,6 +1,6 @@
 """The attribute default, end to end, on several attribute datasets of different construction; resumable.
 
-    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 5 recipes x 3 seeds (~10 CPU-hours, fp32)
+    .venv/bin/python benchmarks/end_to_end.py            # 3 datasets x 8 recipes x 3 seeds (~16 CPU-hours, fp32)
     .venv/bin/python benchmarks/end_to_end.py --quick    # a smoke test of the machinery (CI)
 
 Every cell trains a whole network as a user would, with ``make demo``'s flags (64 px, batch 32, lr 5e-4, light
@@ -40,20 +40,24 @@ from partial_csl.engine.tools.split_csv import split_attribute_csv
 
 CSL = dict(arch="csl", partial_loss_mode="selective", gamma_pos=0.0, gamma_neg=1.0, gamma_unann=4.0,
            likelihood_topk=3, prior_threshold=0.5, prior_epochs=3, logit_adjust="none")
+HEADS = dict(arch="mtl")  # per-attribute softmax heads (under class-balanced weights unless a row says otherwise)
+BALANCED = dict(HEADS, logit_adjust="balanced_softmax")
 RECIPES = {  # row: train.py settings on top of the demo's flags
-    "default (--arch auto: per-attribute heads, class-balanced weights)": {},
-    # the default until 2026-12-06: the imbalance table below replaced it
-    "per-attribute heads, balanced softmax (--logit-adjust balanced_softmax)": dict(logit_adjust="balanced_softmax"),
+    # train.py's default for attribute data since 2026-12-06 (--arch auto resolves to exactly these settings)
     "CSL (ignore-mode prior stage, then selective)": CSL,
-    "default + teacher pseudo-labels (--pseudo-labels --pseudo-teacher ema)": dict(pseudo_labels=True,
-                                                                                   pseudo_teacher="ema"),
-    "default + pseudo-labels from the better-validating weights (--pseudo-teacher validated)":
-        dict(pseudo_labels=True, pseudo_teacher="validated"),
-    "default + pseudo-labels, one threshold per attribute (--pseudo-thresholds attribute)":
-        dict(pseudo_labels=True, pseudo_thresholds="attribute", pseudo_teacher="ema"),
+    # the default from 2026-12-06 until the TResNet-M grid (benchmarks/README.md) sent it back to CSL
+    "per-attribute heads, class-balanced weights (--arch mtl)": HEADS,
+    # the default until the imbalance table replaced it; the pseudo-label rows ran on top of it
+    "per-attribute heads, balanced softmax (--logit-adjust balanced_softmax)": BALANCED,
+    "balanced-softmax heads + teacher pseudo-labels (--pseudo-labels --pseudo-teacher ema)":
+        dict(BALANCED, pseudo_labels=True, pseudo_teacher="ema"),
+    "balanced-softmax heads + pseudo-labels from the better-validating weights (--pseudo-teacher validated)":
+        dict(BALANCED, pseudo_labels=True, pseudo_teacher="validated"),
+    "balanced-softmax heads + pseudo-labels, one threshold per attribute (--pseudo-thresholds attribute)":
+        dict(BALANCED, pseudo_labels=True, pseudo_thresholds="attribute", pseudo_teacher="ema"),
     # the imbalance default: the same heads without a re-balancing, and with a sampler instead
-    "per-attribute heads, plain softmax (--logit-adjust none)": dict(logit_adjust="none"),
-    "per-attribute heads, repeat-factor sampler (--sampler balanced)": dict(sampler="balanced"),
+    "per-attribute heads, plain softmax (--logit-adjust none)": dict(HEADS, logit_adjust="none"),
+    "per-attribute heads, repeat-factor sampler (--sampler balanced)": dict(HEADS, sampler="balanced"),
 }
 DATASETS = {  # name: builder(out_dir, num_images, source) -> attributes.csv; the last is the held-out one
     "demo": lambda out, n, source: build_demo_dataset(out, num_images=n, seed=0, source=source),

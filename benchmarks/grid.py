@@ -11,7 +11,7 @@ import json
 import shutil
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -64,10 +64,11 @@ def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None 
 
 
 def read_by_training(config: dict) -> dict:
-    """The settings a training run of ``config`` reads (``settings_read``), "auto" resolved as the run resolves it."""
-    resolved = resolve_auto(TrainConfig(**config))
-    return settings_read({**config, "arch": resolved.arch, "class_weights": resolved.class_weights,
-                          "logit_adjust": resolved.logit_adjust})
+    """The settings a training run of ``config`` reads (``settings_read``), "auto" resolved as the run resolves it
+    today (a cell recorded before :func:`train_cell` recorded resolved settings reads as today's default)."""
+    known = {f.name for f in fields(TrainConfig)}
+    resolved = resolve_auto(TrainConfig(**{k: v for k, v in config.items() if k in known})).to_dict()
+    return settings_read({**config, **{k: v for k, v in resolved.items() if k in config}})
 
 
 def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
@@ -89,7 +90,8 @@ def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
 def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict], keep: bool = False) -> dict:
     """One cell: train ``cfg`` in ``run_dir`` (or read its finished result, if it was trained with the same
     settings), ``measure(summary)``; the checkpoints go unless ``keep``."""
-    cfg = replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False)
+    # recorded with "auto" resolved: a later change of what "auto" stands for changes no finished cell's settings
+    cfg = resolve_auto(replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False))
     result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict(),
                        defaults=saved_defaults(), read=read_by_training)
     if not keep:

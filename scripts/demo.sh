@@ -1,10 +1,9 @@
 #!/usr/bin/env bash
 # The whole pipeline on the embedded demo data, on CPU: build data -> split -> training (train.py's default for
-# attribute data: one softmax head per attribute under class-balanced weights) -> validate on the test split -> infer on
-# the test images. Safe to run twice (a finished run is resumed, i.e. reused). Override with environment variables,
-# e.g. EPOCHS=2 TRAIN_ARGS=--no-amp bash scripts/demo.sh; the CSL recipe (selective loss after a temporary ignore-mode
-# stage) is TRAIN_ARGS="--arch csl --partial_loss_mode selective --gamma_pos 0 --gamma_neg 1 --gamma_unann 4
-# --likelihood_topk 3 --prior_threshold 0.5 --prior_epochs 3" with OUT=outputs/demo_csl.
+# attribute data: CSL, a temporary ignore-mode model for the class priors, then the selective loss) -> validate on the
+# test split -> infer on the test images. Safe to run twice (a finished run is resumed, i.e. reused). Override with
+# environment variables, e.g. EPOCHS=2 TRAIN_ARGS=--no-amp bash scripts/demo.sh; one softmax head per attribute under
+# class-balanced weights (the alternative that won with ResNet-18) is TRAIN_ARGS="--arch mtl" OUT=outputs/demo_heads.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}

@@ -81,16 +81,17 @@ def fake_fashion_mnist(tmp_path: Path) -> Path:
 
 
 def csl_flags_only_for_csl(args: list[str]) -> list[str]:
-    """``args`` without the flags the last ``--arch`` does not read (train.py refuses those; ``auto`` stands for the
-    attribute data's ``mtl``): the tests' shared argument lists carry CSL settings for the CSL runs."""
+    """``args`` without the flags the last ``--arch`` does not read (train.py refuses those; under ``auto`` every
+    architecture's settings go, so that the data format's default trains with its own): the tests' shared argument
+    lists carry CSL settings for the CSL runs."""
     from itertools import pairwise
 
-    from partial_csl.engine.setup.architectures import unread_settings
+    from partial_csl.engine.setup.architectures import ARCH_SETTINGS, unread_settings
 
     archs = [value for flag, value in pairwise(args) if flag == "--arch"]
     if not archs or archs[-1] == "csl":
         return list(args)
-    unread = unread_settings("mtl" if archs[-1] == "auto" else archs[-1])
+    unread = ARCH_SETTINGS if archs[-1] == "auto" else unread_settings(archs[-1])
     flags = {f"--{name}" for name in unread} | {f"--{name.replace('_', '-')}" for name in unread}
     out, skip = [], False
     for arg in args:

@@ -98,3 +98,24 @@ def test_an_interrupted_cell_started_before_the_code_gained_a_setting_resumes(tm
     (tmp_path / "config.json").write_text(json.dumps({"config": recorded}))
     assert grid.fresh_or_resumed(cfg, tmp_path).resume
     assert grid.fresh_or_resumed(TrainConfig(epochs=3, pseudo_labels=True), tmp_path).overwrite
+
+
+def test_a_finished_cell_records_what_auto_stood_for_so_a_new_default_keeps_it(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.setup import formats
+
+    trained = []
+    monkeypatch.setattr(grid, "run_training", lambda cfg: trained.append(cfg) or {"best_checkpoint": "x"})
+    cfg = TrainConfig(epochs=8, arch="auto")
+    first = grid.train_cell(cfg, tmp_path, lambda summary: {"mAP": 1.0})
+    recorded = json.loads((tmp_path / "result.json").read_text())["config"]
+    assert (recorded["arch"], recorded["likelihood_topk"], recorded["prior_epochs"]) == ("csl", 3, 3)
+    # what --arch auto stands for changes: the cell's recorded settings still name what it trained
+    heads = replace(formats.DATASETS["attributes"], default_arch="mtl", auto_settings={})
+    monkeypatch.setitem(formats.DATASETS, "attributes", heads)
+    explicit = replace(cfg, arch="csl", likelihood_topk=3, gamma_unann=4.0, prior_epochs=3)
+    again = grid.train_cell(explicit, tmp_path, lambda summary: {"mAP": 2.0})
+    assert len(trained) == 1 and again["mAP"] == first["mAP"] == 1.0
+    assert grid.train_cell(cfg, tmp_path, lambda summary: {"mAP": 3.0})["mAP"] == 3.0  # auto is heads now: trained

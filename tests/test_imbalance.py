@@ -209,15 +209,18 @@ def test_auto_arch_class_weights_and_logit_adjustment_resolve_by_data_and_rebala
         resolved = resolve_auto(TrainConfig(**settings))
         return resolved.arch, resolved.class_weights, resolved.logit_adjust
 
-    assert chosen() == ("mtl", "effective_number", "none")  # attribute data: the measured best (end_to_end.py)
+    assert chosen() == ("csl", "none", "none")  # attribute data: the reference's (end_to_end.py, two networks)
     assert chosen(dataset="coco") == ("csl", "none", "none")
     assert chosen(arch="csl") == ("csl", "none", "none")
+    assert chosen(arch="mtl") == ("mtl", "effective_number", "none")  # heads: class-balanced weights by default
     assert chosen(arch="afa") == ("afa", "effective_number", "none")
     # a re-balancing the user chose replaces the default one, and none is applied twice
-    assert chosen(logit_adjust="balanced_softmax") == ("mtl", "none", "balanced_softmax")
-    assert chosen(logit_adjust="none") == ("mtl", "none", "none")  # plain softmax heads
-    assert chosen(sampler="balanced") == ("mtl", "none", "none")
-    assert chosen(class_weights="none") == ("mtl", "none", "balanced_softmax")
+    assert chosen(arch="mtl", logit_adjust="balanced_softmax") == ("mtl", "none", "balanced_softmax")
+    assert chosen(logit_adjust="balanced_softmax") == ("mtl", "none", "balanced_softmax")  # a loss of softmax heads
+    assert chosen(arch="mtl", logit_adjust="none") == ("mtl", "none", "none")  # plain softmax heads
+    assert chosen(arch="mtl", sampler="balanced") == ("mtl", "none", "none")
+    assert chosen(arch="mtl", class_weights="none") == ("mtl", "none", "balanced_softmax")
+    assert chosen(sampler="balanced") == chosen(class_weights="none") == ("csl", "none", "none")
     assert chosen(class_weights="effective_number", arch="csl") == ("csl", "effective_number", "none")
     explicit = resolve_auto(TrainConfig(arch="csl", class_weights="none", logit_adjust="posthoc"))
     assert (explicit.arch, explicit.logit_adjust) == ("csl", "posthoc")
@@ -227,15 +230,32 @@ def test_auto_arch_class_weights_and_logit_adjustment_resolve_by_data_and_rebala
         posthoc_adjustment(TrainConfig(), labels_of(TARGETS), "softmax")
 
 
+def test_auto_on_attribute_data_is_the_measured_csl_recipe_where_settings_are_left_at_their_defaults():
+    recipe = resolve_auto(TrainConfig(epochs=8))
+    assert (recipe.arch, recipe.partial_loss_mode, recipe.likelihood_topk, recipe.gamma_unann, recipe.prior_epochs,
+            recipe.gamma_pos, recipe.gamma_neg, recipe.prior_threshold) == ("csl", "selective", 3, 4.0, 3, 0, 1, 0.5)
+    assert resolve_auto(TrainConfig(epochs=30)).prior_epochs == 11  # the prior stage: 3/8 of the epochs
+    assert resolve_auto(TrainConfig(epochs=1)).prior_epochs == 1
+    typed = resolve_auto(TrainConfig(epochs=8, likelihood_topk=6, gamma_unann=2.5))
+    assert (typed.likelihood_topk, typed.gamma_unann, typed.prior_epochs) == (6, 2.5, 3)
+    # an explicit --arch csl, and csl on COCO-format data, are the reference's settings
+    for explicit in (TrainConfig(arch="csl", epochs=8), TrainConfig(dataset="coco", epochs=8)):
+        plain = resolve_auto(explicit)
+        assert (plain.likelihood_topk, plain.gamma_unann, plain.prior_epochs) == (5, 2.0, None)
+    assert resolve_auto(recipe) == recipe
+
+
 def test_csl_settings_are_never_dropped_they_select_csl_or_stop_the_run(caplog):
     with caplog.at_level("WARNING", logger="partial_csl.engine.setup.architectures"):
         typed = resolve_auto(TrainConfig(partial_loss_mode="ignore", prior_epochs=3))
         resolve_auto(TrainConfig(arch="csl", partial_loss_mode="ignore"))  # read: nothing to say
         resolve_auto(TrainConfig(dataset="coco", gamma_unann=4))  # auto is csl there
-    assert (typed.arch, typed.logit_adjust) == ("csl", "none")  # the typed settings select the architecture
+        heads = resolve_auto(TrainConfig(task_weighting="dwa"))
+    assert (typed.arch, typed.logit_adjust) == ("csl", "none")  # auto is csl on attribute data too
+    assert (typed.partial_loss_mode, typed.prior_epochs) == ("ignore", 3)  # typed values beat the format's own
+    assert heads.arch == "mtl" and heads.likelihood_topk == TrainConfig.likelihood_topk  # no CSL settings for heads
     assert [r.getMessage() for r in caplog.records] == [
-        "--arch auto trains csl, not mtl, because --partial_loss_mode, --prior_epochs are set: only --arch csl "
-        "reads them"]
+        "--arch auto trains mtl, not csl, because --task_weighting are set: only --arch mtl, latent, afa reads them"]
     with pytest.raises(ValueError, match=r"--arch afa does not read --gamma_unann .* drop them, or train --arch csl"):
         resolve_auto(TrainConfig(arch="afa", gamma_unann=4))
 

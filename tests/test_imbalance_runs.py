@@ -67,9 +67,9 @@ def test_crt_retrains_a_reset_head_on_the_first_runs_backbone(tiny_split, tmp_pa
     assert any(not torch.equal(old[k], new[k]) for k in head)
 
 
-def test_attribute_data_trains_per_attribute_heads_under_class_balanced_weights_by_default(tiny_split, tmp_path):
+def test_per_attribute_heads_train_under_class_balanced_weights_by_default(tiny_split, tmp_path):
     run = tmp_path / "run"
-    best = load_checkpoint(train_tiny(*tiny_split, run, "--arch", "auto", "--class-weights", "auto"))
+    best = load_checkpoint(train_tiny(*tiny_split, run, "--arch", "mtl", "--class-weights", "auto"))
     assert best["arch"] == "mtl" and best["arch_args"]["group_sizes"] == [7, 4, 10]
     config = best["config"]
     assert (config["arch"], config["class_weights"], config["logit_adjust"]) == ("mtl", "effective_number", "none")
@@ -77,9 +77,19 @@ def test_attribute_data_trains_per_attribute_heads_under_class_balanced_weights_
     assert not (run / "prior_stage").exists()  # no temporary ignore-mode model without the selective loss
 
 
+def test_attribute_data_trains_the_csl_recipe_by_default(tiny_split, tmp_path):
+    run = tmp_path / "run"
+    best = load_checkpoint(train_tiny(*tiny_split, run, "--arch", "auto", "--epochs", "2"))
+    config = best["config"]
+    assert best["arch"] == "csl" and best["num_classes"] == 21
+    assert (config["arch"], config["partial_loss_mode"], config["likelihood_topk"], config["gamma_unann"],
+            config["prior_epochs"], config["class_weights"]) == ("csl", "selective", 3, 4.0, 1, "none")
+    assert (run / "prior_stage").is_dir()  # the temporary ignore-mode model estimated the priors
+
+
 def test_crt_on_a_per_attribute_heads_run_loads_its_backbone(tiny_split, tmp_path):
-    first = train_tiny(*tiny_split, tmp_path / "first", "--arch", "auto")  # the default: backbone.* and heads.*
-    second = train_tiny(*tiny_split, tmp_path / "crt", "--arch", "auto", "--freeze-backbone", "--model-path",
+    first = train_tiny(*tiny_split, tmp_path / "first", "--arch", "mtl")  # backbone.* and heads.*
+    second = train_tiny(*tiny_split, tmp_path / "crt", "--arch", "mtl", "--freeze-backbone", "--model-path",
                         str(first), "--sampler", "balanced", "--reset-head", "--epochs", "1")
     old, new = load_checkpoint(first)["model"], load_checkpoint(second)["model"]
     backbone = [k for k in new if k.startswith("backbone.") and new[k].is_floating_point()]

@@ -68,7 +68,7 @@ def test_a_typed_setting_selects_the_architecture_that_reads_it_or_stops_the_run
     with caplog.at_level(logging.WARNING, logger="partial_csl.engine.setup.architectures"):
         assert resolve_auto(TrainConfig(latent_tasks=16)).arch == "latent"
         assert resolve_auto(TrainConfig(hill_lambda=2.0, loss="hill")).arch == "csl"
-    assert "--arch auto trains latent, not mtl, because --latent_tasks are set: only --arch latent reads them" in (
+    assert "--arch auto trains latent, not csl, because --latent_tasks are set: only --arch latent reads them" in (
         caplog.text)
     with pytest.raises(ValueError, match=r"--arch mtl does not read --latent_tasks \(settings of --arch latent\)"):
         resolve_auto(TrainConfig(arch="mtl", latent_tasks=16))

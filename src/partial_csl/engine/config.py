@@ -63,7 +63,7 @@ class TrainConfig(DeclaredSettings):
     sampler_replacement: bool = True  # False: each image floor(expected) times, the rest drawn without replacement
     reset_head: bool = False  # re-initialise the classifier of --model-path (cRT: a new head on a trained backbone)
     # model
-    arch: str = "auto"  # auto: mtl for attribute data, csl for COCO-format data (resolve_auto)
+    arch: str = "auto"  # auto: each data format's default, csl for all today (resolve_auto)
     head: str = "linear"
     model_name: str = "tresnet_m"
     model_path: str | None = None

@@ -181,19 +181,41 @@ def check_component_settings(cfg: TrainConfig) -> None:
                     ", ".join(unread))
 
 
+def _with_auto_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
+    """``cfg`` with each of ``settings`` (a value, or a function of ``cfg``) where ``cfg`` has that setting's default
+    (a typed value wins)."""
+    left = {name: value(cfg) if callable(value) else value for name, value in settings.items()
+            if getattr(cfg, name) == getattr(TrainConfig, name)}
+    return replace(cfg, **left)
+
+
+def _auto_arch(cfg: TrainConfig, default: str) -> str:
+    """The format's ``default``, or the first architecture of softmax heads for ``--logit-adjust balanced_softmax``
+    (a loss of softmax heads: the typed setting selects an architecture that reads it)."""
+    if cfg.logit_adjust != "balanced_softmax" or get_architecture(default).output_form == "softmax":
+        return default
+    heads = next(name for name, spec in ARCHITECTURES.items() if spec.output_form == "softmax")
+    log.warning("--arch auto trains %s, not %s, because --logit-adjust balanced_softmax is set: a loss of softmax "
+                "heads", heads, default)
+    return heads
+
+
 def resolve_auto(cfg: TrainConfig) -> TrainConfig:
     """``cfg`` with ``arch``, ``class_weights`` and ``logit_adjust`` of "auto" replaced by what they stand for.
 
     * arch: the dataset format's default architecture (:data:`.formats.DATASETS`), unless settings only another
-      architecture reads are typed;
+      architecture reads are typed; with it come the format's ``auto_settings``, for the settings left at their
+      defaults (attribute data: CSL's top-3, γu 4 and a prior stage of 3/8 of the epochs);
     * class_weights: the class-balanced weights (effective number) for an architecture of softmax heads whose
       re-balancing is left to the default (``--logit-adjust auto``, uniform sampling), none otherwise and for csl;
     * logit_adjust: the balanced softmax for an architecture of softmax heads that does not already re-balance
       (class weights, a sampler), none for csl.
     """
-    arch = get_dataset(cfg.dataset).default_arch if cfg.arch == "auto" else cfg.arch
-    arch = _arch_for_typed_settings(cfg, arch)
-    check_component_settings(replace(cfg, arch=arch))
+    fmt = get_dataset(cfg.dataset)
+    arch = _arch_for_typed_settings(cfg, _auto_arch(cfg, fmt.default_arch) if cfg.arch == "auto" else cfg.arch)
+    check_component_settings(replace(cfg, arch=arch))  # what was typed, before the format's own settings
+    if cfg.arch == "auto" and arch == fmt.default_arch:
+        cfg = _with_auto_settings(cfg, fmt.auto_settings)
     heads = not get_architecture(arch).uses_priors
     weights = cfg.class_weights
     if weights == "auto":
