@@ -186,6 +186,8 @@ def _with_auto_settings(cfg: TrainConfig, settings: dict) -> TrainConfig:
     (a typed value wins)."""
     left = {name: value(cfg) if callable(value) else value for name, value in settings.items()
             if getattr(cfg, name) == getattr(TrainConfig, name)}
+    if left:
+        log.info("--arch auto on %s data: %s", cfg.dataset, ", ".join(f"--{k} {v}" for k, v in left.items()))
     return replace(cfg, **left)
 
 
