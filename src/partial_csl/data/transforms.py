@@ -20,6 +20,8 @@ import torch
 from PIL import Image, ImageDraw
 from torchvision import transforms as T
 
+from .rand_augment import ReferenceRandAugment
+
 AUGMENTATIONS = ("csl", "light", "none")
 INTERPOLATIONS = {"bilinear": T.InterpolationMode.BILINEAR, "bicubic": T.InterpolationMode.BICUBIC,
                   "nearest": T.InterpolationMode.NEAREST}
@@ -94,13 +96,14 @@ class CutoutPIL:
 
 
 def build_transform(data_config: DataConfig, train: bool, augment: str = "csl") -> T.Compose:
-    """``csl``: Cutout(0.5) + RandAugment (the reference recipe); ``light``: flips and small shifts; ``none``."""
+    """``csl``: Cutout(0.5) + the reference code's RandAugment (:mod:`.rand_augment`), the CSL recipe; ``light``:
+    flips and small shifts; ``none``."""
     if augment not in AUGMENTATIONS:
         raise ValueError(f"unknown augmentation {augment!r}; expected one of {AUGMENTATIONS}")
     size = data_config.image_size
     steps: list = [T.Resize((size, size), interpolation=INTERPOLATIONS[data_config.interpolation])]
     if train and augment == "csl":
-        steps += [CutoutPIL(0.5), T.RandAugment()]
+        steps += [CutoutPIL(0.5), ReferenceRandAugment()]
     elif train and augment == "light":
         steps += [T.RandomHorizontalFlip(), T.RandomAffine(degrees=5, translate=(0.05, 0.05))]
     steps += [T.ToTensor(), T.Normalize(data_config.mean, data_config.std)]
