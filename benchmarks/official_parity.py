@@ -123,7 +123,7 @@ def augmentation_parity(images: int, seed: int) -> tuple[int, int]:
                 # the reference draws the Cutout centre from NumPy's generator: x, then y
                 centre = iter([np.random.randint(img.size[0]), np.random.randint(img.size[1])])
                 draw = rand_augment.random.randrange
-                rand_augment.random.randrange = lambda _: next(centre)
+                rand_augment.random.randrange = lambda _, centre=centre: next(centre)
                 random.seed(n)
                 random.random()  # SubPolicy draws whether to apply the operation before the operation's own draws
                 ours = rand_augment.OPERATIONS[name](img, level)
