@@ -67,7 +67,7 @@ def mode_settings(mode: str, simulator: str) -> dict:
 
 
 MODES = ("ignore", "negative", "selective")  # in running order: selective reads the ignore run's priors
-CODES = ("official", "project")
+CODES = ("official", "project", "project-raw")  # project-raw: the project fed the official code's [0, 1] inputs
 
 
 class CpuTorch:
@@ -178,10 +178,13 @@ def official_run(args: argparse.Namespace, run_dir: Path, seed: int, argv: list[
     return resumable(run_dir, compute, {"argv": argv, "seed": seed, "device": args.device})
 
 
-def project_config(args: argparse.Namespace, simulator: str, param: float, mode: str, seed: int) -> TrainConfig:
+def project_config(args: argparse.Namespace, simulator: str, param: float, mode: str, seed: int,
+                   raw_inputs: bool = False) -> TrainConfig:
     """The project's run of one cell: train.py's defaults for COCO-format data (CSL's recipe: its augmentation, EMA,
-    a selective run's own ignore-mode prior stage), with the grid's size, epochs, batch and learning rate."""
-    return TrainConfig(dataset="coco", data=args.data, model_name=args.model_name, image_size=args.image_size,
+    a selective run's own ignore-mode prior stage), with the grid's size, epochs, batch and learning rate.
+    ``raw_inputs``: [0, 1] pixels, as the official code feeds them, not the backbone's (ImageNet) normalisation."""
+    inputs = dict(mean=[0.0, 0.0, 0.0], std=[1.0, 1.0, 1.0]) if raw_inputs else {}
+    return TrainConfig(**inputs, dataset="coco", data=args.data, model_name=args.model_name, image_size=args.image_size,
                        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, workers=0, cache_images=True,
                        device=args.device, arch="csl", logit_adjust="none", amp=args.device != "cpu",
                        simulate_partial_type=simulator,
@@ -202,8 +205,9 @@ def run_grid(args: argparse.Namespace) -> pd.DataFrame:
                         argv = official_argv(args, simulator, param, mode, priors if mode == "selective" else None)
                         result = official_run(args, folder / f"official_{mode}", seed, argv)
                     else:
-                        cfg = project_config(args, simulator, param, mode, seed)
-                        result = train_cell(cfg, folder / f"project_{mode}", lambda s: {"mAP": s["best_val_mAP"]})
+                        cfg = project_config(args, simulator, param, mode, seed, raw_inputs=code == "project-raw")
+                        result = train_cell(cfg, folder / f"{code.replace('-', '_')}_{mode}",
+                                            lambda s: {"mAP": s["best_val_mAP"]})
                     rows.append({"code": code, "mode": mode, "protocol": column, "seed": seed, "mAP": result["mAP"],
                                  "seconds": round(result["seconds"], 1)})
                     print(f"[{time.time() - started:5.0f}s {len(rows)}/{total}] {column} seed {seed} {code:8s} "
@@ -232,7 +236,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--data", default="data/coco_bench", help="a COCO 2014 layout (partial_methods.py builds this one)")
     p.add_argument("--out", type=Path, default=Path("outputs/benchmarks/official_csl"))
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
-    p.add_argument("--codes", nargs="+", default=list(CODES), choices=CODES)
+    p.add_argument("--codes", nargs="+", default=["official", "project"], choices=CODES,
+                   help="project-raw: the project on [0, 1] inputs (mean 0, std 1), as the official code feeds them")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)

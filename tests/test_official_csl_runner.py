@@ -112,3 +112,14 @@ def test_a_folder_without_the_official_code_is_refused(tmp_path, capsys):
     with pytest.raises(SystemExit, match="is not a checkout of the official CSL code"):
         official_csl.main(["--repo", str(tmp_path), "--out", str(tmp_path / "out")])
     assert not (tmp_path / "out").exists()
+
+
+def test_project_cells_share_the_grid_settings_and_raw_inputs_change_only_the_normalisation():
+    args = official_csl.parse_args(["--codes", "project", "project-raw"])
+    ours = official_csl.project_config(args, "rps", 0.5, "ignore", 1)
+    raw = official_csl.project_config(args, "rps", 0.5, "ignore", 1, raw_inputs=True)
+    assert (ours.image_size, ours.epochs, ours.batch_size, ours.lr, ours.augment) == (64, 15, 64, 1e-3, "csl")
+    assert ours.mean is None and ours.std is None  # the backbone's own normalisation
+    assert (raw.mean, raw.std) == ([0.0, 0.0, 0.0], [1.0, 1.0, 1.0])
+    assert {k: v for k, v in raw.to_dict().items() if k not in ("mean", "std")} == {
+        k: v for k, v in ours.to_dict().items() if k not in ("mean", "std")}
