@@ -193,12 +193,12 @@ def project_config(args: argparse.Namespace, simulator: str, param: float, mode:
 
 def run_grid(args: argparse.Namespace) -> pd.DataFrame:
     rows, started = [], time.time()
-    total = len(args.protocols) * len(args.seeds) * len(MODES) * len(args.codes)
+    total = len(args.protocols) * len(args.seeds) * len(args.modes) * len(args.codes)
     for column in args.protocols:
         simulator, param = PROTOCOLS[column]
         for seed in args.seeds:
             folder = args.out / "runs" / f"{simulator}_{param}" / f"seed{seed}"
-            for mode in MODES:
+            for mode in args.modes:
                 for code in args.codes:
                     if code == "official":
                         priors = folder / "official_ignore" / "outputs" / "train_avg_preds.csv"
@@ -218,7 +218,7 @@ def run_grid(args: argparse.Namespace) -> pd.DataFrame:
 def write_table(results: pd.DataFrame, args: argparse.Namespace) -> str:
     results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
     frame = results.assign(row=results["code"] + " " + results["mode"], column=results["protocol"])
-    rows = [f"{code} {mode}" for mode in MODES for code in args.codes]
+    rows = [f"{code} {mode}" for mode in args.modes for code in args.codes]
     precision = "float32 on the CPU" if args.device == "cpu" else "fp16 on CUDA"
     lines = [f"# The official CSL code beside the project's on `{args.data}`", "",
              f"{args.model_name} from scratch, {args.image_size} px, {args.epochs} epochs, batch {args.batch_size}, "
@@ -238,6 +238,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS))
     p.add_argument("--codes", nargs="+", default=["official", "project"], choices=CODES,
                    help="project-raw: the project on [0, 1] inputs (mean 0, std 1), as the official code feeds them")
+    p.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES,
+                   help="an official selective run reads its priors from the same seed's official ignore run")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=int, default=15)
     p.add_argument("--batch-size", type=int, default=64)
@@ -248,6 +250,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--quick", action="store_true", help="FPC only, seed 0, 2 epochs")
     p.add_argument("--child", type=Path, help=argparse.SUPPRESS)  # internal: one official run in this process
     args = p.parse_args(argv)
+    args.modes = [m for m in MODES if m in args.modes]  # running order: ignore before selective
     if args.quick:
         args.protocols, args.seeds, args.epochs = ["FPC(200)"], [0], 2
     return args
