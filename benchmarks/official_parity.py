@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import copy
-import importlib
+import importlib.util
 import random
 import sys
 import tempfile
@@ -44,22 +44,26 @@ REFERENCE_NAMES = {"shear_x": "ShearX", "shear_y": "ShearY", "translate_x": "Tra
                    "translate_y": "TranslateY", "autocontrast": "AutoContrast"}
 
 
+def load_file(path: Path, name: str):
+    """A module of the official code, loaded from its file (the repository is not put on the import path)."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
 @contextlib.contextmanager
 def official_on_cpu(repo: Path):
-    """The official loss and helper modules, imported from ``repo`` with ``.cuda()`` and ``torch.device('cuda')``
-    kept on the CPU; undone on exit."""
-    sys.path.insert(0, str(repo.resolve()))
+    """The official loss and helper modules, loaded from ``repo`` with ``.cuda()`` and ``torch.device('cuda')``
+    kept on the CPU; ``.cuda()`` is restored on exit."""
     cuda = torch.Tensor.cuda
     torch.Tensor.cuda = lambda self, *args, **kwargs: self
     try:
-        loss = importlib.import_module("src.loss_functions.partial_asymmetric_loss")
+        loss = load_file(repo / "src" / "loss_functions" / "partial_asymmetric_loss.py", "official_partial_loss")
         loss.torch = CpuTorch(torch)
-        yield loss, importlib.import_module("src.helper_functions.helper_functions")
+        yield loss, load_file(repo / "src" / "helper_functions" / "helper_functions.py", "official_helpers")
     finally:
         torch.Tensor.cuda = cuda
-        sys.path.remove(str(repo.resolve()))
-        for name in [m for m in sys.modules if m == "src" or m.startswith("src.")]:  # the next --repo imports afresh
-            del sys.modules[name]
 
 
 def random_batch(generator: torch.Generator, batch: int, classes: int, size: int) -> tuple:
