@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/partial_methods.py                  # the default grid on the shipped set, ~1 h, CPU
     .venv/bin/python benchmarks/partial_methods.py --quick          # a smoke test of the machinery, minutes
     .venv/bin/python benchmarks/partial_methods.py --coco-set uniform --protocols "FPC(100)" --end-to-end
+    .venv/bin/python benchmarks/partial_methods.py --coco-set scenes --end-to-end    # the held-out third set
     .venv/bin/python benchmarks/partial_methods.py --data /data/coco2014 --backbone tresnet_m_miil_21k.pth \\
         --model-name tresnet_m --image-size 448 --epochs 30 --end-to-end   # a GPU, the full recipe
 
@@ -27,6 +28,7 @@ import argparse
 import logging
 import time
 from dataclasses import replace
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +39,7 @@ from seed_tables import mean_std_table
 
 from partial_csl.cli import make_parser
 from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_set
+from partial_csl.data.demo_coco_scenes import build_coco_scenes
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.training.trainer import run_training
 
@@ -85,9 +88,10 @@ PROTOCOLS = {  # column: (simulator, parameter)
     "missing_positives(0.4)": ("missing_positives", 0.4),
     "single_positive": ("single_positive", 0),
 }
-COCO_SETS = {  # --coco-set: the generated set's folder and its category frequencies (build_coco_benchmark)
-    "longtail": ("data/coco_bench", 1.1),
-    "uniform": ("data/coco_bench_uniform", 0.0),
+COCO_SETS = {  # --coco-set: the generated set's folder and its builder (skips a set already built)
+    "longtail": ("data/coco_bench", build_coco_benchmark),  # Zipf category frequencies, 20 categories
+    "uniform": ("data/coco_bench_uniform", partial(build_coco_benchmark, zipf_exponent=0.0)),
+    "scenes": ("data/coco_bench_scenes", build_coco_scenes),  # 30 categories that co-occur by scene
 }
 QUICK = {"methods": ["AN (assume negative)", "ROLE", "LL-Cp", "CSL selective, adaptive top-k"],
          "protocols": ["FPC(200)", "single_positive"], "seeds": [0], "epochs": 2}
@@ -203,8 +207,10 @@ def main() -> None:
     p = make_parser(__doc__)
     p.add_argument("--data", help="a COCO 2014 layout root (default: the --coco-set, built here on first use)")
     p.add_argument("--coco-set", choices=list(COCO_SETS), default="longtail",
-                   help="the generated set to use without --data: Zipf (long-tailed) or uniform category frequencies")
-    p.add_argument("--out", type=Path, help="default outputs/benchmarks/partial_methods (_uniform on the uniform set)")
+                   help="the generated set to use without --data: Zipf (long-tailed) or uniform category frequencies, "
+                        "or scenes (30 categories co-occurring by scene, data/demo_coco_scenes.py)")
+    p.add_argument("--out", type=Path,
+                   help="default outputs/benchmarks/partial_methods (_uniform, _scenes on those sets)")
     p.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS), metavar="METHOD")
     p.add_argument("--protocols", nargs="+", default=list(PROTOCOLS), choices=list(PROTOCOLS), metavar="PROTOCOL")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -228,8 +234,8 @@ def main() -> None:
     suffix = f"_{args.coco_set}" if args.data is None and args.coco_set != "longtail" else ""
     args.out = args.out or Path(f"outputs/benchmarks/partial_methods{suffix}")
     if args.data is None:
-        args.data, exponent = COCO_SETS[args.coco_set]
-        build_coco_benchmark(args.data, zipf_exponent=exponent)
+        args.data, build = COCO_SETS[args.coco_set]
+        build(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
     results, priors = run_grid(args, args.out)
     print(write_tables(results, priors, args, args.out))

@@ -68,11 +68,20 @@ def write_idx(path: Path, array: np.ndarray) -> None:
 @pytest.fixture
 def fake_fashion_mnist(tmp_path: Path) -> Path:
     """A Fashion-MNIST-shaped source: 200 images per product class, 28x28, in the real idx.gz format."""
+    return write_fake_fashion_mnist(tmp_path / "fashion-mnist")
+
+
+@pytest.fixture(scope="module")
+def fake_fashion_mnist_module(tmp_path_factory) -> Path:
+    """:func:`fake_fashion_mnist`, shared by a module's tests."""
+    return write_fake_fashion_mnist(tmp_path_factory.mktemp("fashion-mnist"))
+
+
+def write_fake_fashion_mnist(source: Path) -> Path:
     rng = np.random.default_rng(0)
     labels = np.repeat(np.arange(10), 200)
     images = rng.integers(0, 255, size=(len(labels), 28, 28))
-    source = tmp_path / "fashion-mnist"
-    source.mkdir()
+    source.mkdir(exist_ok=True)
     write_idx(source / "train-images-idx3-ubyte.gz", images)
     write_idx(source / "train-labels-idx1-ubyte.gz", labels)
     write_idx(source / "t10k-images-idx3-ubyte.gz", images[::4])

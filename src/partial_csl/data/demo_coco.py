@@ -50,6 +50,14 @@ def category_weights(num: int, seed: int, exponent: float = ZIPF_EXPONENT) -> np
     return np.random.default_rng(seed).permutation(weights / weights.sum())
 
 
+def disjoint_halves(products: np.ndarray, rng: np.random.Generator) -> list[dict[int, np.ndarray]]:
+    """Photo indices per product for (train, val): each product's photos shuffled, the first half for training, so
+    the two splits never share a photo."""
+    shuffled = {p: rng.permutation(np.flatnonzero(products == p)) for p in range(10)}
+    return [{p: idx[: len(idx) // 2] for p, idx in shuffled.items()},
+            {p: idx[len(idx) // 2:] for p, idx in shuffled.items()}]
+
+
 def _render_cell(photo: np.ndarray, red: bool) -> np.ndarray:
     grey = np.asarray(Image.fromarray(photo).resize((CELL, CELL), Image.BILINEAR), dtype=np.float64) / 255.0
     tint = np.array([1.0, 0.2, 0.2]) if red else np.array([0.9, 0.9, 0.9])
@@ -83,11 +91,21 @@ def _write_split(root: Path, split: str, n_images: int, images: np.ndarray, pool
             annotations.append({"id": len(annotations) + 1, "image_id": image_id, "category_id": cat["id"],
                                 "bbox": [x * CELL, y * CELL, CELL, CELL], "area": CELL * CELL, "iscrowd": 0,
                                 "segmentation": []})
-        name = f"COCO_{split}2014_{image_id:012d}.jpg"
-        Image.fromarray(np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)).save(folder / name, quality=95)
-        image_records.append({"id": image_id, "file_name": name, "width": CELL * GRID, "height": CELL * GRID})
-    dataset = {"info": {"description": f"Fashion-MNIST COCO-format benchmark ({split})"},
-               "images": image_records, "annotations": annotations,
+        image_records.append(save_image(folder, split, image_id, canvas))
+    write_annotations(root, split, image_records, annotations, cats, "Fashion-MNIST COCO-format benchmark")
+
+
+def save_image(folder: Path, split: str, image_id: int, canvas: np.ndarray) -> dict:
+    """Write ``canvas`` (H, W, 3 floats in [0, 1]) as the split's COCO 2014 file of ``image_id``; its image record."""
+    name = f"COCO_{split}2014_{image_id:012d}.jpg"
+    Image.fromarray(np.clip(canvas * 255 + 0.5, 0, 255).astype(np.uint8)).save(folder / name, quality=95)
+    return {"id": image_id, "file_name": name, "width": canvas.shape[1], "height": canvas.shape[0]}
+
+
+def write_annotations(root: Path, split: str, images: list[dict], annotations: list[dict], cats: list[dict],
+                      description: str) -> None:
+    """``root/annotations/instances_<split>2014.json``: the COCO record of one split."""
+    dataset = {"info": {"description": f"{description} ({split})"}, "images": images, "annotations": annotations,
                "categories": [{k: c[k] for k in ("id", "name", "supercategory")} for c in cats]}
     (root / "annotations").mkdir(parents=True, exist_ok=True)
     (root / "annotations" / f"instances_{split}2014.json").write_text(json.dumps(dataset))
@@ -108,10 +126,7 @@ def build_coco_benchmark(root: str | Path, n_train: int = 1500, n_val: int = 500
     images, products = load_fashion_mnist(Path(source))
     weights = category_weights(len(CATEGORY_IDS), seed, zipf_exponent)
     rng = np.random.default_rng(seed)
-    # disjoint photos for train and val: the first half of each product's (shuffled) photos trains
-    shuffled = {p: rng.permutation(np.flatnonzero(products == p)) for p in range(10)}
-    halves = [{p: idx[: len(idx) // 2] for p, idx in shuffled.items()},
-              {p: idx[len(idx) // 2:] for p, idx in shuffled.items()}]
+    halves = disjoint_halves(products, rng)
     _write_split(root, "train", n_train, images, halves[0], weights, rng)
     _write_split(root, "val", n_val, images, halves[1], weights, rng)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
@@ -130,9 +145,7 @@ def build_pretraining_set(root: str | Path, n_train: int = 4000, n_val: int = 40
     images, products = load_fashion_mnist(Path(source), part="t10k")
     weights = np.full(len(CATEGORY_IDS), 1.0 / len(CATEGORY_IDS))
     rng = np.random.default_rng(seed)
-    shuffled = {p: rng.permutation(np.flatnonzero(products == p)) for p in range(10)}
-    halves = [{p: idx[: len(idx) // 2] for p, idx in shuffled.items()},
-              {p: idx[len(idx) // 2:] for p, idx in shuffled.items()}]
+    halves = disjoint_halves(products, rng)
     _write_split(root, "train", n_train, images, halves[0], weights, rng, single_object=True)
     _write_split(root, "val", n_val, images, halves[1], weights, rng, single_object=True)
     manifest_path.write_text(json.dumps(manifest, indent=2) + "\n")
