@@ -44,22 +44,33 @@ def same_settings(recorded: dict, settings: dict, defaults: dict | None = None,
     return all(read_before[k] == v for k, v in read_now.items() if k in read_before and k not in PLACES)
 
 
+def finished_result(run_dir: Path, settings: dict | None = None, defaults: dict | None = None,
+                    read: Callable[[dict], dict] = dict) -> dict | None:
+    """``run_dir/result.json`` if the cell finished with ``settings`` (any, when None: see :func:`same_settings`),
+    else None."""
+    done = run_dir / "result.json"
+    if not done.is_file():
+        return None
+    result = json.loads(done.read_text())
+    if settings is None or same_settings(result.get("config", settings), settings, defaults, read):
+        return result
+    return None
+
+
 def resumable(run_dir: Path, compute: Callable[[], dict], settings: dict | None = None,
               defaults: dict | None = None, read: Callable[[dict], dict] = dict) -> dict:
     """``run_dir/result.json`` if it is there (and was computed with ``settings``, when given: see
     :func:`same_settings`), else ``compute()``, written there atomically with the settings (a kill leaves no cell half
     done: it is computed again)."""
-    done = run_dir / "result.json"
-    if done.is_file():
-        result = json.loads(done.read_text())
-        if settings is None or same_settings(result.get("config", settings), settings, defaults, read):
-            return result
+    finished = finished_result(run_dir, settings, defaults, read)
+    if finished is not None:
+        return finished
     started = time.perf_counter()
     result = {**compute(), "seconds": time.perf_counter() - started}
     if settings is not None:
         result["config"] = settings
     run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(done, json.dumps(result, indent=2) + "\n")
+    atomic_write_text(run_dir / "result.json", json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -87,11 +98,28 @@ def fresh_or_resumed(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
     return cfg
 
 
+def cell_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
+    """``cfg`` as a cell in ``run_dir`` trains and records it: resumable, "auto" resolved (a later change of what
+    "auto" stands for changes no finished cell's settings)."""
+    return resolve_auto(replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False))
+
+
+def finished_cell(cfg: TrainConfig, run_dir: Path) -> dict | None:
+    """The result :func:`train_cell` would read from ``run_dir`` for ``cfg`` without training, or None (not finished,
+    or finished with other settings)."""
+    return finished_result(run_dir, cell_config(cfg, run_dir).to_dict(), saved_defaults(), read_by_training)
+
+
+def seeds_on_disk(folder: Path) -> list[int]:
+    """The seeds of the ``seed<N>`` folders in ``folder`` (a grid's cells of one row), in order."""
+    found = [int(p.name[4:]) for p in folder.glob("seed*") if p.is_dir() and p.name[4:].isdigit()]
+    return sorted(found)
+
+
 def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict], keep: bool = False) -> dict:
     """One cell: train ``cfg`` in ``run_dir`` (or read its finished result, if it was trained with the same
     settings), ``measure(summary)``; the checkpoints go unless ``keep``."""
-    # recorded with "auto" resolved: a later change of what "auto" stands for changes no finished cell's settings
-    cfg = resolve_auto(replace(cfg, output_dir=str(run_dir), resume=True, overwrite=False))
+    cfg = cell_config(cfg, run_dir)
     result = resumable(run_dir, lambda: measure(run_training(fresh_or_resumed(cfg, run_dir))), cfg.to_dict(),
                        defaults=saved_defaults(), read=read_by_training)
     if not keep:

@@ -26,7 +26,8 @@ recipe does; the project's selective run estimates them in its own ignore-mode p
 Both codes are scored the official way: the highest validation mAP over the epochs of max(regular, EMA), on the
 fully labelled validation split. The simulated labels are drawn by each code's own simulator with the same protocol
 and seed number, not the same draws, so the comparison is over seeds, not image by image. Writes ``OUT/results.csv``
-and ``OUT/table.md`` (mean ± std per mode and protocol, the two codes side by side).
+and ``OUT/table.md`` (mean ± std per mode and protocol, the two codes side by side) from every finished cell in OUT of
+the grid's settings, whichever invocation trained it.
 """
 
 from __future__ import annotations
@@ -44,11 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from grid import resumable, train_cell
+from grid import finished_cell, finished_result, resumable, seeds_on_disk, train_cell
 from seed_tables import mean_std_table
 
 from partial_csl.cli import make_parser
 from partial_csl.engine.config import TrainConfig
+from partial_csl.safe_io import atomic_write_text
 
 ROOT = Path(__file__).resolve().parents[1]
 PROTOCOLS = {"FPC(200)": ("fpc", 200), "RPS(0.5)": ("rps", 0.5)}
@@ -175,7 +177,12 @@ def official_run(args: argparse.Namespace, run_dir: Path, seed: int, argv: list[
         epochs = [float(m) for m in re.findall(r"current_mAP = ([\d.]+)", text)]
         return {"mAP": max(epochs), "epochs": epochs}
 
-    return resumable(run_dir, compute, {"argv": argv, "seed": seed, "device": args.device})
+    return resumable(run_dir, compute, official_settings(args, seed, argv))
+
+
+def official_settings(args: argparse.Namespace, seed: int, argv: list[str]) -> dict:
+    """What an official run's result is recorded with (a change of any of them runs it again)."""
+    return {"argv": argv, "seed": seed, "device": args.device}
 
 
 def project_config(args: argparse.Namespace, simulator: str, param: float, mode: str, seed: int,
@@ -191,42 +198,69 @@ def project_config(args: argparse.Namespace, simulator: str, param: float, mode:
                        simulate_partial_param=param, seed=seed, **mode_settings(mode, simulator))
 
 
-def run_grid(args: argparse.Namespace) -> pd.DataFrame:
-    rows, started = [], time.time()
+def cell(args: argparse.Namespace, protocol: str, seed: int, mode: str, code: str, train: bool = True) -> dict | None:
+    """One cell's result: trained (or read, if it finished with these settings), or with ``train=False`` only read
+    (None when it has not finished with them)."""
+    simulator, param = PROTOCOLS[protocol]
+    folder = args.out / "runs" / f"{simulator}_{param}" / f"seed{seed}"
+    if code == "official":
+        priors = folder / "official_ignore" / "outputs" / "train_avg_preds.csv"
+        argv = official_argv(args, simulator, param, mode, priors if mode == "selective" else None)
+        run_dir = folder / f"official_{mode}"
+        if not train:
+            return finished_result(run_dir, official_settings(args, seed, argv))
+        return official_run(args, run_dir, seed, argv)
+    cfg = project_config(args, simulator, param, mode, seed, raw_inputs=code == "project-raw")
+    run_dir = folder / f"{code.replace('-', '_')}_{mode}"
+    if not train:
+        return finished_cell(cfg, run_dir)
+    return train_cell(cfg, run_dir, lambda s: {"mAP": s["best_val_mAP"]})
+
+
+def run_grid(args: argparse.Namespace) -> None:
+    """Train the requested cells (finished ones are read, not trained again), with progress."""
+    done, started = 0, time.time()
     total = len(args.protocols) * len(args.seeds) * len(args.modes) * len(args.codes)
-    for column in args.protocols:
-        simulator, param = PROTOCOLS[column]
+    for protocol in args.protocols:
         for seed in args.seeds:
-            folder = args.out / "runs" / f"{simulator}_{param}" / f"seed{seed}"
             for mode in args.modes:
                 for code in args.codes:
-                    if code == "official":
-                        priors = folder / "official_ignore" / "outputs" / "train_avg_preds.csv"
-                        argv = official_argv(args, simulator, param, mode, priors if mode == "selective" else None)
-                        result = official_run(args, folder / f"official_{mode}", seed, argv)
-                    else:
-                        cfg = project_config(args, simulator, param, mode, seed, raw_inputs=code == "project-raw")
-                        result = train_cell(cfg, folder / f"{code.replace('-', '_')}_{mode}",
-                                            lambda s: {"mAP": s["best_val_mAP"]})
-                    rows.append({"code": code, "mode": mode, "protocol": column, "seed": seed, "mAP": result["mAP"],
-                                 "seconds": round(result["seconds"], 1)})
-                    print(f"[{time.time() - started:5.0f}s {len(rows)}/{total}] {column} seed {seed} {code:8s} "
+                    result = cell(args, protocol, seed, mode, code)
+                    done += 1
+                    print(f"[{time.time() - started:5.0f}s {done}/{total}] {protocol} seed {seed} {code:8s} "
                           f"{mode:9s} mAP {result['mAP']:.2f}", flush=True)
+
+
+def finished_grid(args: argparse.Namespace) -> pd.DataFrame:
+    """Every cell in ``args.out`` finished with this grid's settings, whichever invocation trained it (a run of one
+    code or seed adds to the table, it does not replace it); cells of other settings are left out."""
+    rows = []
+    for protocol, (simulator, param) in PROTOCOLS.items():
+        for seed in seeds_on_disk(args.out / "runs" / f"{simulator}_{param}"):
+            for mode in MODES:
+                for code in CODES:
+                    result = cell(args, protocol, seed, mode, code, train=False)
+                    if result is not None:
+                        rows.append({"code": code, "mode": mode, "protocol": protocol, "seed": seed,
+                                     "mAP": result["mAP"], "seconds": round(result["seconds"], 1)})
     return pd.DataFrame(rows)
 
 
 def write_table(results: pd.DataFrame, args: argparse.Namespace) -> str:
     results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
     frame = results.assign(row=results["code"] + " " + results["mode"], column=results["protocol"])
-    rows = [f"{code} {mode}" for mode in args.modes for code in args.codes]
+    rows = [f"{code} {mode}" for mode in MODES for code in CODES if f"{code} {mode}" in set(frame["row"])]
+    protocols = [c for c in PROTOCOLS if c in set(results["protocol"])]
+    seeds = ", ".join(map(str, sorted(set(results["seed"]))))
     precision = "float32 on the CPU" if args.device == "cpu" else "fp16 on CUDA"
     lines = [f"# The official CSL code beside the project's on `{args.data}`", "",
              f"{args.model_name} from scratch, {args.image_size} px, {args.epochs} epochs, batch {args.batch_size}, "
-             f"lr {args.lr:g}, {precision}; seeds {', '.join(map(str, args.seeds))}. Highest validation mAP over the "
+             f"lr {args.lr:g}, {precision}; seeds {seeds}. Highest validation mAP over the "
              "epochs (max of regular and EMA weights), mean ± std over the seeds; bold the best of each column, ≈ a "
-             "tie with it.", "", *mean_std_table(frame, rows, args.protocols, "mAP")]
+             "tie with it. Every finished cell of these settings in the folder is here, whichever command trained it.",
+             "", *mean_std_table(frame, rows, protocols, "mAP")]
     text = "\n".join(lines) + "\n"
-    (args.out / "table.md").write_text(text)
+    atomic_write_text(args.out / "table.md", text)
     return text
 
 
@@ -263,7 +297,8 @@ def main(argv: list[str] | None = None) -> str | None:
     if "official" in args.codes and (args.repo is None or not (args.repo / "train.py").is_file()):
         sys.exit(f"error: --repo {args.repo} is not a checkout of the official CSL code (no train.py in it)")
     args.out.mkdir(parents=True, exist_ok=True)
-    text = write_table(run_grid(args), args)
+    run_grid(args)
+    text = write_table(finished_grid(args), args)
     print(text)
     return text
 

@@ -19,7 +19,8 @@ so it has seen none of the benchmark's images or labels. ``--end-to-end`` trains
 
 Writes ``OUT/results.csv`` (one row per run), ``OUT/table.md`` (mean ± standard deviation per cell, best of each
 column in bold, and the prior estimates' quality per protocol) and one folder per run, whose checkpoints are deleted
-once its row is written (a run's ``result.json`` marks it done, so a re-run skips it).
+once its row is written (a run's ``result.json`` marks it done, so a re-run skips it). The tables hold every finished
+cell in OUT trained with the grid's settings, whichever invocation trained it: a run of a few rows adds to them.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from grid import train_cell
+from grid import finished_cell, seeds_on_disk, train_cell
 from scipy.stats import spearmanr
 from seed_tables import mean_std_table
 
@@ -42,6 +43,7 @@ from partial_csl.data.demo_coco import build_coco_benchmark, build_pretraining_s
 from partial_csl.data.demo_coco_scenes import build_coco_scenes
 from partial_csl.engine.config import TrainConfig
 from partial_csl.engine.training.trainer import run_training
+from partial_csl.safe_io import atomic_write_text
 
 NEGATIVE_ASL = dict(loss="partial_asl", partial_loss_mode="negative", gamma_pos=1, gamma_neg=4, gamma_unann=4,
                     clip=0.05)
@@ -160,45 +162,72 @@ def one_run(cfg: TrainConfig, run_dir: Path) -> dict:
                                                      **pseudo_label_counts(run_dir)})
 
 
-def run_grid(args: argparse.Namespace, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
-    base = base_config(args, out)
-    rows, prior_rows, started, total = [], [], time.time(), len(args.protocols) * len(args.seeds) * len(args.methods)
-    for column in args.protocols:
-        kind, param = PROTOCOLS[column]
+def cell_folder(out: Path, protocol: str, method: str) -> Path:
+    """The folder of one row and column's cells (a ``seed<N>`` folder per seed)."""
+    folder = f"{protocol}/{method}".replace(" ", "_").replace(",", "").replace("(", "_").replace(")", "")
+    return out / "runs" / folder
+
+
+def cell_settings(base: TrainConfig, protocol: str, method: str, seed: int) -> TrainConfig:
+    kind, param = PROTOCOLS[protocol]
+    return replace(base, simulate_partial_type=kind, simulate_partial_param=param, seed=seed, **METHODS[method])
+
+
+def result_row(method: str, protocol: str, seed: int, result: dict) -> dict:
+    return {"method": method, "protocol": protocol, "seed": seed, "mAP": result["mAP"],
+            "seconds": round(result["seconds"], 1), **{k: v for k, v in result.items() if k.startswith("pseudo_")}}
+
+
+def run_grid(args: argparse.Namespace, base: TrainConfig, out: Path) -> None:
+    """Train the requested cells (finished ones are read, not trained again), with progress."""
+    done, started, total = 0, time.time(), len(args.protocols) * len(args.seeds) * len(args.methods)
+    for protocol in args.protocols:
         for seed in args.seeds:
             for method in args.methods:
-                cfg = replace(base, simulate_partial_type=kind, simulate_partial_param=param, seed=seed,
-                              **METHODS[method])
-                folder = f"{column}/{method}/seed{seed}".replace(" ", "_").replace(",", "").replace("(", "_")
-                result = one_run(cfg, out / "runs" / folder.replace(")", ""))
-                rows.append({"method": method, "protocol": column, "seed": seed, "mAP": result["mAP"],
-                             "seconds": round(result["seconds"], 1),
-                             **{k: v for k, v in result.items() if k.startswith("pseudo_")}})
-                prior_rows += [{"protocol": column, "seed": seed, "method": method, **q} for q in result["priors"]]
-                print(f"[{time.time() - started:5.0f}s {len(rows)}/{total}] {column:24s} seed {seed} "
+                cfg = cell_settings(base, protocol, method, seed)
+                result = one_run(cfg, cell_folder(out, protocol, method) / f"seed{seed}")
+                done += 1
+                print(f"[{time.time() - started:5.0f}s {done}/{total}] {protocol:24s} seed {seed} "
                       f"{method:34s} mAP {result['mAP']:.2f}", flush=True)
+
+
+def finished_grid(base: TrainConfig, out: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Every cell in ``out`` finished with this grid's settings, whichever invocation trained it (a run of a few rows
+    or seeds adds to the tables, it does not replace them); cells of other settings are left out."""
+    rows, prior_rows = [], []
+    for protocol in PROTOCOLS:
+        for method in METHODS:
+            folder = cell_folder(out, protocol, method)
+            for seed in seeds_on_disk(folder):
+                result = finished_cell(cell_settings(base, protocol, method, seed), folder / f"seed{seed}")
+                if result is not None:
+                    rows.append(result_row(method, protocol, seed, result))
+                    prior_rows += [{"protocol": protocol, "seed": seed, "method": method, **q}
+                                   for q in result["priors"]]
     return pd.DataFrame(rows), pd.DataFrame(prior_rows)
 
 
 def write_tables(results: pd.DataFrame, priors: pd.DataFrame, args: argparse.Namespace, out: Path) -> str:
     results.to_csv(out / "results.csv", index=False, float_format="%.4f")
-    seeds = ", ".join(map(str, args.seeds))
+    methods = [m for m in METHODS if m in set(results["method"])]
+    protocols = [c for c in PROTOCOLS if c in set(results["protocol"])]
+    seeds = ", ".join(map(str, sorted(set(results["seed"]))))
     setup = "end to end" if args.end_to_end else f"a frozen {args.model_name} backbone (cached embeddings)"
     lines = [f"# Partial-label methods on `{args.data}`", "",
              f"{setup}, {args.image_size} px, {args.epochs} epochs, seeds {seeds}; best validation mAP, mean ± std "
              "over the seeds. The best mean of each column is in bold; ≈ marks a tie with it (the gap is within "
-             "the larger of the two standard deviations).", ""]
-    lines += mean_std_table(results.rename(columns={"method": "row", "protocol": "column"}), args.methods,
-                            args.protocols, "mAP")
+             "the larger of the two standard deviations). Every finished cell of these settings in the folder is "
+             "here, whichever command trained it.", ""]
+    lines += mean_std_table(results.rename(columns={"method": "row", "protocol": "column"}), methods, protocols, "mAP")
     if len(priors):
         priors = priors.rename(columns={"estimator": "row", "protocol": "column"})
         estimators = list(dict.fromkeys(priors["row"]))
         for value, label, higher in (("spearman", "Spearman rho", True), ("mae", "mean absolute error", False)):
             lines += ["", f"## Prior estimates vs the true class frequencies: {label} (every selective run)", ""]
-            lines += mean_std_table(priors, estimators, [c for c in args.protocols if c in set(priors["column"])],
+            lines += mean_std_table(priors, estimators, [c for c in protocols if c in set(priors["column"])],
                                     value, higher)
     text = "\n".join(lines) + "\n"
-    (out / "table.md").write_text(text)
+    atomic_write_text(out / "table.md", text)
     priors.to_csv(out / "priors.csv", index=False, float_format="%.4f")
     return text
 
@@ -237,8 +266,9 @@ def main() -> None:
         args.data, build = COCO_SETS[args.coco_set]
         build(args.data)
     args.out.mkdir(parents=True, exist_ok=True)
-    results, priors = run_grid(args, args.out)
-    print(write_tables(results, priors, args, args.out))
+    base = base_config(args, args.out)
+    run_grid(args, base, args.out)
+    print(write_tables(*finished_grid(base, args.out), args, args.out))
 
 
 if __name__ == "__main__":

@@ -98,6 +98,10 @@ def test_official_runs_in_patched_child_processes_resume_and_tabulate(stand_in_r
     official_csl.main(argv)
     assert not (run / "log.txt").exists()
     assert pd.read_csv(out / "results.csv")["mAP"].tolist() == results["mAP"].tolist()
+    official_csl.main([*argv, "--modes", "ignore"])  # one mode's run tabulates every finished cell of the grid
+    assert pd.read_csv(out / "results.csv")["mode"].tolist() == ["ignore", "negative", "selective"]
+    official_csl.main([*argv[:-1], "2", "--modes", "ignore"])  # other settings: the 1-epoch cells are not theirs
+    assert len(pd.read_csv(out / "results.csv")) == 1
 
 
 def test_mode_settings_follow_the_official_readme_per_protocol():

@@ -43,6 +43,14 @@ def test_quick_grid_runs_resumes_and_writes_its_tables(tmp_path, fake_fashion_mn
     assert changed == ["ROLE", "ROLE"]  # one cell per protocol
     config = json.loads(next((tmp_path / "out" / "runs").rglob("ROLE/seed0/result.json")).read_text())["config"]
     assert config["epr_weight"] == 0.5
+    subset = [a for a in argv if a != "--quick"] + ["--methods", "ROLE", "--protocols", "FPC(200)", "--seeds", "0",
+                                                    "--epochs", "2"]  # the quick grid's settings, one cell of it
+    monkeypatch.setitem(partial_methods.METHODS, "LL-Cp", {"loss": "ll_cp", "ll_delta_rel": 0.5})
+    monkeypatch.setattr(sys, "argv", subset)
+    partial_methods.main()  # a run of one cell tabulates every finished cell of the grid's settings
+    tabulated = pd.read_csv(tmp_path / "out" / "results.csv")
+    assert len(tabulated) == 6 and "LL-Cp" not in set(tabulated["method"])  # its cells are of other settings now
+    assert "| AN (assume negative) |" in (tmp_path / "out" / "table.md").read_text()
 
 
 def test_mean_std_table_bolds_the_best_and_marks_ties():
