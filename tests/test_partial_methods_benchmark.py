@@ -60,6 +60,8 @@ def test_mean_std_table_bolds_the_best_and_marks_ties():
     assert lines[2] == "| a | **52.00 ± 2.00** |"
     assert lines[3] == "| b | ≈ 51.00 ± 2.00 |"  # 1 point behind, inside the spread: a tie
     assert lines[4] == "| c | 41.00 ± 1.00 |"
+    fewer = pd.concat([frame, pd.DataFrame({"row": ["d", "d"], "column": ["x", "x"], "mAP": [30.0, 32.0]})])
+    assert partial_methods.mean_std_table(fewer, ["d"], ["x"], "mAP")[2] == "| d | 31.00 ± 1.41 (2 seeds) |"
     undefined = pd.DataFrame({"row": ["a", "b"], "column": ["x", "x"], "mAP": [float("nan"), 3.0]})
     table = partial_methods.mean_std_table(undefined, ["a", "b"], ["x"], "mAP")
     assert table[2:] == ["| a | n/a |", "| b | **3.00** |"]
