@@ -137,6 +137,30 @@ def test_epr_and_role_take_k_from_the_simulation_not_the_annotated_rates(tmp_pat
     assert "outside [1, 10]" in caplog.text  # 20 classes
 
 
+def test_single_positive_labels_without_a_given_k_are_warned_about(caplog):
+    from partial_csl.engine.config import TrainConfig
+    from partial_csl.engine.setup.formats import expected_positives_estimate
+    from partial_csl.engine.setup.run_data import LabelSpace, single_positive_labels
+    from partial_csl.engine.training.run import expected_positives_record
+
+    spml = np.array([[1, -1, -1], [-1, 1, -1], [-1, -1, 1], [1, -1, -1]])
+    assert single_positive_labels(spml)
+    assert not single_positive_labels(np.where(spml == -1, 0, spml))  # annotated negatives: a class can be counted
+    assert not single_positive_labels(np.array([[1, 1, -1], [-1, 1, -1]]))  # two positives in an image
+    cfg = TrainConfig(dataset="coco", arch="csl", loss="role", logit_adjust="none")
+    labels = LabelSpace(["a", "b", "c"], None, train_targets=spml)
+    labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
+    with caplog.at_level("WARNING", logger="partial_csl.engine.training.run"):
+        assert expected_positives_record(cfg, labels)["value"] == pytest.approx(1.0)  # 2 + 1 + 1 positives / 4
+    assert "single positives" in caplog.text and "--expected-positives" in caplog.text
+    caplog.clear()
+    given = TrainConfig(dataset="coco", arch="csl", loss="role", logit_adjust="none", expected_positives=1.5)
+    labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(given, labels)
+    with caplog.at_level("WARNING", logger="partial_csl.engine.training.run"):
+        assert expected_positives_record(given, labels)["value"] == 1.5
+    assert "single positives" not in caplog.text  # a k the user gave is theirs
+
+
 def test_attribute_data_expects_one_positive_per_attribute():
     from partial_csl.data.schema import load_schema
     from partial_csl.engine.config import TrainConfig

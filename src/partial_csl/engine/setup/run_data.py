@@ -154,6 +154,13 @@ def expected_positives(targets: np.ndarray) -> float:
     return float(max(rates.sum(), 1e-3))
 
 
+def single_positive_labels(targets: np.ndarray) -> bool:
+    """Whether training labels look like single positives (SPML): no annotated negative and at most one annotated
+    positive per image, so the labels cannot say how many positives an image has."""
+    targets = np.asarray(targets)
+    return bool((targets == 1).any() and not (targets == 0).any() and ((targets == 1).sum(axis=1) <= 1).all())
+
+
 def check_validation_labels(val: LabelledImages, source: str | Path | None) -> None:
     """Refuse, before training, validation data on which no class can be scored: the best checkpoint is picked by
     validation mAP, which needs a class with a known positive and a known negative."""

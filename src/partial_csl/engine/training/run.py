@@ -25,6 +25,7 @@ from ..setup.run_data import (
     LabelSpace,
     check_validation_labels,
     label_warnings,
+    single_positive_labels,
     unscored_attributes,
 )
 from ..setup.train_loader import steps_per_epoch, training_sample_weights, write_sampler_report
@@ -114,6 +115,10 @@ def expected_positives_record(cfg: TrainConfig, labels: LabelSpace) -> dict | No
         log.warning("--loss %s: k = %.3f positives per image is outside [1, %g] (1 to half the %d classes); if the "
                     "labels do not say how many positives an image has, give --expected-positives", cfg.loss, k,
                     classes / 2, classes)
+    elif k <= 1 and single_positive_labels(labels.train_targets):
+        log.warning("--loss %s: the labels have one positive per image and no negatives (single positives), so k = "
+                    "%.3f from %s undercounts an image's positives; give --expected-positives (Cole et al. take the "
+                    "data set's true mean, 2.9 for COCO)", cfg.loss, k, labels.expected_positives_source)
     return {"value": k, "source": labels.expected_positives_source}
 
 
