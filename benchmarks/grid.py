@@ -106,14 +106,15 @@ def cell_config(cfg: TrainConfig, run_dir: Path) -> TrainConfig:
 
 def finished_cell(cfg: TrainConfig, run_dir: Path) -> dict | None:
     """The result :func:`train_cell` would read from ``run_dir`` for ``cfg`` without training, or None (not finished,
-    or finished with other settings)."""
-    return finished_result(run_dir, cell_config(cfg, run_dir).to_dict(), saved_defaults(), read_by_training)
+    or finished with other settings; a cell that recorded no settings is not taken for anyone's)."""
+    result = finished_result(run_dir, cell_config(cfg, run_dir).to_dict(), saved_defaults(), read_by_training)
+    return result if result is not None and "config" in result else None
 
 
 def seeds_on_disk(folder: Path) -> list[int]:
     """The seeds of the ``seed<N>`` folders in ``folder`` (a grid's cells of one row), in order."""
-    found = [int(p.name[4:]) for p in folder.glob("seed*") if p.is_dir() and p.name[4:].isdigit()]
-    return sorted(found)
+    found = [p.name[4:] for p in folder.glob("seed*") if p.is_dir()]
+    return sorted(int(n) for n in found if n.isdigit() and str(int(n)) == n)  # seed01 is not a second seed 1
 
 
 def train_cell(cfg: TrainConfig, run_dir: Path, measure: Callable[[dict], dict], keep: bool = False) -> dict:

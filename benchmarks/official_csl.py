@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import random
@@ -143,9 +144,14 @@ def run_official_child(spec_path: Path) -> None:
     official.main()
 
 
+@functools.cache
+def category_count(data: str) -> int:
+    """The categories of a COCO layout's training annotations (read once: real COCO's file is large)."""
+    return len(json.loads((Path(data) / "annotations" / "instances_train2014.json").read_text())["categories"])
+
+
 def official_argv(args: argparse.Namespace, simulator: str, param: float, mode: str, priors: Path | None) -> list:
-    num_classes = len(json.loads((Path(args.data) / "annotations" / "instances_train2014.json").read_text())[
-        "categories"])
+    num_classes = category_count(str(args.data))
     argv = ["--data", Path(args.data).resolve(), "--debug_mode", "on_farm", "--model-name", args.model_name,
             "--model-path", "", "--num-classes", num_classes, "--image-size", args.image_size, "--epochs", args.epochs,
             "--lr", args.lr, "--batch-size", args.batch_size, "-j", 0, "--simulate_partial_type", simulator,
@@ -247,7 +253,7 @@ def finished_grid(args: argparse.Namespace) -> pd.DataFrame:
 
 
 def write_table(results: pd.DataFrame, args: argparse.Namespace) -> str:
-    results.to_csv(args.out / "results.csv", index=False, float_format="%.4f")
+    atomic_write_text(args.out / "results.csv", results.to_csv(index=False, float_format="%.4f"))
     frame = results.assign(row=results["code"] + " " + results["mode"], column=results["protocol"])
     rows = [f"{code} {mode}" for mode in MODES for code in CODES if f"{code} {mode}" in set(frame["row"])]
     protocols = [c for c in PROTOCOLS if c in set(results["protocol"])]
@@ -298,7 +304,8 @@ def main(argv: list[str] | None = None) -> str | None:
         sys.exit(f"error: --repo {args.repo} is not a checkout of the official CSL code (no train.py in it)")
     args.out.mkdir(parents=True, exist_ok=True)
     run_grid(args)
-    text = write_table(finished_grid(args), args)
+    results = finished_grid(args)
+    text = write_table(results, args) if len(results) else f"no finished cell in {args.out}"
     print(text)
     return text
 

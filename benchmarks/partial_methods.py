@@ -208,7 +208,7 @@ def finished_grid(base: TrainConfig, out: Path) -> tuple[pd.DataFrame, pd.DataFr
 
 
 def write_tables(results: pd.DataFrame, priors: pd.DataFrame, args: argparse.Namespace, out: Path) -> str:
-    results.to_csv(out / "results.csv", index=False, float_format="%.4f")
+    atomic_write_text(out / "results.csv", results.to_csv(index=False, float_format="%.4f"))
     methods = [m for m in METHODS if m in set(results["method"])]
     protocols = [c for c in PROTOCOLS if c in set(results["protocol"])]
     seeds = ", ".join(map(str, sorted(set(results["seed"]))))
@@ -228,7 +228,7 @@ def write_tables(results: pd.DataFrame, priors: pd.DataFrame, args: argparse.Nam
                                     value, higher)
     text = "\n".join(lines) + "\n"
     atomic_write_text(out / "table.md", text)
-    priors.to_csv(out / "priors.csv", index=False, float_format="%.4f")
+    atomic_write_text(out / "priors.csv", priors.to_csv(index=False, float_format="%.4f"))
     return text
 
 
@@ -268,7 +268,8 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     base = base_config(args, args.out)
     run_grid(args, base, args.out)
-    print(write_tables(*finished_grid(base, args.out), args, args.out))
+    results, priors = finished_grid(base, args.out)
+    print(write_tables(results, priors, args, args.out) if len(results) else f"no finished cell in {args.out}")
 
 
 if __name__ == "__main__":

@@ -21,13 +21,17 @@ def cell_text(mean: float, std: float, count: int, digits: int, best: tuple[floa
 
 def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], value: str,
                    higher_is_better: bool = True) -> list[str]:
-    """Markdown rows of mean ± std per (row, column): the best mean of each column in bold, ties with it marked, and
-    the number of seeds of a cell that has fewer than the table's fullest."""
+    """Markdown rows of mean ± std per (row, column): the best mean of each column in bold, ties with it marked, and,
+    where ``frame`` has a ``seed`` column, the number of seeds of a cell that has fewer than the table's
+    fullest."""
     stats = frame.groupby(["row", "column"])[value].agg(["mean", "std", "count"])
     stats["std"] = stats["std"].fillna(0.0)  # one seed: no spread (a NaN mean, e.g. an undefined rho, stays NaN)
+    # seeds, not values: a row may pool several runs of a seed (the prior estimates' rows)
+    seeds = frame.dropna(subset=[value]).groupby(["row", "column"])["seed"].nunique() if "seed" in frame else None
+    most = max((n for (r, c), n in seeds.items() if r in rows and c in columns), default=0) if seeds is not None else 0
     digits = 2 if value == "mAP" else 3
     lines = ["| | " + " | ".join(columns) + " |", "|---|" + "---:|" * len(columns)]
-    best, most = {}, stats["count"].max()
+    best = {}
     for column in columns:
         means = stats.xs(column, level="column").dropna(subset=["mean"])
         if means.empty:  # every estimate undefined (e.g. constant): nothing to bold
@@ -47,8 +51,9 @@ def mean_std_table(frame: pd.DataFrame, rows: list[str], columns: list[str], val
                 continue
             tie = abs(best[column][0] - mean) <= max(std, best[column][1])
             text = cell_text(mean, std, int(count), digits, best[column], tie)
-            if count < most:  # a cell still missing seeds (a grid half run) says so
-                text += f" ({int(count)} seed{'s' if count > 1 else ''})"
+            found = int(seeds.get((row, column), most)) if seeds is not None else most
+            if found < most:  # a cell still missing seeds (a grid half run) says so
+                text += f" ({found} seed{'s' if found > 1 else ''})"
             cells.append(text)
         lines.append(f"| {row} | " + " | ".join(cells) + " |")
     return lines

@@ -119,3 +119,11 @@ def test_a_finished_cell_records_what_auto_stood_for_so_a_new_default_keeps_it(t
     again = grid.train_cell(explicit, tmp_path, lambda summary: {"mAP": 2.0})
     assert len(trained) == 1 and again["mAP"] == first["mAP"] == 1.0
     assert grid.train_cell(cfg, tmp_path, lambda summary: {"mAP": 3.0})["mAP"] == 3.0  # auto is heads now: trained
+
+
+def test_seeds_on_disk_reads_seed_folders_once_each(tmp_path):
+    for name in ("seed2", "seed0", "seed01", "seedx", "seed10"):
+        (tmp_path / name).mkdir()
+    (tmp_path / "seed3").write_text("a file, not a cell")
+    assert grid.seeds_on_disk(tmp_path) == [0, 2, 10]
+    assert grid.seeds_on_disk(tmp_path / "absent") == []

@@ -154,11 +154,19 @@ def test_single_positive_labels_without_a_given_k_are_warned_about(caplog):
         assert expected_positives_record(cfg, labels)["value"] == pytest.approx(1.0)  # 2 + 1 + 1 positives / 4
     assert "single positives" in caplog.text and "--expected-positives" in caplog.text
     caplog.clear()
-    given = TrainConfig(dataset="coco", arch="csl", loss="role", logit_adjust="none", expected_positives=1.5)
-    labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(given, labels)
+    caplog.clear()
+    labels.train_targets = np.array([[1, -1, -1], [-1, 1, -1], [-1, -1, 1]])  # k = 3 × 1/3, a float sum
+    labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(cfg, labels)
     with caplog.at_level("WARNING", logger="partial_csl.engine.training.run"):
-        assert expected_positives_record(given, labels)["value"] == 1.5
-    assert "single positives" not in caplog.text  # a k the user gave is theirs
+        expected_positives_record(cfg, labels)
+    assert "single positives" in caplog.text
+    for k in (1.0, 1.5):
+        caplog.clear()
+        given = TrainConfig(dataset="coco", arch="csl", loss="role", logit_adjust="none", expected_positives=k)
+        labels.expected_positives, labels.expected_positives_source = expected_positives_estimate(given, labels)
+        with caplog.at_level("WARNING", logger="partial_csl.engine.training.run"):
+            assert expected_positives_record(given, labels)["value"] == k
+        assert "single positives" not in caplog.text  # a k the user gave is theirs
 
 
 def test_attribute_data_expects_one_positive_per_attribute():

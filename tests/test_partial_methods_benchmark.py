@@ -61,7 +61,11 @@ def test_mean_std_table_bolds_the_best_and_marks_ties():
     assert lines[3] == "| b | ≈ 51.00 ± 2.00 |"  # 1 point behind, inside the spread: a tie
     assert lines[4] == "| c | 41.00 ± 1.00 |"
     fewer = pd.concat([frame, pd.DataFrame({"row": ["d", "d"], "column": ["x", "x"], "mAP": [30.0, 32.0]})])
-    assert partial_methods.mean_std_table(fewer, ["d"], ["x"], "mAP")[2] == "| d | 31.00 ± 1.41 (2 seeds) |"
+    fewer["seed"] = [0, 1, 2] * 3 + [0, 1]
+    assert partial_methods.mean_std_table(fewer, ["a", "d"], ["x"], "mAP")[3] == "| d | 31.00 ± 1.41 (2 seeds) |"
+    pooled = fewer.assign(seed=[0, 1, 2] * 3 + [0, 0])  # two runs of one seed (the pooled prior rows): 1 seed
+    assert partial_methods.mean_std_table(pooled, ["a", "d"], ["x"], "mAP")[3] == "| d | 31.00 ± 1.41 (1 seed) |"
+    assert "seed" not in partial_methods.mean_std_table(pooled, ["a", "b"], ["x"], "mAP")[3]
     undefined = pd.DataFrame({"row": ["a", "b"], "column": ["x", "x"], "mAP": [float("nan"), 3.0]})
     table = partial_methods.mean_std_table(undefined, ["a", "b"], ["x"], "mAP")
     assert table[2:] == ["| a | n/a |", "| b | **3.00** |"]

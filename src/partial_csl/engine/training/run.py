@@ -111,14 +111,14 @@ def expected_positives_record(cfg: TrainConfig, labels: LabelSpace) -> dict | No
         return None
     k, classes = labels.expected_positives, len(labels.class_names)
     log.info("--loss %s: %.3f expected positives per image (k), from %s", cfg.loss, k, labels.expected_positives_source)
-    if not 1 <= k <= classes / 2:
-        log.warning("--loss %s: k = %.3f positives per image is outside [1, %g] (1 to half the %d classes); if the "
-                    "labels do not say how many positives an image has, give --expected-positives", cfg.loss, k,
-                    classes / 2, classes)
-    elif k <= 1 and single_positive_labels(labels.train_targets):
+    if cfg.expected_positives is None and k <= 1 + 1e-6 and single_positive_labels(labels.train_targets):
         log.warning("--loss %s: the labels have one positive per image and no negatives (single positives), so k = "
                     "%.3f from %s undercounts an image's positives; give --expected-positives (Cole et al. take the "
                     "data set's true mean, 2.9 for COCO)", cfg.loss, k, labels.expected_positives_source)
+    elif not 1 <= k <= classes / 2:
+        log.warning("--loss %s: k = %.3f positives per image is outside [1, %g] (1 to half the %d classes); if the "
+                    "labels do not say how many positives an image has, give --expected-positives", cfg.loss, k,
+                    classes / 2, classes)
     return {"value": k, "source": labels.expected_positives_source}
 
 
